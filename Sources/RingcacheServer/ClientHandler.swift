@@ -1,0 +1,250 @@
+import CacheStore
+import Logging
+import NIOCore
+import RESP
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Wall-clock time in Unix milliseconds, read once per read batch.
+@inline(__always)
+func wallClockMillis() -> Int64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_REALTIME, &spec)
+    return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+}
+
+/// What a connection carries from batch to batch; passed `inout` once per batch.
+struct ConnectionState {
+    var parser: RESPRequestParser
+    var session: Session
+    var out: ByteBuffer
+
+    /// Why ``run(_:bytes:processor:now:)`` stopped.
+    enum Stop {
+        /// Every complete request was answered; the rest is an incomplete request.
+        case needMoreData
+        /// The reply buffer is large: write it before going on.
+        case outputFull
+        /// A protocol error or QUIT: write the replies, then close.
+        case close
+    }
+
+    static let outputChunk = 1024 * 1024
+
+    /// Parses and answers every complete request in `bytes`. Returns the bytes consumed.
+    static func run(
+        _ state: inout ConnectionState, bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64
+    ) -> (consumed: Int, stop: Stop) {
+        var offset = 0
+        while true {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            switch state.parser.next(rest, authenticated: state.session.authenticated) {
+            case .incomplete:
+                return (offset, .needMoreData)
+            case .skip(let consumed):
+                offset += consumed
+            case .error(let error):
+                state.out.writeRESPError("ERR \(error.message)")
+                processor.node.protocolErrors.add(1, ordering: .relaxed)
+                return (offset, .close)
+            case .request(let consumed):
+                state.parser.withArguments(in: rest) { arguments in
+                    processor.execute(arguments, session: &state.session, out: &state.out, now: now)
+                }
+                offset += consumed
+                if state.session.closeAfterWrite { return (offset, .close) }
+                if state.out.readableBytes >= outputChunk { return (offset, .outputFull) }
+            }
+        }
+    }
+}
+
+/// The shell around one client connection: feeds bytes to the parser and the command
+/// processor, writes all replies of a read batch with one flush, and applies back-pressure.
+///
+/// A client that does not read its replies stops being read from (its requests wait in
+/// the socket) once its unwritten replies pass the channel's high-water mark, and is closed
+/// past `client-output-buffer-limit`.
+final class ClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let processor: CommandProcessor
+    private let logger: Logger
+    private var state: ConnectionState?
+    /// Bytes received but not yet parsed (an incomplete request, or requests held while paused).
+    private var pending: ByteBuffer
+    /// Processing waits for the channel to become writable again.
+    private var paused = false
+    private var readHeld = false
+    private var closing = false
+
+    init(node: NodeState, logger: Logger) {
+        self.processor = CommandProcessor(node: node)
+        self.logger = logger
+        self.pending = ByteBuffer()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let node = processor.node
+        let now = wallClockMillis()
+        node.connectionsReceived.add(1, ordering: .relaxed)
+        guard let client = node.clients.register(channel: context.channel, now: now, limit: node.maxClients.load(ordering: .relaxed)) else {
+            node.rejectedConnections.add(1, ordering: .relaxed)
+            closing = true
+            var buffer = context.channel.allocator.buffer(capacity: 64)
+            buffer.writeRESPError("ERR max number of clients reached")
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        state = ConnectionState(
+            parser: RESPRequestParser(limits: node.limits),
+            session: Session(authenticated: !node.passwordRequired.load(ordering: .relaxed), client: client),
+            out: context.channel.allocator.buffer(capacity: 16 * 1024)
+        )
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let client = state?.session.client {
+            processor.node.clients.remove(client.id)
+        }
+        state = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing, state != nil else { return }
+        var incoming = unwrapInboundIn(data)
+        if pending.readableBytes == 0 && !paused {
+            process(&incoming, context: context)
+            if incoming.readableBytes > 0 && !closing {
+                pending.clear()
+                pending.writeBuffer(&incoming)
+            }
+        } else {
+            pending.writeBuffer(&incoming)
+            if !paused { processPending(context: context) }
+        }
+        if pending.readableBytes > processor.node.maxQueryBuffer.load(ordering: .relaxed) {
+            logger.warning("closing client that reached max query buffer length", metadata: ["client": "\(context.remoteAddress?.description ?? "?")"])
+            close(context: context)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushReplies(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && paused {
+            paused = false
+            processPending(context: context)
+            flushReplies(context: context)
+            if readHeld && !paused {
+                readHeld = false
+                context.read()
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if paused || closing {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("client connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            flushReplies(context: context)
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func processPending(context: ChannelHandlerContext) {
+        process(&pending, context: context)
+        if pending.readableBytes == 0 {
+            pending.clear()
+        } else if pending.readerIndex > 64 * 1024 {
+            pending.discardReadBytes()
+        }
+    }
+
+    /// Answers every complete request in `buffer`, writing out large reply batches as it goes.
+    private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
+        let now = wallClockMillis()
+        while !closing && !paused {
+            let (consumed, stop) = buffer.withUnsafeReadableBytes { bytes in
+                ConnectionState.run(&state!, bytes: bytes, processor: processor, now: now)
+            }
+            buffer.moveReaderIndex(forwardBy: consumed)
+            switch stop {
+            case .needMoreData:
+                touch(now: now)
+                return
+            case .close:
+                flushReplies(context: context)
+                close(context: context)
+                return
+            case .outputFull:
+                flushReplies(context: context)
+                if !context.channel.isWritable {
+                    paused = true
+                    checkOutputLimit(context: context)
+                }
+            }
+        }
+    }
+
+    private func touch(now: Int64) {
+        guard let session = state?.session else { return }
+        session.client.details.withLock { details in
+            details.lastInteraction = now
+            if let last = session.lastCommand { details.lastCommand = "\(last)" }
+        }
+    }
+
+    private func flushReplies(context: ChannelHandlerContext) {
+        guard state != nil, state!.out.readableBytes > 0 else { return }
+        context.write(wrapOutboundOut(state!.out), promise: nil)
+        context.flush()
+        // Usually the socket took every byte during flush, so this reuses the same storage.
+        state!.out.clear()
+        if !context.channel.isWritable { checkOutputLimit(context: context) }
+    }
+
+    private func checkOutputLimit(context: ChannelHandlerContext) {
+        let limit = processor.node.outputBufferLimit.load(ordering: .relaxed)
+        guard limit > 0, let options = context.channel.syncOptions,
+            let buffered = try? options.getOption(.bufferedWritableBytes), buffered > limit
+        else { return }
+        processor.node.clientsClosedForOutput.add(1, ordering: .relaxed)
+        logger.warning("closing client over client-output-buffer-limit", metadata: ["buffered": "\(buffered)"])
+        close(context: context)
+    }
+
+    private func close(context: ChannelHandlerContext) {
+        guard !closing else { return }
+        closing = true
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,145 @@
+import CacheStore
+import NIOCore
+import RESP
+
+/// Per-connection state that commands read and change (HELLO, AUTH, CLIENT SETNAME, QUIT).
+struct Session {
+    var resp3 = false
+    var authenticated: Bool
+    /// Set by QUIT and protocol errors: close once the pending replies are written.
+    var closeAfterWrite = false
+    let client: ClientInfo
+    var lastCommand: CommandSpec.Name?
+    var clientName: [UInt8] = []
+}
+
+/// Runs parsed requests against a node and writes each reply into the outbound buffer.
+///
+/// Replies follow Redis's types and error wording, so clients map them as they would
+/// Redis's. Nothing here touches a socket: the handler owns those.
+struct CommandProcessor {
+    let node: NodeState
+    var store: CacheStore { node.store }
+
+    init(node: NodeState) { self.node = node }
+
+    /// Executes one request. `now` is the batch's wall-clock time in Unix milliseconds.
+    func execute(_ args: RESPArguments, session: inout Session, out: inout ByteBuffer, now: Int64) {
+        guard let spec = CommandTable.lookup(args[0]) else {
+            writeUnknownCommand(args, out: &out)
+            return
+        }
+        if !session.authenticated && !spec.flags.contains(.noAuth) {
+            out.writeRESPError("NOAUTH Authentication required.")
+            return
+        }
+        guard spec.arityMatches(args.count) else {
+            out.writeRESPError("ERR wrong number of arguments for '\(spec.text)' command")
+            return
+        }
+        session.lastCommand = spec.name
+        node.commandsProcessed.add(1, ordering: .relaxed)
+        if spec.flags.contains(.denyOOM) && !store.makeRoom(now: now) {
+            out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
+            return
+        }
+        switch spec.name {
+        case .get: get(args, session, &out, now)
+        case .set: set(args, session, &out, now)
+        case .ping: ping(args, session, &out)
+        case .echo: out.writeRESPBulk(args[1])
+        case .hello: hello(args, &session, &out)
+        case .auth: auth(args, &session, &out)
+        case .quit:
+            out.writeRESPRaw("+OK\r\n")
+            session.closeAfterWrite = true
+        case .select: select(args, &out)
+        case .client: client(args, &session, &out, now)
+        case .command: command(args, session, &out)
+        case .info: info(args, session, &out, now)
+        case .config: config(args, session, &out)
+        case .time: time(session, &out, now)
+        case .dbsize: out.writeRESPInteger(store.count)
+        case .flushall, .flushdb: flush(args, &out)
+        case .setnx: setnx(args, &out, now)
+        case .setex: setex(args, &out, now, unit: 1000, name: "setex")
+        case .psetex: setex(args, &out, now, unit: 1, name: "psetex")
+        case .getset: getset(args, session, &out, now)
+        case .getdel: getdel(args, session, &out, now)
+        case .getex: getex(args, session, &out, now)
+        case .mget: mget(args, session, &out, now)
+        case .mset: mset(args, &out, now, onlyIfNoneExist: false)
+        case .msetnx: mset(args, &out, now, onlyIfNoneExist: true)
+        case .incr: incrementBy(args[1], 1, &out, now)
+        case .decr: incrementBy(args[1], -1, &out, now)
+        case .incrby, .decrby: incrby(args, negate: spec.name == .decrby, &out, now)
+        case .incrbyfloat: incrbyfloat(args, session, &out, now)
+        case .append: append(args, &out, now)
+        case .strlen: strlen(args, &out, now)
+        case .getrange, .substr: getrange(args, &out, now)
+        case .setrange: setrange(args, &out, now)
+        case .del, .unlink: delete(args, &out, now)
+        case .exists: exists(args, &out, now)
+        case .expire: expire(args, &out, now, unit: 1000, absolute: false, name: "expire")
+        case .pexpire: expire(args, &out, now, unit: 1, absolute: false, name: "pexpire")
+        case .expireat: expire(args, &out, now, unit: 1000, absolute: true, name: "expireat")
+        case .pexpireat: expire(args, &out, now, unit: 1, absolute: true, name: "pexpireat")
+        case .expiretime: expiryInfo(args, &out, now) { expiry, _ in expiry / 1000 }
+        case .pexpiretime: expiryInfo(args, &out, now) { expiry, _ in expiry }
+        case .ttl: expiryInfo(args, &out, now) { expiry, now in (expiry - now + 500) / 1000 }
+        case .pttl: expiryInfo(args, &out, now) { expiry, now in expiry - now }
+        case .persist: persist(args, &out, now)
+        case .type: type(args, &out, now)
+        case .keys: keys(args, &out, now)
+        case .scan: scan(args, session, &out, now)
+        case .randomkey: randomkey(session, &out, now)
+        case .rename: rename(args, &out, now, onlyIfAbsent: false)
+        case .renamenx: rename(args, &out, now, onlyIfAbsent: true)
+        }
+    }
+
+    private func writeUnknownCommand(_ args: RESPArguments, out: inout ByteBuffer) {
+        var message = "ERR unknown command '\(Self.printable(args[0], limit: 128))', with args beginning with: "
+        for i in 1..<min(args.count, 129) {
+            message += "'\(Self.printable(args[i], limit: 128))' "
+        }
+        out.writeRESPError(message)
+    }
+
+    /// Bytes as text for an error message: at most `limit` bytes, control bytes replaced.
+    static func printable(_ bytes: UnsafeRawBufferPointer, limit: Int) -> String {
+        let clipped = UnsafeRawBufferPointer(rebasing: bytes.prefix(limit))
+        return String(decoding: clipped.map { $0 < 0x20 || $0 == 0x7F ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+    }
+}
+
+// MARK: - Argument helpers
+
+extension UnsafeRawBufferPointer {
+    /// Compares with an ASCII word in any letter case; `lowercase` must be lowercase.
+    @inline(__always)
+    func equalsIgnoringCase(_ lowercase: StaticString) -> Bool {
+        guard count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = lowercase.utf8Start
+        for i in 0..<count {
+            var c = self[i]
+            if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
+            if c != expected[i] { return false }
+        }
+        return true
+    }
+
+    var asString: String { String(decoding: self, as: UTF8.self) }
+
+    /// A strict decimal integer, as Redis's `string2ll`.
+    var asInteger: Int? { RESPInteger.parse(self) }
+}
+
+extension ByteBuffer {
+    mutating func writeNotInteger() { writeRESPError("ERR value is not an integer or out of range") }
+    mutating func writeSyntaxError() { writeRESPError("ERR syntax error") }
+    mutating func writeOK() { writeRESPRaw("+OK\r\n") }
+}
+
+/// The largest expiry a record holds (48 bits of milliseconds, past the year 10000).
+let maximumExpiry: Int64 = (1 << 48) - 1

@@ -1,0 +1,125 @@
+import CacheStore
+import NIOCore
+import RESP
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension CommandProcessor {
+    func info(_ args: RESPArguments, _ session: Session, _ out: inout ByteBuffer, _ now: Int64) {
+        let known = ["server", "clients", "memory", "stats", "keyspace"]
+        var wanted: [String] = []
+        for i in 1..<args.count {
+            let section = args[i].asString.lowercased()
+            if ["all", "everything", "default"].contains(section) { wanted = known; break }
+            if known.contains(section) && !wanted.contains(section) { wanted.append(section) }
+        }
+        if args.count == 1 { wanted = known }
+        let text = wanted.map { section(named: $0, now: now) }.joined(separator: "\r\n")
+        out.writeRESPVerbatim(text, resp3: session.resp3)
+    }
+
+    private func section(named name: String, now: Int64) -> String {
+        let configuration = node.currentConfiguration
+        var lines: [String]
+        switch name {
+        case "server":
+            let uptime = (now - node.startedAt) / 1000
+            lines = [
+                "# Server",
+                "redis_version:\(compatibleRedisVersion)",
+                "ringcache_version:\(ringcacheVersion)",
+                "redis_mode:standalone",
+                "os:\(Self.operatingSystem)",
+                "arch_bits:\(MemoryLayout<Int>.size * 8)",
+                "process_id:\(getpid())",
+                "run_id:\(node.runID)",
+                "node_name:\(configuration.nodeName)",
+                "tcp_port:\(configuration.port)",
+                "uptime_in_seconds:\(uptime)",
+                "uptime_in_days:\(uptime / 86400)",
+                "hz:\(configuration.hz)",
+                "io_threads_active:\(configuration.threads)",
+            ]
+        case "clients":
+            lines = [
+                "# Clients",
+                "connected_clients:\(node.clients.count)",
+                "maxclients:\(configuration.maxClients)",
+                "blocked_clients:0",
+            ]
+        case "memory":
+            let used = store.usedMemory
+            let rss = Self.residentSetSize()
+            lines = [
+                "# Memory",
+                "used_memory:\(used)",
+                "used_memory_human:\(Self.human(used))",
+                "used_memory_rss:\(rss)",
+                "used_memory_rss_human:\(Self.human(rss))",
+                "maxmemory:\(configuration.maxMemory)",
+                "maxmemory_human:\(Self.human(configuration.maxMemory))",
+                "maxmemory_policy:\(configuration.evictionPolicy.rawValue)",
+                "mem_fragmentation_ratio:\(used > 0 ? Double(Int(Double(rss) / Double(used) * 100)) / 100 : 0)",
+                "mem_allocator:libc",
+            ]
+        case "stats":
+            lines = [
+                "# Stats",
+                "total_connections_received:\(node.connectionsReceived.load(ordering: .relaxed))",
+                "total_commands_processed:\(node.commandsProcessed.load(ordering: .relaxed))",
+                "rejected_connections:\(node.rejectedConnections.load(ordering: .relaxed))",
+                "expired_keys:\(store.expiredKeys)",
+                "evicted_keys:\(store.evictedKeys)",
+                "keyspace_hits:\(store.keyspaceHits)",
+                "keyspace_misses:\(store.keyspaceMisses)",
+                "total_protocol_errors:\(node.protocolErrors.load(ordering: .relaxed))",
+                "client_output_buffer_limit_disconnections:\(node.clientsClosedForOutput.load(ordering: .relaxed))",
+            ]
+        default:
+            lines = ["# Keyspace"]
+            let keys = store.count
+            if keys > 0 { lines.append("db0:keys=\(keys),expires=\(store.volatileCount),avg_ttl=0") }
+        }
+        return lines.joined(separator: "\r\n") + "\r\n"
+    }
+
+    static var operatingSystem: String {
+        var name = utsname()
+        uname(&name)
+        func field<T>(_ value: T) -> String {
+            withUnsafeBytes(of: value) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        return "\(field(name.sysname)) \(field(name.release)) \(field(name.machine))"
+    }
+
+    static func human(_ bytes: Int) -> String {
+        let units = ["B", "K", "M", "G", "T"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(bytes)B" : "\(Double(Int(value * 100)) / 100)\(units[unit])"
+    }
+
+    /// The process's resident set size from /proc, in bytes (0 where /proc is missing).
+    static func residentSetSize() -> Int {
+        guard let file = fopen("/proc/self/statm", "r") else { return 0 }
+        defer { fclose(file) }
+        var size = 0
+        var resident = 0
+        guard withUnsafeMutablePointer(to: &size, { s in
+            withUnsafeMutablePointer(to: &resident) { r in
+                withVaList([s, r]) { vfscanf(file, "%ld %ld", $0) }
+            }
+        }) == 2 else { return 0 }
+        return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}

@@ -1,0 +1,231 @@
+import NIOCore
+import CacheStore
+import RESP
+
+/// Everything a node is started with: the directives of `cluster.conf` (redis.conf style)
+/// and the CLI flags, which use the same names.
+public struct NodeConfiguration: Sendable, Equatable {
+    /// A `node <name> <host>:<port>` line.
+    public struct NodeAddress: Sendable, Equatable {
+        public var name: String
+        public var host: String
+        public var port: Int
+    }
+
+    public var nodeName = "standalone"
+    public var bind = "127.0.0.1"
+    public var port = 6379
+    public var threads = System.coreCount
+    public var maxMemory = 0
+    public var evictionPolicy = EvictionPolicy.allKeysLRU
+    public var requirePass: String? = nil
+    /// Seconds a client may stay idle; 0 never closes.
+    public var timeout = 0
+    public var maxClients = 10_000
+    public var limits = RESPLimits()
+    /// Bytes of replies a client may leave unread before it is closed; 0 for no limit.
+    public var clientOutputBufferLimit = 256 * 1024 * 1024
+    /// Active expiry cycles per second.
+    public var hz = 10
+    public var logLevel = "info"
+    public var clusterName = "ringcache"
+    public var nodes: [NodeAddress] = []
+
+    public init() {}
+
+    /// The directives `CONFIG GET` knows, with their current values.
+    public func directiveValues() -> [(String, String)] {
+        [
+            ("bind", bind),
+            ("port", String(port)),
+            ("maxmemory", String(maxMemory)),
+            ("maxmemory-policy", evictionPolicy.rawValue),
+            ("requirepass", requirePass ?? ""),
+            ("timeout", String(timeout)),
+            ("maxclients", String(maxClients)),
+            ("proto-max-bulk-len", String(limits.maxBulkLength)),
+            ("proto-max-multibulk-len", String(limits.maxMultibulkLength)),
+            ("client-query-buffer-limit", String(limits.maxQueryBuffer)),
+            ("client-output-buffer-limit", String(clientOutputBufferLimit)),
+            ("io-threads", String(threads)),
+            ("hz", String(hz)),
+            ("loglevel", logLevel),
+            ("cluster-name", clusterName),
+            ("save", ""),
+            ("appendonly", "no"),
+            ("databases", "1"),
+        ]
+    }
+
+    /// Directives that `CONFIG SET` may change at run time.
+    public static let runtimeDirectives: Set<String> = [
+        "maxmemory", "maxmemory-policy", "requirepass", "timeout", "maxclients", "proto-max-bulk-len",
+        "proto-max-multibulk-len", "client-query-buffer-limit", "client-output-buffer-limit", "hz", "loglevel",
+    ]
+
+    /// Applies one directive; throws a message naming what is wrong with the value.
+    public mutating func apply(_ directive: String, _ arguments: [String]) throws(ConfigurationError) {
+        let name = directive.lowercased()
+        func single() throws(ConfigurationError) -> String {
+            guard arguments.count == 1 else {
+                throw ConfigurationError("'\(name)' takes exactly one value, got \(arguments.count)")
+            }
+            return arguments[0]
+        }
+        func integer(_ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+            let text = try single()
+            guard let value = Int(text), range.contains(value) else {
+                throw ConfigurationError("'\(name)' needs an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+            }
+            return value
+        }
+        func memory() throws(ConfigurationError) -> Int {
+            let text = try single()
+            guard let value = Self.parseMemory(text) else {
+                throw ConfigurationError("'\(name)' needs a size such as 100mb or 1gb, got '\(text)'")
+            }
+            return value
+        }
+        switch name {
+        case "bind": bind = try single()
+        case "port": port = try integer(0...65535)
+        case "io-threads", "threads": threads = try integer(1...64)
+        case "maxmemory": maxMemory = try memory()
+        case "maxmemory-policy":
+            let text = try single().lowercased()
+            guard let policy = EvictionPolicy(rawValue: text) else {
+                throw ConfigurationError(
+                    "'maxmemory-policy' must be one of \(EvictionPolicy.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'")
+            }
+            evictionPolicy = policy
+        case "requirepass":
+            let text = try single()
+            requirePass = text.isEmpty ? nil : text
+        case "timeout": timeout = try integer(0...Int(Int32.max))
+        case "maxclients": maxClients = try integer(1...1_000_000)
+        case "proto-max-bulk-len":
+            let value = try memory()
+            guard value >= 1024 else { throw ConfigurationError("'proto-max-bulk-len' must be at least 1kb") }
+            limits.maxBulkLength = value
+        case "proto-max-multibulk-len": limits.maxMultibulkLength = try integer(1...Int(Int32.max))
+        case "client-query-buffer-limit":
+            let value = try memory()
+            guard value >= 1024 * 1024 else { throw ConfigurationError("'client-query-buffer-limit' must be at least 1mb") }
+            limits.maxQueryBuffer = value
+        case "client-output-buffer-limit": clientOutputBufferLimit = try memory()
+        case "hz": hz = try integer(1...500)
+        case "loglevel":
+            let text = try single().lowercased()
+            guard ["trace", "debug", "verbose", "info", "notice", "warning", "error", "critical"].contains(text) else {
+                throw ConfigurationError("'loglevel' must be one of trace, debug, info, notice, warning, error, critical, got '\(text)'")
+            }
+            logLevel = text
+        case "cluster-name": clusterName = try single()
+        case "node":
+            guard arguments.count == 2 else { throw ConfigurationError("'node' needs a name and host:port, e.g. 'node n1 127.0.0.1:7001'") }
+            let address = arguments[1]
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+                (1...65535).contains(port), colon != address.startIndex
+            else {
+                throw ConfigurationError("'node \(arguments[0])' needs host:port, got '\(address)'")
+            }
+            guard !nodes.contains(where: { $0.name == arguments[0] }) else {
+                throw ConfigurationError("node '\(arguments[0])' is declared twice")
+            }
+            nodes.append(NodeAddress(name: arguments[0], host: String(address[..<colon]), port: port))
+        default:
+            throw ConfigurationError("unknown directive '\(directive)'")
+        }
+    }
+
+    /// Parses `cluster.conf` text. Errors carry the file name and line number.
+    public static func parse(_ text: String, file: String) throws(ConfigurationError) -> NodeConfiguration {
+        var configuration = NodeConfiguration()
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.trimmingCharacters(in: " \t\r")
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let words: [String]
+            do {
+                words = try splitWords(line)
+            } catch {
+                throw ConfigurationError("\(file):\(index + 1): \(error.message)")
+            }
+            guard let directive = words.first else { continue }
+            do {
+                try configuration.apply(directive, Array(words.dropFirst()))
+            } catch {
+                throw ConfigurationError("\(file):\(index + 1): \(error.message)")
+            }
+        }
+        return configuration
+    }
+
+    /// Chooses the node named `name` from the `node` lines: its port and bind address.
+    public mutating func select(node name: String) throws(ConfigurationError) {
+        guard let node = nodes.first(where: { $0.name == name }) else {
+            let known = nodes.map(\.name).joined(separator: ", ")
+            throw ConfigurationError("no node named '\(name)' in the configuration (nodes: \(known.isEmpty ? "none" : known))")
+        }
+        nodeName = node.name
+        port = node.port
+        bind = node.host
+    }
+
+    /// `100`, `1k`, `1kb`, `2mb`, `1gb` (k = 1000, kb = 1024, as in redis.conf).
+    public static func parseMemory(_ text: String) -> Int? {
+        let lower = text.lowercased()
+        let units: [(String, Int)] = [
+            ("kb", 1024), ("mb", 1024 * 1024), ("gb", 1024 * 1024 * 1024),
+            ("k", 1000), ("m", 1_000_000), ("g", 1_000_000_000), ("b", 1),
+        ]
+        for (suffix, factor) in units where lower.hasSuffix(suffix) {
+            guard let number = Int(lower.dropLast(suffix.count)), number >= 0 else { return nil }
+            let (product, overflow) = number.multipliedReportingOverflow(by: factor)
+            return overflow ? nil : product
+        }
+        guard let number = Int(lower), number >= 0 else { return nil }
+        return number
+    }
+
+    /// Splits a config line into words; double quotes group words.
+    static func splitWords(_ line: String) throws(ConfigurationError) -> [String] {
+        var words: [String] = []
+        var current = ""
+        var inQuotes = false
+        var hasWord = false
+        for character in line {
+            if inQuotes {
+                if character == "\"" { inQuotes = false } else { current.append(character) }
+            } else if character == "\"" {
+                inQuotes = true
+                hasWord = true
+            } else if character == " " || character == "\t" {
+                if hasWord { words.append(current) }
+                current = ""
+                hasWord = false
+            } else {
+                current.append(character)
+                hasWord = true
+            }
+        }
+        if inQuotes { throw ConfigurationError("unbalanced quotes") }
+        if hasWord { words.append(current) }
+        return words
+    }
+}
+
+/// A configuration line or value that cannot be used; the message says where and why.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in characters: String) -> String {
+        let set = Set(characters)
+        guard let start = firstIndex(where: { !set.contains($0) }) else { return "" }
+        let end = lastIndex(where: { !set.contains($0) })!
+        return String(self[start...end])
+    }
+}

@@ -1,0 +1,83 @@
+import CacheStore
+import Logging
+import NIOCore
+import NIOConcurrencyHelpers
+import NIOPosix
+import ServiceLifecycle
+
+/// A running node: the client listener and the periodic work (active expiry, idle
+/// clients), as one `Service` that stops gracefully on SIGTERM or SIGINT.
+public final class RingcacheNode: Service, Sendable {
+    public let state: NodeState
+    private let configuration: NodeConfiguration
+    private let logger: Logger
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
+
+    public init(configuration: NodeConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.state = NodeState(configuration: configuration, now: wallClockMillis())
+    }
+
+    /// The port the listener bound (useful with port 0), once it is listening.
+    public var port: Int? { boundPort.withLockedValue { $0 } }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
+        let state = self.state
+        let logger = self.logger
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 511)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ClientHandler(node: state, logger: logger))
+                }
+            }
+        let listener: any Channel
+        do {
+            listener = try await bootstrap.bind(host: configuration.bind, port: configuration.port).get()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw ConfigurationError("could not listen on \(configuration.bind):\(configuration.port): \(error)")
+        }
+        let port = listener.localAddress?.port ?? configuration.port
+        boundPort.withLockedValue { $0 = port }
+        logger.info(
+            "ringcache \(ringcacheVersion) node '\(configuration.nodeName)' ready to accept connections",
+            metadata: ["address": "\(configuration.bind):\(port)", "threads": "\(configuration.threads)"]
+        )
+
+        let hz = max(1, configuration.hz)
+        let tick = TimeAmount.milliseconds(Int64(1000 / hz))
+        let ticks = NIOLockedValueBox(0)
+        let periodic = group.next().scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
+            let now = wallClockMillis()
+            state.store.expireCycle(now: now)
+            let count = ticks.withLockedValue { value -> Int in
+                value += 1
+                return value
+            }
+            if count % hz == 0 {
+                state.clients.closeIdle(timeout: state.timeoutSeconds.load(ordering: .relaxed), now: now)
+            }
+        }
+
+        await withGracefulShutdownHandler {
+            try? await listener.closeFuture.get()
+        } onGracefulShutdown: {
+            logger.info("shutting down: no longer accepting connections")
+            listener.close(promise: nil)
+        }
+        periodic.cancel()
+        for client in state.clients.all {
+            try? await client.channel.close()
+        }
+        try await group.shutdownGracefully()
+        logger.info("ringcache node '\(configuration.nodeName)' stopped")
+    }
+}

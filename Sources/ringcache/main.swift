@@ -1,0 +1,174 @@
+import ArgumentParser
+import Logging
+import RingcacheServer
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@main
+struct Ringcache: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ringcache",
+        abstract: "A distributed key-value cache that speaks the Redis protocol.",
+        discussion: """
+            Start a node with `ringcache serve`, then talk to it with redis-cli or any Redis client.
+            Settings come from a redis.conf-style file (--config) and from flags with the same names;
+            flags win.
+            """,
+        version: RingcacheServer.ringcacheVersion,
+        subcommands: [Serve.self]
+    )
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a node in the foreground until SIGTERM or SIGINT."
+    )
+
+    @Option(help: "A cluster.conf-style file (redis.conf syntax: `directive value ...`, # comments).")
+    var config: String?
+
+    @Option(help: "The name of the `node` line in --config to run as (its address sets bind and port).")
+    var node: String?
+
+    @Option(help: "TCP port for clients (default 6379).")
+    var port: Int?
+
+    @Option(help: "Address to listen on (default 127.0.0.1).")
+    var bind: String?
+
+    @Option(name: [.long, .customLong("io-threads")], help: "Event-loop threads (default: number of cores).")
+    var threads: Int?
+
+    @Option(help: "Memory limit for keys and values, e.g. 100mb or 2gb; 0 for none (default 0).")
+    var maxmemory: String?
+
+    @Option(name: .customLong("maxmemory-policy"), help: "allkeys-lru (default), volatile-lru, volatile-ttl or noeviction.")
+    var maxmemoryPolicy: String?
+
+    @Option(help: "Password clients must send with AUTH or HELLO before other commands.")
+    var requirepass: String?
+
+    @Option(help: "Close clients idle for this many seconds; 0 never (default 0).")
+    var timeout: Int?
+
+    @Option(help: "Most connected clients (default 10000).")
+    var maxclients: Int?
+
+    @Option(name: .customLong("proto-max-bulk-len"), help: "Largest bulk string accepted (default 512mb).")
+    var protoMaxBulkLen: String?
+
+    @Option(name: .customLong("proto-max-multibulk-len"), help: "Most elements in one request (default 1048576).")
+    var protoMaxMultibulkLen: Int?
+
+    @Option(name: .customLong("client-query-buffer-limit"), help: "Most unparsed bytes buffered per client (default 1gb).")
+    var clientQueryBufferLimit: String?
+
+    @Option(name: .customLong("client-output-buffer-limit"), help: "Unread reply bytes after which a client is closed; 0 for none (default 256mb).")
+    var clientOutputBufferLimit: String?
+
+    @Option(help: "Active-expiry cycles per second (default 10).")
+    var hz: Int?
+
+    @Option(help: "trace, debug, info (default), notice, warning, error or critical.")
+    var loglevel: String?
+
+    func run() async throws {
+        let configuration: NodeConfiguration
+        do {
+            configuration = try makeConfiguration()
+        } catch {
+            FileHandleOutput.standardError("ringcache: \(error)\n")
+            throw ExitCode(1)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Self.logLevel(configuration.logLevel)
+            return handler
+        }
+        let logger = Logger(label: "ringcache")
+        let node = RingcacheNode(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    func makeConfiguration() throws -> NodeConfiguration {
+        var configuration = NodeConfiguration()
+        if let config {
+            guard let text = Self.readFile(config) else {
+                throw ConfigurationError("cannot read configuration file '\(config)'")
+            }
+            configuration = try NodeConfiguration.parse(text, file: config)
+            if let node {
+                try configuration.select(node: node)
+            } else if configuration.nodes.count == 1 {
+                try configuration.select(node: configuration.nodes[0].name)
+            } else if configuration.nodes.count > 1 {
+                throw ConfigurationError("\(config) declares \(configuration.nodes.count) nodes: choose one with --node")
+            }
+        } else if node != nil {
+            throw ConfigurationError("--node needs --config")
+        }
+        let flags: [(String, String?)] = [
+            ("port", port.map(String.init)), ("bind", bind), ("io-threads", threads.map(String.init)),
+            ("maxmemory", maxmemory), ("maxmemory-policy", maxmemoryPolicy), ("requirepass", requirepass),
+            ("timeout", timeout.map(String.init)), ("maxclients", maxclients.map(String.init)),
+            ("proto-max-bulk-len", protoMaxBulkLen), ("proto-max-multibulk-len", protoMaxMultibulkLen.map(String.init)),
+            ("client-query-buffer-limit", clientQueryBufferLimit), ("client-output-buffer-limit", clientOutputBufferLimit),
+            ("hz", hz.map(String.init)), ("loglevel", loglevel),
+        ]
+        for case let (name, value?) in flags {
+            do {
+                try configuration.apply(name, [value])
+            } catch {
+                throw ConfigurationError("--\(name): \(error.message)")
+            }
+        }
+        return configuration
+    }
+
+    static func readFile(_ path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = fread(&chunk, 1, chunk.count, file)
+            if count <= 0 { break }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func logLevel(_ name: String) -> Logger.Level {
+        switch name {
+        case "trace": return .trace
+        case "debug", "verbose": return .debug
+        case "notice": return .notice
+        case "warning": return .warning
+        case "error": return .error
+        case "critical": return .critical
+        default: return .info
+        }
+    }
+}
+
+enum FileHandleOutput {
+    static func standardError(_ text: String) {
+        var text = text
+        text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+}
