@@ -29,12 +29,12 @@ struct CommandProcessor {
             writeUnknownCommand(args, out: &out)
             return
         }
-        if !session.authenticated && !spec.flags.contains(.noAuth) {
-            out.writeRESPError("NOAUTH Authentication required.")
-            return
-        }
         guard spec.arityMatches(args.count) else {
             out.writeRESPError("ERR wrong number of arguments for '\(spec.text)' command")
+            return
+        }
+        if !session.authenticated && !spec.flags.contains(.noAuth) {
+            out.writeRESPError("NOAUTH Authentication required.")
             return
         }
         session.lastCommand = spec.name
@@ -84,7 +84,7 @@ struct CommandProcessor {
         case .pexpire: expire(args, &out, now, unit: 1, absolute: false, name: "pexpire")
         case .expireat: expire(args, &out, now, unit: 1000, absolute: true, name: "expireat")
         case .pexpireat: expire(args, &out, now, unit: 1, absolute: true, name: "pexpireat")
-        case .expiretime: expiryInfo(args, &out, now) { expiry, _ in expiry / 1000 }
+        case .expiretime: expiryInfo(args, &out, now) { expiry, _ in (expiry + 500) / 1000 }
         case .pexpiretime: expiryInfo(args, &out, now) { expiry, _ in expiry }
         case .ttl: expiryInfo(args, &out, now) { expiry, now in (expiry - now + 500) / 1000 }
         case .pttl: expiryInfo(args, &out, now) { expiry, now in expiry - now }
@@ -99,10 +99,14 @@ struct CommandProcessor {
     }
 
     private func writeUnknownCommand(_ args: RESPArguments, out: inout ByteBuffer) {
-        var message = "ERR unknown command '\(Self.printable(args[0], limit: 128))', with args beginning with: "
-        for i in 1..<min(args.count, 129) {
-            message += "'\(Self.printable(args[i], limit: 128))' "
+        // As Redis: the quoted arguments share a budget of 128 characters.
+        var quoted = ""
+        var i = 1
+        while i < args.count && quoted.utf8.count < 128 {
+            quoted += "'\(Self.printable(args[i], limit: 128 - quoted.utf8.count))' "
+            i += 1
         }
+        let message = "ERR unknown command '\(Self.printable(args[0], limit: 128))', with args beginning with: \(quoted)"
         out.writeRESPError(message)
     }
 

@@ -41,10 +41,12 @@ extension CommandProcessor {
             protocolVersion = version
             i = 2
         }
+        var user: UnsafeRawBufferPointer?
         var password: UnsafeRawBufferPointer?
         var name: UnsafeRawBufferPointer?
         while i < args.count {
             if args[i].equalsIgnoringCase("auth") && i + 2 < args.count {
+                user = args[i + 1]
                 password = args[i + 2]
                 i += 3
             } else if args[i].equalsIgnoringCase("setname") && i + 1 < args.count {
@@ -55,15 +57,15 @@ extension CommandProcessor {
                 return
             }
         }
-        if let password {
-            guard node.checkPassword(password) else {
+        if let user, let password {
+            guard authenticate(user: user, password: password) else {
                 out.writeRESPError("WRONGPASS invalid username-password pair or user is disabled.")
                 return
             }
             session.authenticated = true
         }
         guard session.authenticated else {
-            out.writeRESPError("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+            out.writeRESPError("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
             return
         }
         if let name {
@@ -94,21 +96,24 @@ extension CommandProcessor {
             out.writeSyntaxError()
             return
         }
-        guard node.passwordRequired.load(ordering: .relaxed) else {
-            if args.count == 2 {
-                out.writeRESPError("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
-            } else {
-                out.writeRESPError("WRONGPASS invalid username-password pair or user is disabled.")
-            }
+        if args.count == 2 && !node.passwordRequired.load(ordering: .relaxed) {
+            out.writeRESPError("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
             return
         }
-        let userOK = args.count == 2 || args[1].equalsIgnoringCase("default")
-        if userOK && node.checkPassword(args[args.count - 1]) {
+        let user = args.count == 3 ? args[1] : nil
+        if authenticate(user: user, password: args[args.count - 1]) {
             session.authenticated = true
             out.writeOK()
         } else {
             out.writeRESPError("WRONGPASS invalid username-password pair or user is disabled.")
         }
+    }
+
+    /// The only user is `default`; without `requirepass` it takes any password, as in Redis.
+    private func authenticate(user: UnsafeRawBufferPointer?, password: UnsafeRawBufferPointer) -> Bool {
+        if let user, !user.equalsIgnoringCase("default") { return false }
+        guard node.passwordRequired.load(ordering: .relaxed) else { return true }
+        return node.checkPassword(password)
     }
 
     func select(_ args: RESPArguments, _ out: inout ByteBuffer) {

@@ -70,7 +70,8 @@ public final class NodeState: Sendable {
                 do throws(ConfigurationError) {
                     try updated.apply(name, [value])
                 } catch {
-                    throw ConfigurationError("CONFIG SET failed (possibly related to argument '\(name)') - \(error.message)")
+                    throw ConfigurationError(
+                        "CONFIG SET failed (possibly related to argument '\(name)') - \(Self.redisReason(for: name.lowercased(), error))")
                 }
             }
             current = updated
@@ -85,6 +86,21 @@ public final class NodeState: Sendable {
         timeoutSeconds.store(updated.timeout, ordering: .relaxed)
         maxClients.store(updated.maxClients, ordering: .relaxed)
         passwordRequired.store(updated.requirePass != nil, ordering: .relaxed)
+    }
+
+    /// Redis's wording for a rejected CONFIG SET value, where it has one.
+    private static func redisReason(for directive: String, _ error: ConfigurationError) -> String {
+        switch directive {
+        case "maxmemory", "proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit":
+            return NodeConfiguration.parseMemory(error.message) == nil && !error.message.contains("at least")
+                ? "argument must be a memory value" : error.message
+        case "timeout", "maxclients", "hz", "proto-max-multibulk-len":
+            return "argument couldn't be parsed into an integer"
+        case "maxmemory-policy":
+            return "argument(s) must be one of the following: \(EvictionPolicy.allCases.map(\.rawValue).joined(separator: ", "))"
+        default:
+            return error.message
+        }
     }
 
     /// True if `password` is the configured one (compared in constant time).

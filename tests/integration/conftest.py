@@ -29,6 +29,7 @@ When a test fails, the tail of the server's stdout/stderr log is attached to
 the failure report.
 """
 
+import atexit
 import os
 import shutil
 import signal
@@ -40,6 +41,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TARGETS = ("ringcache", "redis")
@@ -95,6 +98,15 @@ def _config_flags(config):
 
 
 _REAPERS = []
+_ALL_PROCS = []
+
+
+@atexit.register
+def _kill_leftovers():
+    # Safety net (e.g. after Ctrl-C): SIGKILL any server *we* started that still runs.
+    for proc in _ALL_PROCS:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _reap(proc):
@@ -118,10 +130,11 @@ class ServerStartError(Exception):
 class Server:
     """A server process started for one test."""
 
-    def __init__(self, target, config, workdir):
+    def __init__(self, target, config, workdir, logdir):
         self.target = target
         self.config = dict(config)
         self.workdir = workdir
+        self.logdir = logdir
         self.port = None
         self.proc = None
         self.log_path = None
@@ -149,7 +162,9 @@ class Server:
         last_error = None
         for _attempt in range(3):  # retry: the free port may be taken by someone else
             self.port = free_port()
-            fd, self.log_path = tempfile.mkstemp(prefix=f"{self.target}-{self.port}-", suffix=".log")
+            fd, self.log_path = tempfile.mkstemp(
+                prefix=f"{self.target}-{self.port}-", suffix=".log", dir=self.logdir
+            )
             os.close(fd)
             self._log_file = open(self.log_path, "wb")
             cmd = self.command_line(self.port)
@@ -159,6 +174,7 @@ class Server:
                 cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=self.workdir,
             )
+            _ALL_PROCS.append(self.proc)
             try:
                 self._wait_ready()
                 return self
@@ -223,8 +239,11 @@ class Server:
 
     def client(self, **kw):
         """A redis-py client for this server (bytes replies unless overridden)."""
+        # No automatic retries: a dropped connection or a server crash must
+        # surface as an error instead of being hidden by a silent reconnect.
         opts = dict(host="127.0.0.1", port=self.port, decode_responses=False,
-                    socket_timeout=15, socket_connect_timeout=5)
+                    socket_timeout=15, socket_connect_timeout=5,
+                    retry=Retry(NoBackoff(), 0))
         opts.update(kw)
         c = redis.Redis(**opts)
         self._clients.append(c)
@@ -268,18 +287,19 @@ def target(pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def _server_workdir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("server-cwd"))
+def _server_dirs(tmp_path_factory):
+    # under pytest's basetemp (/tmp/pytest-of-$USER/pytest-N), which pytest prunes itself
+    return str(tmp_path_factory.mktemp("server-cwd")), str(tmp_path_factory.mktemp("server-logs"))
 
 
 @pytest.fixture
-def start_server(request, target, _server_workdir):
+def start_server(request, target, _server_dirs):
     """Factory: start_server(**config) -> Server.  Config keys become --key value flags."""
     started = []
     request.node._integration_servers = started
 
     def _start(**config):
-        srv = Server(target, config, _server_workdir)
+        srv = Server(target, config, *_server_dirs)
         started.append(srv)
         try:
             srv.start()

@@ -12,6 +12,9 @@ HELLO_KEYS = {b"server", b"version", b"proto", b"id", b"mode", b"role", b"module
 
 # ------------------------------------------------------------ PING / ECHO
 
+# ringcache is a cache first: it evicts by default (allkeys-lru); Redis defaults to noeviction.
+DEFAULT_POLICY = {"redis": "noeviction", "ringcache": "allkeys-lru"}
+
 
 def test_ping_echo_redis_py(r):
     assert r.ping() is True
@@ -218,7 +221,7 @@ def test_info_sections(server):
     assert info["connected_clients"] >= 1  # clients
     for field in ["used_memory", "maxmemory", "maxmemory_policy"]:
         assert field in info, field  # memory
-    assert info["maxmemory_policy"] == "noeviction"
+    assert info["maxmemory_policy"] == DEFAULT_POLICY[server.target]
     for field in ["total_connections_received", "total_commands_processed", "expired_keys",
                   "evicted_keys", "keyspace_hits", "keyspace_misses"]:
         assert field in info, field  # stats
@@ -274,7 +277,7 @@ def test_config_get_set_maxmemory(server):
 
 def test_config_get_set_maxmemory_policy(server):
     r = server.client()
-    assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    assert r.config_get("maxmemory-policy") == {"maxmemory-policy": DEFAULT_POLICY[server.target]}
     for policy in ["allkeys-lru", "volatile-lru", "volatile-ttl", "noeviction"]:
         assert r.config_set("maxmemory-policy", policy) is True
         assert r.config_get("maxmemory-policy") == {"maxmemory-policy": policy}

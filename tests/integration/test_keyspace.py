@@ -83,8 +83,20 @@ def test_expire_family_basic(r):
     at_ms = int(time.time() * 1000) + 700000
     assert r.pexpireat(b"k", at_ms) is True
     assert r.pexpiretime(b"k") == at_ms
-    assert r.expiretime(b"k") == at_ms // 1000
     assert r.get(b"k") == b"v"
+
+
+def test_ttl_and_expiretime_round_to_nearest_second(r):
+    r.set(b"k", b"v")
+    sec = int(time.time()) + 700
+    assert r.pexpireat(b"k", sec * 1000 + 623) is True
+    assert r.expiretime(b"k") == sec + 1  # (ms + 500) / 1000
+    assert r.pexpireat(b"k", sec * 1000 + 400) is True
+    assert r.expiretime(b"k") == sec
+    assert r.pexpire(b"k", 100600) is True
+    assert r.ttl(b"k") == 101
+    assert r.pexpire(b"k", 100400) is True
+    assert r.ttl(b"k") == 100
 
 
 def test_expiretime_pexpiretime_special_values(r):
