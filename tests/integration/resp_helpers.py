@@ -108,9 +108,15 @@ class RawConn:
 
 
 def raw_exchange(port, payload, timeout=2.0):
-    """Send payload on a fresh connection; return (all bytes received, closed_by_server)."""
+    """Send payload on a fresh connection; return (all bytes received, closed_by_server).
+
+    The server may close the connection before it has consumed the whole payload
+    (e.g. right after a protocol error); that is not an error here."""
     with RawConn(port) as c:
-        c.send(payload)
+        try:
+            c.send(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
         return c.read_until_close(timeout)
 
 

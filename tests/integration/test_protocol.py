@@ -50,9 +50,7 @@ def test_replies_before_protocol_error_are_delivered(server):
 
 
 def test_too_big_inline_request(server):
-    with RawConn(server.port) as c:
-        c.send(b"x" * (70 * 1024))  # no newline at all
-        data, closed = c.read_until_close(timeout=5)
+    data, closed = raw_exchange(server.port, b"x" * (70 * 1024), timeout=5)  # no newline at all
     assert data == b"-ERR Protocol error: too big inline request\r\n"
     assert closed
     _assert_server_healthy(server)

@@ -1,0 +1,63 @@
+import CacheStore
+import Testing
+
+@testable import RingcacheServer
+
+@Suite struct ConfigurationTests {
+    @Test func parsesDirectivesCommentsAndNodes() throws {
+        let text = """
+            # a comment
+            cluster-name test
+            node n1 127.0.0.1:7001
+            node n2 127.0.0.1:7002
+
+            maxmemory 100mb
+            maxmemory-policy volatile-ttl
+            requirepass "two words"
+            timeout 30
+            """
+        var configuration = try NodeConfiguration.parse(text, file: "cluster.conf")
+        #expect(configuration.clusterName == "test")
+        #expect(configuration.maxMemory == 100 * 1024 * 1024)
+        #expect(configuration.evictionPolicy == .volatileTTL)
+        #expect(configuration.requirePass == "two words")
+        #expect(configuration.timeout == 30)
+        #expect(configuration.nodes.map(\.name) == ["n1", "n2"])
+        try configuration.select(node: "n2")
+        #expect(configuration.port == 7002 && configuration.bind == "127.0.0.1" && configuration.nodeName == "n2")
+    }
+
+    @Test(arguments: [
+        ("port 7001\nbogus 1\n", "cluster.conf:2: unknown directive 'bogus'"),
+        ("maxmemory lots\n", "cluster.conf:1: 'maxmemory' needs a size such as 100mb or 1gb, got 'lots'"),
+        ("\n\nport 70000\n", "cluster.conf:3: 'port' needs an integer in 0...65535, got '70000'"),
+        ("maxmemory-policy random\n", "cluster.conf:1: 'maxmemory-policy' must be one of allkeys-lru, volatile-lru, volatile-ttl, noeviction, got 'random'"),
+        ("node n1 nowhere\n", "cluster.conf:1: 'node n1' needs host:port, got 'nowhere'"),
+        ("node n1 127.0.0.1:1\nnode n1 127.0.0.1:2\n", "cluster.conf:2: node 'n1' is declared twice"),
+        ("requirepass \"open\n", "cluster.conf:1: unbalanced quotes"),
+        ("timeout 1 2\n", "cluster.conf:1: 'timeout' takes exactly one value, got 2"),
+    ])
+    func badLinesNameFileAndLine(text: String, message: String) {
+        #expect(throws: ConfigurationError.self) { try NodeConfiguration.parse(text, file: "cluster.conf") }
+        do {
+            _ = try NodeConfiguration.parse(text, file: "cluster.conf")
+        } catch {
+            #expect(error.message == message)
+        }
+    }
+
+    @Test func memoryUnitsFollowRedisConf() {
+        #expect(NodeConfiguration.parseMemory("1k") == 1000)
+        #expect(NodeConfiguration.parseMemory("1kb") == 1024)
+        #expect(NodeConfiguration.parseMemory("2GB") == 2 * 1024 * 1024 * 1024)
+        #expect(NodeConfiguration.parseMemory("12345") == 12345)
+        #expect(NodeConfiguration.parseMemory("-1") == nil)
+        #expect(NodeConfiguration.parseMemory("mb") == nil)
+        #expect(NodeConfiguration.parseMemory("99999999999999999gb") == nil)
+    }
+
+    @Test func unknownNodeIsAnError() throws {
+        var configuration = try NodeConfiguration.parse("node n1 127.0.0.1:7001\n", file: "c")
+        #expect(throws: ConfigurationError.self) { try configuration.select(node: "n9") }
+    }
+}
