@@ -68,8 +68,6 @@ public final class CacheStore: Sendable {
     final class Counters: Sendable {
         let expiredKeys = Atomic<Int>(0)
         let evictedKeys = Atomic<Int>(0)
-        let hits = Atomic<Int>(0)
-        let misses = Atomic<Int>(0)
     }
 
     public init(configuration: Configuration = Configuration()) {
@@ -97,8 +95,8 @@ public final class CacheStore: Sendable {
     public var usedMemory: Int { usedBytes.load(ordering: .relaxed) }
     public var expiredKeys: Int { counters.expiredKeys.load(ordering: .relaxed) }
     public var evictedKeys: Int { counters.evictedKeys.load(ordering: .relaxed) }
-    public var keyspaceHits: Int { counters.hits.load(ordering: .relaxed) }
-    public var keyspaceMisses: Int { counters.misses.load(ordering: .relaxed) }
+    public var keyspaceHits: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.hits } } }
+    public var keyspaceMisses: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.misses } } }
 
     /// Number of keys, counting expired keys not yet collected (as Redis's DBSIZE does).
     public var count: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.count } } }
@@ -127,19 +125,19 @@ public final class CacheStore: Sendable {
         let hash = keyHash(key)
         shard(for: hash).table.withLock { table in
             guard let slot = table.find(key, hash: hash) else {
-                counters.misses.add(1, ordering: .relaxed)
+                table.misses += 1
                 body(nil)
                 return
             }
             let record = table.record(at: slot)
             if record.isExpired(at: now) {
                 expire(&table, slot: slot)
-                counters.misses.add(1, ordering: .relaxed)
+                table.misses += 1
                 body(nil)
                 return
             }
             table.moveToFront(record)
-            counters.hits.add(1, ordering: .relaxed)
+            table.hits += 1
             body(Entry(value: record.value, expiry: record.expiry, version: record.version))
         }
     }

@@ -32,6 +32,10 @@ struct ShardTable: ~Copyable {
     /// Least recently used record.
     private(set) var tail: Record?
     private var expireCursor = 0
+    /// Lookups that found a live entry, and lookups that did not (INFO keyspace_hits/misses);
+    /// counted here under the shard's lock rather than in shared atomics.
+    var hits = 0
+    var misses = 0
     let shardBits: Int
 
     static let minimumCapacity = 16

@@ -202,6 +202,7 @@ final class ClientHandler: ChannelDuplexHandler {
                 touch(now: now)
                 return
             case .close:
+                touch(now: now)
                 flushReplies(context: context)
                 close(context: context)
                 return
@@ -217,6 +218,8 @@ final class ClientHandler: ChannelDuplexHandler {
 
     private func touch(now: Int64) {
         guard let session = state?.session else { return }
+        processor.node.commandsProcessed.add(session.commandsProcessed, ordering: .relaxed)
+        state!.session.commandsProcessed = 0
         session.client.details.withLock { details in
             details.lastInteraction = now
             if let last = session.lastCommand { details.lastCommand = "\(last)" }

@@ -10,6 +10,8 @@ struct Session {
     var closeAfterWrite = false
     let client: ClientInfo
     var lastCommand: CommandSpec.Name?
+    /// Commands run since the last read batch ended, added to the node's total then.
+    var commandsProcessed = 0
     var clientName: [UInt8] = []
 }
 
@@ -25,25 +27,25 @@ struct CommandProcessor {
 
     /// Executes one request. `now` is the batch's wall-clock time in Unix milliseconds.
     func execute(_ args: RESPArguments, session: inout Session, out: inout ByteBuffer, now: Int64) {
-        guard let spec = CommandTable.lookup(args[0]) else {
+        guard let command = CommandTable.lookup(args[0]) else {
             writeUnknownCommand(args, out: &out)
             return
         }
-        guard spec.arityMatches(args.count) else {
-            out.writeRESPError("ERR wrong number of arguments for '\(spec.text)' command")
+        guard command.arityMatches(args.count) else {
+            out.writeRESPError("ERR wrong number of arguments for '\(command.spec.text)' command")
             return
         }
-        if !session.authenticated && !spec.flags.contains(.noAuth) {
+        if !session.authenticated && !command.flags.contains(.noAuth) {
             out.writeRESPError("NOAUTH Authentication required.")
             return
         }
-        session.lastCommand = spec.name
-        node.commandsProcessed.add(1, ordering: .relaxed)
-        if spec.flags.contains(.denyOOM) && !store.makeRoom(now: now) {
+        session.lastCommand = command.name
+        session.commandsProcessed += 1
+        if command.flags.contains(.denyOOM) && !store.makeRoom(now: now) {
             out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
             return
         }
-        switch spec.name {
+        switch command.name {
         case .get: get(args, session, &out, now)
         case .set: set(args, session, &out, now)
         case .ping: ping(args, session, &out)
@@ -55,7 +57,7 @@ struct CommandProcessor {
             session.closeAfterWrite = true
         case .select: select(args, &out)
         case .client: client(args, &session, &out, now)
-        case .command: command(args, session, &out)
+        case .command: self.command(args, session, &out)
         case .info: info(args, session, &out, now)
         case .config: config(args, session, &out)
         case .time: time(session, &out, now)
@@ -72,7 +74,7 @@ struct CommandProcessor {
         case .msetnx: mset(args, &out, now, onlyIfNoneExist: true)
         case .incr: incrementBy(args[1], 1, &out, now)
         case .decr: incrementBy(args[1], -1, &out, now)
-        case .incrby, .decrby: incrby(args, negate: spec.name == .decrby, &out, now)
+        case .incrby, .decrby: incrby(args, negate: command.name == .decrby, &out, now)
         case .incrbyfloat: incrbyfloat(args, session, &out, now)
         case .append: append(args, &out, now)
         case .strlen: strlen(args, &out, now)

@@ -47,10 +47,6 @@ struct CommandSpec: Sendable {
     /// Argument syntax for COMMAND DOCS (and so redis-cli's hints): `name:type`, with `?`
     /// for optional and `*` for repeated, e.g. `?condition:NX|XX`.
     let syntax: [String]
-
-    func arityMatches(_ count: Int) -> Bool {
-        arity >= 0 ? count == arity : count >= -arity
-    }
 }
 
 enum CommandTable {
@@ -128,26 +124,37 @@ enum CommandTable {
         ]
     }()
 
-    private static let byName: [UInt128: CommandSpec] = {
-        var table: [UInt128: CommandSpec] = [:]
-        for spec in all {
+    /// What dispatch needs of a command, as a trivial value: copying it out of the table
+    /// costs no reference counting.
+    struct Entry: Sendable {
+        let name: CommandSpec.Name
+        let arity: Int
+        let flags: CommandSpec.Flags
+        /// Position in ``all``, for the rest of the spec.
+        let index: Int
+
+        var spec: CommandSpec { CommandTable.all[index] }
+
+        func arityMatches(_ count: Int) -> Bool {
+            arity >= 0 ? count == arity : count >= -arity
+        }
+    }
+
+    private static let byName: [UInt128: Entry] = {
+        var table: [UInt128: Entry] = [:]
+        for (index, spec) in all.enumerated() {
             var name = spec.text
             let key = name.withUTF8 { packedName(UnsafeRawBufferPointer($0)) }!
-            table[key] = spec
+            table[key] = Entry(name: spec.name, arity: spec.arity, flags: spec.flags, index: index)
         }
         return table
     }()
 
     /// The command named by `name`, in any letter case.
     @inline(__always)
-    static func lookup(_ name: UnsafeRawBufferPointer) -> CommandSpec? {
+    static func lookup(_ name: UnsafeRawBufferPointer) -> Entry? {
         guard let key = packedName(name) else { return nil }
         return byName[key]
-    }
-
-    static func lookup(_ name: String) -> CommandSpec? {
-        var name = name
-        return name.withUTF8 { lookup(UnsafeRawBufferPointer($0)) }
     }
 
     /// Up to 16 bytes of a name, lowercased, packed into one integer.

@@ -241,13 +241,13 @@ extension CommandProcessor {
             out.writeRESPArrayHeader(specs.count)
             for spec in specs { out.writeRESPBulk(spec.text) }
         } else if sub.equalsIgnoringCase("info") {
-            let wanted = args.count == 2 ? specs.map { Optional($0) } : (2..<args.count).map { CommandTable.lookup(args[$0]) }
+            let wanted = args.count == 2 ? specs.map { Optional($0) } : (2..<args.count).map { CommandTable.lookup(args[$0])?.spec }
             out.writeRESPArrayHeader(wanted.count)
             for spec in wanted {
                 if let spec { writeInfo(spec, &out, session) } else { out.writeRESPNullArray(resp3: session.resp3) }
             }
         } else if sub.equalsIgnoringCase("docs") {
-            let wanted = args.count == 2 ? specs : (2..<args.count).compactMap { CommandTable.lookup(args[$0]) }
+            let wanted = args.count == 2 ? specs : (2..<args.count).compactMap { CommandTable.lookup(args[$0])?.spec }
             out.writeRESPMapHeader(wanted.count, resp3: session.resp3)
             for spec in wanted { writeDocs(spec, &out, session) }
         } else {

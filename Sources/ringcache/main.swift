@@ -17,8 +17,8 @@ struct Ringcache: AsyncParsableCommand {
         commandName: "ringcache",
         abstract: "A distributed key-value cache that speaks the Redis protocol.",
         discussion: """
-            Start a node with `ringcache serve`, then talk to it with redis-cli or any Redis client.
-            Settings come from a redis.conf-style file (--config) and from flags with the same names;
+            Start a node with `ringcache serve`, then talk to it with redis-cli or any Redis client. \
+            Settings come from a redis.conf-style file (--config) and from flags with the same names; \
             flags win.
             """,
         version: RingcacheServer.ringcacheVersion,

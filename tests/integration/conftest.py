@@ -301,10 +301,13 @@ def start_server(request, target, _server_dirs):
     def _start(**config):
         srv = Server(target, config, *_server_dirs)
         started.append(srv)
+        error = None
         try:
             srv.start()
         except ServerStartError as e:
-            pytest.fail(str(e), pytrace=False)
+            error = str(e)
+        if error is not None:
+            pytest.fail(error, pytrace=False)
         return srv
 
     yield _start
