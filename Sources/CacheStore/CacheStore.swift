@@ -136,7 +136,7 @@ public final class CacheStore: Sendable {
                 body(nil)
                 return
             }
-            table.moveToFront(record)
+            table.markUsed(record, now: now)
             table.hits += 1
             body(Entry(value: record.value, expiry: record.expiry, version: record.version))
         }
@@ -219,7 +219,7 @@ public final class CacheStore: Sendable {
                 existing.storeValue(value)
                 table.setExpiry(existing, expiry)
                 existing.version = version
-                table.touch(existing)
+                table.markUsed(existing, now: now)
                 return true
             }
         }
@@ -227,6 +227,7 @@ public final class CacheStore: Sendable {
         record.storeValue(value)
         record.expiry = expiry
         record.version = version
+        record.promotedAt = ShardTable.lruSecond(now)
         let before = table.usedBytes
         if let slot { table.replace(at: slot, with: record) } else { table.insert(record, hash: hash) }
         usedBytes.add(table.usedBytes - before, ordering: .relaxed)

@@ -9,7 +9,7 @@ import Darwin
 /// One stored entry: a 40-byte header, the key and the value in a single allocation.
 ///
 /// Header words (little-endian, 8-byte aligned):
-/// - 0: previous record in the LRU list (48 bits) | flags (16)
+/// - 0: previous record in the LRU list (48 bits) | second it last moved to the LRU front (16)
 /// - 8: next record in the LRU list (48 bits) | low half of the writer's node id (16)
 /// - 16: absolute expiry in Unix milliseconds, 0 for none (48 bits) | high half of node id (16)
 /// - 24: HLC timestamp of the version
@@ -85,7 +85,8 @@ struct Record: Equatable {
         nonmutating set { setLow(8, newValue?.bits ?? 0) }
     }
 
-    var flags: UInt16 {
+    /// Unix seconds, modulo 2^16, when the record last moved to the front of the LRU list.
+    var promotedAt: UInt16 {
         get { UInt16(truncatingIfNeeded: word(0) >> 48) }
         nonmutating set { setHigh(0, newValue) }
     }

@@ -41,25 +41,34 @@ struct ConnectionState {
     static func run(
         _ state: inout ConnectionState, bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64
     ) -> (consumed: Int, stop: Stop) {
+        // The parts go in as separate variables: the parser is read while the session and
+        // the reply buffer are written, which on one struct would copy the parser per request.
+        run(parser: &state.parser, session: &state.session, out: &state.out, bytes: bytes, processor: processor, now: now)
+    }
+
+    private static func run(
+        parser: inout RESPRequestParser, session: inout Session, out: inout ByteBuffer,
+        bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64
+    ) -> (consumed: Int, stop: Stop) {
         var offset = 0
         while true {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
-            switch state.parser.next(rest, authenticated: state.session.authenticated) {
+            switch parser.next(rest, authenticated: session.authenticated) {
             case .incomplete:
                 return (offset, .needMoreData)
             case .skip(let consumed):
                 offset += consumed
             case .error(let error):
-                state.out.writeRESPError("ERR \(error.message)")
+                out.writeRESPError("ERR \(error.message)")
                 processor.node.protocolErrors.add(1, ordering: .relaxed)
                 return (offset, .close)
             case .request(let consumed):
-                state.parser.withArguments(in: rest) { arguments in
-                    processor.execute(arguments, session: &state.session, out: &state.out, now: now)
+                parser.withArguments(in: rest) { arguments in
+                    processor.execute(arguments, session: &session, out: &out, now: now)
                 }
                 offset += consumed
-                if state.session.closeAfterWrite { return (offset, .close) }
-                if state.out.readableBytes >= outputChunk { return (offset, .outputFull) }
+                if session.closeAfterWrite { return (offset, .close) }
+                if out.readableBytes >= outputChunk { return (offset, .outputFull) }
             }
         }
     }

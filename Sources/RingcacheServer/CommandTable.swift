@@ -140,21 +140,37 @@ enum CommandTable {
         }
     }
 
-    private static let byName: [UInt128: Entry] = {
-        var table: [UInt128: Entry] = [:]
+    /// Open addressing over packed names with a multiplicative hash: a lookup is a few
+    /// integer operations, where a `Dictionary` would run SipHash per request.
+    private static let slotBits = 8
+    private static let slots: [(key: UInt128, entry: Entry)?] = {
+        var slots = [(key: UInt128, entry: Entry)?](repeating: nil, count: 1 << slotBits)
         for (index, spec) in all.enumerated() {
             var name = spec.text
             let key = name.withUTF8 { packedName(UnsafeRawBufferPointer($0)) }!
-            table[key] = Entry(name: spec.name, arity: spec.arity, flags: spec.flags, index: index)
+            var slot = home(key)
+            while slots[slot] != nil { slot = (slot + 1) & ((1 << slotBits) - 1) }
+            slots[slot] = (key, Entry(name: spec.name, arity: spec.arity, flags: spec.flags, index: index))
         }
-        return table
+        return slots
     }()
+
+    @inline(__always)
+    private static func home(_ key: UInt128) -> Int {
+        let mixed = (UInt64(truncatingIfNeeded: key) ^ UInt64(truncatingIfNeeded: key >> 64)) &* 0x9E37_79B9_7F4A_7C15
+        return Int(truncatingIfNeeded: mixed >> UInt64(64 - slotBits))
+    }
 
     /// The command named by `name`, in any letter case.
     @inline(__always)
     static func lookup(_ name: UnsafeRawBufferPointer) -> Entry? {
         guard let key = packedName(name) else { return nil }
-        return byName[key]
+        var slot = home(key)
+        while let candidate = slots[slot] {
+            if candidate.key == key { return candidate.entry }
+            slot = (slot + 1) & ((1 << slotBits) - 1)
+        }
+        return nil
     }
 
     /// Up to 16 bytes of a name, lowercased, packed into one integer.

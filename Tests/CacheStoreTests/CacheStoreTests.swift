@@ -114,14 +114,16 @@ extension CacheStore {
     @Test func allKeysLRUEvictsTheLeastRecentlyUsed() {
         let store = CacheStore(configuration: .init(shardCount: 1, maxMemory: 64 * 1024))
         for i in 0..<300 {
-            #expect(store.makeRoom(now: 1_000))
-            store.set("k\(i)", String(repeating: "v", count: 200))
-            _ = store.get("k0")  // keep k0 hot
+            // LRU order is kept to the second, so each step happens a second later.
+            let now = Int64(i + 1) * 1_000
+            #expect(store.makeRoom(now: now))
+            store.set("k\(i)", String(repeating: "v", count: 200), now: now)
+            _ = store.get("k0", now: now)  // keep k0 hot
         }
         #expect(store.usedMemory <= 64 * 1024 + 512)
-        #expect(store.get("k0") != nil)
-        #expect(store.get("k1") == nil)
-        #expect(store.get("k299") != nil)
+        #expect(store.get("k0", now: 400_000) != nil)
+        #expect(store.get("k1", now: 400_000) == nil)
+        #expect(store.get("k299", now: 400_000) != nil)
         #expect(store.evictedKeys > 0)
     }
 
@@ -185,6 +187,18 @@ extension CacheStore {
         // Tables stay grown, records are all returned.
         store.removeAll()
         #expect(store.usedMemory == empty)
+    }
+
+    /// Reads within the second of the last move do not reorder the list; a later read does.
+    @Test(arguments: [(Int64(5_500), "b"), (Int64(6_000), "a")])
+    func lruOrderIsKeptToTheSecond(readAt: Int64, survivor: String) {
+        let store = CacheStore(configuration: .init(shardCount: 1))
+        store.set("a", "1", now: 5_000)
+        store.set("b", "2", now: 5_000)
+        _ = store.get("a", now: readAt)
+        store.maxMemory = store.usedMemory - 1
+        #expect(store.makeRoom(now: readAt))
+        #expect(store.allKeys(now: readAt) == [survivor])
     }
 
     @Test func randomKeyAndFlush() {

@@ -15,12 +15,12 @@ The same tests run against two targets:
 Run from the repository root::
 
     # against ringcache (build it first with `swift build`)
-    python3 -m pytest tests/integration -q
-    RINGCACHE_BIN=/path/to/ringcache python3 -m pytest tests/integration -q
+    python3 -m pytest Tests/IntegrationTests -q
+    RINGCACHE_BIN=/path/to/ringcache python3 -m pytest Tests/IntegrationTests -q
 
     # against the real Redis (validates the tests themselves)
-    python3 -m pytest tests/integration --target redis -q
-    RINGCACHE_TARGET=redis python3 -m pytest tests/integration -q
+    python3 -m pytest Tests/IntegrationTests --target redis -q
+    RINGCACHE_TARGET=redis python3 -m pytest Tests/IntegrationTests -q
 
 Every test starts its own server process on a free loopback port (see the
 ``start_server`` / ``server`` fixtures), so tests are independent of each other.
