@@ -3,7 +3,7 @@
 ringcache only: these exercise the CLI and cluster.conf handling, not Redis behaviour.
 """
 
-import os
+import contextlib
 import signal
 import socket
 import subprocess
@@ -25,16 +25,28 @@ def _run(args, timeout=20):
     return subprocess.run([_ringcache_bin()] + args, capture_output=True, timeout=timeout, text=True)
 
 
-def _wait_for_ping(port, proc, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited with {proc.returncode}"
+@contextlib.contextmanager
+def _node(args, port, log_path, password=None):
+    """Runs `ringcache ARGS` until it answers PING on `port`; yields a client and the process.
+    The process is killed at the end if the test did not stop it (only this PID)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([_ringcache_bin()] + args, stdout=log, stderr=subprocess.STDOUT)
         try:
-            if redis.Redis(port=port, socket_timeout=2).ping():
-                return
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    raise AssertionError("server did not answer PING")
+            deadline = time.monotonic() + 20
+            while True:
+                assert proc.poll() is None, f"node exited with {proc.returncode}"
+                try:
+                    client = redis.Redis(port=port, password=password, socket_timeout=2)
+                    client.ping()
+                    break
+                except redis.exceptions.ConnectionError:
+                    assert time.monotonic() < deadline, "node did not answer PING"
+                    time.sleep(0.05)
+            yield client, proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_help_documents_every_option():
@@ -88,30 +100,13 @@ def test_node_from_config_file_then_graceful_sigterm(tmp_path):
     port = free_port()
     conf = tmp_path / "cluster.conf"
     conf.write_text(f"cluster-name t\nnode n1 127.0.0.1:{port}\nmaxmemory 10mb\nrequirepass sesame\n")
-    log = open(tmp_path / "node.log", "w")
-    proc = subprocess.Popen([_ringcache_bin(), "serve", "--config", str(conf), "--node", "n1"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client = redis.Redis(port=port, password="sesame", socket_timeout=2)
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+    with _node(["serve", "--config", str(conf), "--node", "n1"], port, tmp_path / "node.log", "sesame") as (client, proc):
         assert client.config_get("maxmemory") == {"maxmemory": "10485760"}
         assert client.info("server")["node_name"] == "n1"
         idle = redis.Redis(port=port, password="sesame")
         idle.ping()  # a connected client must not keep the node from stopping
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
     text = (tmp_path / "node.log").read_text()
     assert "ready to accept connections" in text and "stopped" in text
 
@@ -120,14 +115,7 @@ def test_flags_override_the_file(tmp_path):
     port = free_port()
     conf = tmp_path / "c.conf"
     conf.write_text(f"node n1 127.0.0.1:{port}\nmaxmemory 10mb\n")
-    proc = subprocess.Popen([_ringcache_bin(), "serve", "--config", str(conf), "--maxmemory", "20mb"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_ping(port, proc)
-        assert redis.Redis(port=port).config_get("maxmemory") == {"maxmemory": "20971520"}
+    with _node(["serve", "--config", str(conf), "--maxmemory", "20mb"], port, tmp_path / "node.log") as (client, proc):
+        assert client.config_get("maxmemory") == {"maxmemory": "20971520"}
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
