@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "ringcache", targets: ["ringcache"]),
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "CacheStore", targets: ["CacheStore"]),
+        .library(name: "ClusterCore", targets: ["ClusterCore"]),
         .library(name: "RingcacheServer", targets: ["RingcacheServer"]),
     ],
     dependencies: [
@@ -34,6 +35,10 @@ let package = Package(
         .target(
             name: "CacheStore",
             dependencies: ["CXXHash"]
+        ),
+        .target(
+            name: "ClusterCore",
+            dependencies: ["CacheStore", "CXXHash"]
         ),
         .target(
             name: "RingcacheServer",
@@ -65,6 +70,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore"]),
+        .testTarget(name: "ClusterCoreTests", dependencies: ["ClusterCore", "CacheStore"]),
         .testTarget(
             name: "RingcacheServerTests",
             dependencies: [
