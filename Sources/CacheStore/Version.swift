@@ -34,6 +34,7 @@ public struct HybridLogicalClock: Sendable {
     }
 
     /// Folds in a timestamp seen from another node, so our next stamp orders after it.
+    @discardableResult
     public mutating func observe(_ remote: HLCTimestamp, wallMillis: Int64) -> HLCTimestamp {
         last = Self.next(after: max(last, remote), wallMillis: wallMillis)
         return last

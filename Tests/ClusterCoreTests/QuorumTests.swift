@@ -1,0 +1,134 @@
+import CacheStore
+import Testing
+
+@testable import ClusterCore
+
+private func value(_ text: String?, _ millis: Int64, node: UInt32 = 1) -> VersionedValue {
+    VersionedValue(version: Version(timestamp: HLCTimestamp(millis: millis), node: NodeID(rawValue: node)), value: text.map { Array($0.utf8) })
+}
+
+@Suite struct WriteQuorumTests {
+    @Test func succeedsAtWAcknowledgementsOnce() {
+        var quorum = WriteQuorum(replicas: [0, 1, 2], required: 2)
+        #expect(quorum.onAck(from: 0) == nil)
+        #expect(quorum.onAck(from: 0) == nil)  // duplicates count once
+        #expect(quorum.onAck(from: 2) == .succeed)
+        #expect(quorum.onAck(from: 1) == nil)
+        #expect(quorum.onTimeout() == nil)
+    }
+
+    @Test func failsAsSoonAsWIsOutOfReach() {
+        var quorum = WriteQuorum(replicas: [0, 1, 2], required: 2)
+        #expect(quorum.onAck(from: 0) == nil)
+        #expect(quorum.onFailure(from: 1) == nil)
+        let action = quorum.onFailure(from: 2)
+        guard case .fail(let error) = action else {
+            Issue.record("expected a failure, got \(String(describing: action))")
+            return
+        }
+        #expect(error.message == "NOQUORUM write needed 2 of 3 replicas, 1 answered, 2 failed")
+        #expect(quorum.onAck(from: 2) == nil)
+    }
+
+    @Test func timeoutFailsAnUndecidedWrite() {
+        var quorum = WriteQuorum(replicas: [0, 1, 2], required: 3)
+        _ = quorum.onAck(from: 1)
+        guard case .fail(let error) = quorum.onTimeout() else {
+            Issue.record("expected a failure")
+            return
+        }
+        #expect(error.message == "NOQUORUM write needed 3 of 3 replicas, 1 answered, 0 failed, the rest timed out")
+        #expect(quorum.onAck(from: 0) == nil && quorum.onAck(from: 2) == nil)
+    }
+
+    @Test func ignoresStrangers() {
+        var quorum = WriteQuorum(replicas: [0, 1], required: 1)
+        #expect(quorum.onAck(from: 7) == nil)
+        #expect(quorum.onAck(from: 1) == .succeed)
+    }
+}
+
+@Suite struct ReadQuorumTests {
+    @Test func repliesNewestAtRAndRepairsStaleReplicas() {
+        var quorum = ReadQuorum(replicas: [0, 1, 2], required: 2)
+        #expect(quorum.onResponse(from: 0, value("old", 10)).isEmpty)
+        let actions = quorum.onResponse(from: 1, value("new", 20))
+        #expect(actions == [.reply(value("new", 20)), .repair(replica: 0, value: value("new", 20))])
+        // A late answer that is missing the key is repaired too.
+        #expect(quorum.onResponse(from: 2, nil) == [.repair(replica: 2, value: value("new", 20))])
+    }
+
+    @Test func lateNewerAnswerRepairsEveryoneElse() {
+        var quorum = ReadQuorum(replicas: [0, 1, 2], required: 2)
+        _ = quorum.onResponse(from: 0, value("a", 10))
+        #expect(quorum.onResponse(from: 1, value("a", 10)) == [.reply(value("a", 10))])
+        let late = quorum.onResponse(from: 2, value("b", 30))
+        #expect(Set(late) == [.repair(replica: 0, value: value("b", 30)), .repair(replica: 1, value: value("b", 30))])
+    }
+
+    @Test func tombstonesReadAsMissingButStillRepair() {
+        var quorum = ReadQuorum(replicas: [0, 1, 2], required: 2)
+        _ = quorum.onResponse(from: 0, value(nil, 50))
+        let actions = quorum.onResponse(from: 1, value("x", 40))
+        #expect(actions == [.reply(nil), .repair(replica: 1, value: value(nil, 50))])
+    }
+
+    @Test func equalVersionsTieBreakByNode() {
+        #expect(VersionedValue.newest(value("a", 10, node: 1), value("b", 10, node: 2)) == value("b", 10, node: 2))
+        #expect(VersionedValue.newest(value("b", 10, node: 2), value("a", 10, node: 1)) == value("b", 10, node: 2))
+    }
+
+    @Test func failsWhenRCannotBeMet() {
+        var quorum = ReadQuorum(replicas: [0, 1, 2], required: 2)
+        _ = quorum.onResponse(from: 0, nil)
+        #expect(quorum.onFailure(from: 1).isEmpty)
+        let actions = quorum.onFailure(from: 2)
+        #expect(actions.count == 1)
+        if case .fail(let error) = actions.first {
+            #expect(error.message.hasPrefix("NOQUORUM read needed 2 of 3 replicas, 1 answered"))
+        } else {
+            Issue.record("expected a failure")
+        }
+    }
+}
+
+@Suite struct ClusterSimulationTests {
+    /// Many random histories with loss, delay, duplication, reordering, crashes and partitions:
+    /// with R + W > N no read misses an acknowledged write whose replicas survived.
+    @Test func quorumReadsSeeAcknowledgedWrites() {
+        var totals = ClusterSimulation.Report(seed: 0)
+        for seed in UInt64(1)...1_000 {
+            var simulation = ClusterSimulation(seed: seed)
+            let report = simulation.run()
+            #expect(report.violations.isEmpty, "\(report)\n\(report.violations.prefix(3).joined(separator: "\n"))")
+            totals.writesAcknowledged += report.writesAcknowledged
+            totals.readsAnswered += report.readsAnswered
+            totals.repairs += report.repairs
+            totals.crashes += report.crashes
+        }
+        // The histories did exercise the paths that matter.
+        #expect(totals.writesAcknowledged > 10_000 && totals.readsAnswered > 10_000)
+        #expect(totals.repairs > 100 && totals.crashes > 100)
+    }
+
+    /// The checker is not blind: with R + W ≤ N it finds stale reads.
+    @Test func weakQuorumsAreCaught() {
+        var settings = ClusterSimulation.Settings()
+        settings.readQuorum = 1
+        settings.writeQuorum = 1
+        settings.crashes = 0
+        settings.dropRate = 0.3
+        var found = 0
+        for seed in UInt64(1)...50 {
+            var simulation = ClusterSimulation(seed: seed, settings: settings)
+            found += simulation.run().violations.count
+        }
+        #expect(found > 0)
+    }
+
+    @Test func sameSeedSameHistory() {
+        var a = ClusterSimulation(seed: 99)
+        var b = ClusterSimulation(seed: 99)
+        #expect(a.run().description == b.run().description)
+    }
+}
