@@ -99,8 +99,11 @@ public final class CacheStore: Sendable {
     public var keyspaceMisses: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.misses } } }
 
     /// Number of keys, counting expired keys not yet collected (as Redis's DBSIZE does).
-    public var count: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.count } } }
-    public var volatileCount: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.volatileCount } } }
+    public var count: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.count - $0.tombstoneCount } } }
+    /// Deletes kept as tombstones until `tombstone-ttl` passes.
+    public var tombstoneCount: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.tombstoneCount } } }
+    /// Keys with an expiry (tombstones, which carry one too, left out).
+    public var volatileCount: Int { shards.reduce(0) { $0 + $1.table.withLock { $0.volatileCount - $0.tombstoneCount } } }
 
     /// A new version for a local write.
     public func nextVersion(now: Int64) -> Version {
@@ -136,6 +139,11 @@ public final class CacheStore: Sendable {
                 body(nil)
                 return
             }
+            if record.isTombstone {
+                table.misses += 1
+                body(nil)
+                return
+            }
             table.markUsed(record, now: now)
             table.hits += 1
             body(Entry(value: record.value, expiry: record.expiry, version: record.version))
@@ -147,11 +155,12 @@ public final class CacheStore: Sendable {
         let hash = keyHash(key)
         return shard(for: hash).table.withLock { table in
             guard let slot = table.find(key, hash: hash) else { return false }
-            if table.record(at: slot).isExpired(at: now) {
+            let record = table.record(at: slot)
+            if record.isExpired(at: now) {
                 expire(&table, slot: slot)
                 return false
             }
-            return true
+            return !record.isTombstone
         }
     }
 
@@ -168,13 +177,13 @@ public final class CacheStore: Sendable {
                 expire(&table, slot: found)
                 slot = nil
             }
-            let existing = slot.map { table.record(at: $0) }
+            let existing = slot.map { table.record(at: $0) }.flatMap { $0.isTombstone ? nil : $0 }
             let mutation = body(existing.map { Entry(value: $0.value, expiry: $0.expiry, version: $0.version) })
             switch mutation {
             case .none:
                 return true
             case .delete:
-                if let slot { remove(&table, slot: slot) }
+                if let slot, existing != nil { remove(&table, slot: slot) }
                 return true
             case .setExpiry(let expiry):
                 guard let existing else { return true }
@@ -182,10 +191,10 @@ public final class CacheStore: Sendable {
                 existing.version = nextVersion(now: now)
                 return true
             case .put(let value, let expiry):
-                return store(&table, key: key, hash: hash, slot: slot, value: value, expiry: expiry, now: now)
+                return store(&table, key: key, hash: hash, slot: slot, value: value, expiry: expiry, version: nextVersion(now: now), now: now)
             case .putBytes(let bytes, let expiry):
                 return bytes.withUnsafeBytes {
-                    store(&table, key: key, hash: hash, slot: slot, value: $0, expiry: expiry, now: now)
+                    store(&table, key: key, hash: hash, slot: slot, value: $0, expiry: expiry, version: nextVersion(now: now), now: now)
                 }
             }
         }
@@ -208,14 +217,14 @@ public final class CacheStore: Sendable {
         return removed
     }
 
+    /// Writes a value (or, with `tombstone`, a delete marker) at `slot` or as a new record.
     private func store(
         _ table: inout ShardTable, key: UnsafeRawBufferPointer, hash: UInt64, slot: Int?,
-        value: UnsafeRawBufferPointer, expiry: Int64, now: Int64
+        value: UnsafeRawBufferPointer, expiry: Int64, version: Version, now: Int64, tombstone: Bool = false
     ) -> Bool {
-        let version = nextVersion(now: now)
-        if let slot {
+        if let slot, !tombstone {
             let existing = table.record(at: slot)
-            if existing.fitsInPlace(valueCount: value.count) {
+            if !existing.isTombstone && existing.fitsInPlace(valueCount: value.count) {
                 existing.storeValue(value)
                 table.setExpiry(existing, expiry)
                 existing.version = version
@@ -223,8 +232,9 @@ public final class CacheStore: Sendable {
                 return true
             }
         }
-        guard value.count <= UInt32.max, let record = Record.allocate(key: key, valueCount: value.count) else { return false }
+        guard let record = Record.allocate(key: key, valueCount: value.count) else { return false }
         record.storeValue(value)
+        record.isTombstone = tombstone
         record.expiry = expiry
         record.version = version
         record.promotedAt = ShardTable.lruSecond(now)
@@ -243,6 +253,80 @@ public final class CacheStore: Sendable {
     private func expire(_ table: inout ShardTable, slot: Int) {
         remove(&table, slot: slot)
         counters.expiredKeys.add(1, ordering: .relaxed)
+    }
+
+    // MARK: Replication
+
+    /// An entry as replicas exchange it: `value` nil for a tombstone.
+    public struct VersionedEntry {
+        public let value: UnsafeRawBufferPointer?
+        public let expiry: Int64
+        public let version: Version
+    }
+
+    /// Calls `body` with the entry for `key` including tombstones (nil if absent or expired).
+    public func readVersioned(_ key: UnsafeRawBufferPointer, now: Int64, _ body: (VersionedEntry?) -> Void) {
+        let hash = keyHash(key)
+        shard(for: hash).table.withLock { table in
+            guard let slot = table.find(key, hash: hash) else {
+                body(nil)
+                return
+            }
+            let record = table.record(at: slot)
+            if record.isExpired(at: now) {
+                expire(&table, slot: slot)
+                body(nil)
+                return
+            }
+            if !record.isTombstone { table.markUsed(record, now: now) }
+            body(VersionedEntry(value: record.isTombstone ? nil : record.value, expiry: record.expiry, version: record.version))
+        }
+    }
+
+    /// Stores a replicated write if it is newer than what the store holds (last write wins).
+    ///
+    /// - Parameters:
+    ///   - value: the bytes, or nil for a delete, kept as a tombstone until `tombstoneTTL`
+    ///     milliseconds after the delete's timestamp (the same moment on every replica).
+    /// - Returns: true if the write was newer and is now stored.
+    @discardableResult
+    public func applyVersioned(
+        _ key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, expiry: Int64, version: Version, now: Int64,
+        tombstoneTTL: Int64
+    ) -> Bool {
+        observe(version.timestamp)
+        let hash = keyHash(key)
+        return shard(for: hash).table.withLock { table in
+            var slot = table.find(key, hash: hash)
+            if let found = slot {
+                let existing = table.record(at: found)
+                if existing.isExpired(at: now) {
+                    expire(&table, slot: found)
+                    slot = nil
+                } else if existing.version >= version {
+                    return false
+                }
+            }
+            let effectiveExpiry = value == nil ? version.timestamp.millis + tombstoneTTL : expiry
+            if effectiveExpiry != 0 && effectiveExpiry <= now {
+                // Already expired (or a tombstone past its time): it only removes older data.
+                if let slot { remove(&table, slot: slot) }
+                return true
+            }
+            return store(
+                &table, key: key, hash: hash, slot: slot, value: value ?? UnsafeRawBufferPointer(start: nil, count: 0),
+                expiry: effectiveExpiry, version: version, now: now, tombstone: value == nil)
+        }
+    }
+
+    /// Moves this store's clock past a timestamp seen from another node.
+    public func observe(_ timestamp: HLCTimestamp) {
+        var last = clock.load(ordering: .relaxed)
+        while last < timestamp.rawValue {
+            let (exchanged, original) = clock.compareExchange(expected: last, desired: timestamp.rawValue, ordering: .relaxed)
+            if exchanged { return }
+            last = original
+        }
     }
 
     // MARK: Memory

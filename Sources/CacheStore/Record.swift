@@ -13,7 +13,7 @@ import Darwin
 /// - 8: next record in the LRU list (48 bits) | low half of the writer's node id (16)
 /// - 16: absolute expiry in Unix milliseconds, 0 for none (48 bits) | high half of node id (16)
 /// - 24: HLC timestamp of the version
-/// - 32: key length (32 bits), value length (32 bits)
+/// - 32: key length (31 bits) | tombstone flag (1 bit), value length (32 bits)
 ///
 /// Every byte here is paid once per key, so links and ids share words with other fields.
 struct Record: Equatable {
@@ -34,6 +34,7 @@ struct Record: Equatable {
 
     /// Allocates a record for `key` and `value`; nil if malloc fails.
     static func allocate(key: UnsafeRawBufferPointer, valueCount: Int) -> Record? {
+        guard key.count < 0x8000_0000, valueCount <= UInt32.max else { return nil }
         // Ask for the whole chunk the allocator would hand out anyway, so a later value of
         // the same chunk size can be written in place on any allocator.
         guard let base = malloc(chunkSize(headerSize + key.count + valueCount) - 8) else { return nil }
@@ -109,7 +110,16 @@ struct Record: Equatable {
         }
     }
 
-    var keyCount: Int { Int(base.load(fromByteOffset: 32, as: UInt32.self)) }
+    var keyCount: Int { Int(base.load(fromByteOffset: 32, as: UInt32.self) & 0x7FFF_FFFF) }
+
+    /// A delete kept as a versioned marker, so replicas and repairs do not bring the key back.
+    var isTombstone: Bool {
+        get { base.load(fromByteOffset: 32, as: UInt32.self) & 0x8000_0000 != 0 }
+        nonmutating set {
+            let length = base.load(fromByteOffset: 32, as: UInt32.self) & 0x7FFF_FFFF
+            base.storeBytes(of: length | (newValue ? 0x8000_0000 : 0), toByteOffset: 32, as: UInt32.self)
+        }
+    }
 
     var valueCount: Int {
         get { Int(base.load(fromByteOffset: 36, as: UInt32.self)) }

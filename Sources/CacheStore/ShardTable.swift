@@ -25,6 +25,8 @@ struct ShardTable: ~Copyable {
     private(set) var capacity: Int
     private(set) var count = 0
     private(set) var volatileCount = 0
+    /// Records that are tombstones (counted in `count`, but not keys a client sees).
+    private(set) var tombstoneCount = 0
     /// Bytes held: records as the allocator counts them, plus the slot array.
     private(set) var usedBytes = 0
     /// Most recently used record.
@@ -99,6 +101,7 @@ struct ShardTable: ~Copyable {
         place(record.bits | Self.tag(hash), home: home(hash))
         count += 1
         if record.expiry != 0 { volatileCount += 1 }
+        if record.isTombstone { tombstoneCount += 1 }
         usedBytes += record.footprint
         linkFront(record)
     }
@@ -117,10 +120,12 @@ struct ShardTable: ~Copyable {
         let old = record(at: slot)
         unlink(old)
         if old.expiry != 0 { volatileCount -= 1 }
+        if old.isTombstone { tombstoneCount -= 1 }
         usedBytes -= old.footprint
         old.deallocate()
         slots[slot] = (slots[slot] & Record.highMask) | new.bits
         if new.expiry != 0 { volatileCount += 1 }
+        if new.isTombstone { tombstoneCount += 1 }
         usedBytes += new.footprint
         linkFront(new)
     }
@@ -131,6 +136,7 @@ struct ShardTable: ~Copyable {
         unlink(record)
         count -= 1
         if record.expiry != 0 { volatileCount -= 1 }
+        if record.isTombstone { tombstoneCount -= 1 }
         usedBytes -= record.footprint
         record.deallocate()
         var hole = slot
@@ -185,6 +191,7 @@ struct ShardTable: ~Copyable {
         usedBytes = capacity * 8
         count = 0
         volatileCount = 0
+        tombstoneCount = 0
     }
 
     /// Frees everything and shrinks back to the minimum size.
@@ -303,18 +310,18 @@ struct ShardTable: ~Copyable {
     /// Calls `body` for every live key.
     func forEachKey(now: Int64, _ body: (UnsafeRawBufferPointer) -> Void) {
         for i in 0..<capacity {
-            if let record = Record(bits: slots[i]), !record.isExpired(at: now) { body(record.key) }
+            if let record = Record(bits: slots[i]), !record.isExpired(at: now), !record.isTombstone { body(record.key) }
         }
     }
 
     /// A live record picked at random, or nil after a bounded number of tries.
     func randomRecord(now: Int64, using generator: inout some RandomNumberGenerator) -> Record? {
-        guard count > 0 else { return nil }
+        guard count > tombstoneCount else { return nil }
         for _ in 0..<64 {
             var i = Int.random(in: 0..<capacity, using: &generator)
             for _ in 0..<capacity {
                 if let record = Record(bits: slots[i]) {
-                    if !record.isExpired(at: now) { return record }
+                    if !record.isExpired(at: now) && !record.isTombstone { return record }
                     break
                 }
                 i = i + 1 == capacity ? 0 : i + 1
@@ -338,7 +345,7 @@ struct ShardTable: ~Copyable {
         }
         let end: UInt64? = stop == capacity ? nil : boundary(ofSlot: stop)
         func emit(_ slot: Int) {
-            guard let record = Record(bits: slots[slot]), !record.isExpired(at: now) else { return }
+            guard let record = Record(bits: slots[slot]), !record.isExpired(at: now), !record.isTombstone else { return }
             let local = localHash(keyHash(record.key))
             if local >= start && (end == nil || local < end!) { body(record.key) }
         }
