@@ -45,6 +45,7 @@ let package = Package(
             dependencies: [
                 "RESP",
                 "CacheStore",
+                "ClusterCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

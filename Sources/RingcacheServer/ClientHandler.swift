@@ -24,6 +24,9 @@ struct ConnectionState {
     var parser: RESPRequestParser
     var session: Session
     var out: ByteBuffer
+    /// Replies that wait for an earlier cluster command to answer, in order; empty on a
+    /// standalone node, so its replies go straight to `out`.
+    var waiting = CircularBuffer<PendingReply>()
 
     /// Why ``run(_:bytes:processor:now:)`` stopped.
     enum Stop {
@@ -43,11 +46,12 @@ struct ConnectionState {
     ) -> (consumed: Int, stop: Stop) {
         // The parts go in as separate variables: the parser is read while the session and
         // the reply buffer are written, which on one struct would copy the parser per request.
-        run(parser: &state.parser, session: &state.session, out: &state.out, bytes: bytes, processor: processor, now: now)
+        run(parser: &state.parser, session: &state.session, out: &state.out, waiting: &state.waiting, bytes: bytes,
+            processor: processor, now: now)
     }
 
     private static func run(
-        parser: inout RESPRequestParser, session: inout Session, out: inout ByteBuffer,
+        parser: inout RESPRequestParser, session: inout Session, out: inout ByteBuffer, waiting: inout CircularBuffer<PendingReply>,
         bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64
     ) -> (consumed: Int, stop: Stop) {
         var offset = 0
@@ -64,7 +68,20 @@ struct ConnectionState {
                 return (offset, .close)
             case .request(let consumed):
                 parser.withArguments(in: rest) { arguments in
-                    processor.execute(arguments, session: &session, out: &out, now: now)
+                    let deferReply = {
+                        let reply = PendingReply()
+                        waiting.append(reply)
+                        return reply
+                    }
+                    if waiting.isEmpty {
+                        processor.execute(arguments, session: &session, out: &out, now: now, deferReply: deferReply)
+                    } else {
+                        // An earlier reply is still pending: this one queues behind it.
+                        var reply = ByteBuffer()
+                        let queued = waiting.count
+                        processor.execute(arguments, session: &session, out: &reply, now: now, deferReply: deferReply)
+                        if waiting.count == queued { waiting.append(PendingReply(buffer: reply)) }
+                    }
                 }
                 offset += consumed
                 if session.closeAfterWrite { return (offset, .close) }
@@ -85,8 +102,13 @@ final class ClientHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let processor: CommandProcessor
+    private var processor: CommandProcessor
+    private let coordinator: Coordinator?
     private let logger: Logger
+    /// True while a read batch is being processed; replies completed meanwhile are written
+    /// when it ends.
+    private var processing = false
+    private weak var context: ChannelHandlerContext?
     private var state: ConnectionState?
     /// Bytes received but not yet parsed (an incomplete request, or requests held while paused).
     private var pending: ByteBuffer
@@ -95,10 +117,33 @@ final class ClientHandler: ChannelDuplexHandler {
     private var readHeld = false
     private var closing = false
 
-    init(node: NodeState, logger: Logger) {
+    init(node: NodeState, coordinator: Coordinator? = nil, logger: Logger) {
         self.processor = CommandProcessor(node: node)
+        self.coordinator = coordinator
         self.logger = logger
         self.pending = ByteBuffer()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if let coordinator {
+            let router = ClusterRouter(coordinator: coordinator) { [weak self] in self?.replyCompleted() }
+            processor = CommandProcessor(node: processor.node, cluster: coordinator.cluster, router: router)
+        }
+    }
+
+    /// A cluster command has its reply: write every reply that is now in order.
+    private func replyCompleted() {
+        guard !processing, let context, state != nil else { return }
+        drainWaiting()
+        flushReplies(context: context)
+    }
+
+    private func drainWaiting() {
+        while let first = state?.waiting.first, var buffer = first.buffer {
+            state!.out.writeBuffer(&buffer)
+            _ = state!.waiting.removeFirst()
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -201,6 +246,11 @@ final class ClientHandler: ChannelDuplexHandler {
     /// Answers every complete request in `buffer`, writing out large reply batches as it goes.
     private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
         let now = wallClockMillis()
+        processing = true
+        defer {
+            processing = false
+            if state?.waiting.isEmpty == false { drainWaiting() }
+        }
         while !closing && !paused {
             let (consumed, stop) = buffer.withUnsafeReadableBytes { bytes in
                 ConnectionState.run(&state!, bytes: bytes, processor: processor, now: now)

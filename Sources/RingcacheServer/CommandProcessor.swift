@@ -13,6 +13,9 @@ struct Session {
     /// Commands run since the last read batch ended, added to the node's total then.
     var commandsProcessed = 0
     var clientName: [UInt8] = []
+    /// CONSISTENCY READ/WRITE for this connection.
+    var readConsistency = ConsistencyLevel.configured
+    var writeConsistency = ConsistencyLevel.configured
 }
 
 /// Runs parsed requests against a node and writes each reply into the outbound buffer.
@@ -21,12 +24,26 @@ struct Session {
 /// Redis's. Nothing here touches a socket: the handler owns those.
 struct CommandProcessor {
     let node: NodeState
+    /// The cluster this node belongs to, or nil for a standalone node.
+    let cluster: ClusterState?
+    /// Runs key commands across the cluster; nil for a standalone node.
+    let router: ClusterRouter?
     var store: CacheStore { node.store }
 
-    init(node: NodeState) { self.node = node }
+    init(node: NodeState, cluster: ClusterState? = nil, router: ClusterRouter? = nil) {
+        self.node = node
+        self.cluster = cluster
+        self.router = router
+    }
 
     /// Executes one request. `now` is the batch's wall-clock time in Unix milliseconds.
-    func execute(_ args: RESPArguments, session: inout Session, out: inout ByteBuffer, now: Int64) {
+    ///
+    /// A command that answers later (one that goes through the cluster) calls `deferReply`
+    /// for its place in the reply order and writes nothing to `out`.
+    func execute(
+        _ args: RESPArguments, session: inout Session, out: inout ByteBuffer, now: Int64,
+        deferReply: () -> PendingReply = { preconditionFailure("no asynchronous replies on this connection") }
+    ) {
         guard let command = CommandTable.lookup(args[0]) else {
             writeUnknownCommand(args, out: &out)
             return
@@ -44,6 +61,21 @@ struct CommandProcessor {
         if command.flags.contains(.denyOOM) && !store.makeRoom(now: now) {
             out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
             return
+        }
+        if let router {
+            if ClusterRouter.routes(command.name) {
+                let reply = deferReply()
+                var errors = ByteBuffer()
+                if !router.start(command.name, args, session: session, now: now, reply: reply, errors: &errors) {
+                    reply.buffer = errors
+                    router.completed()
+                }
+                return
+            }
+            if ClusterRouter.refuses(command.name) {
+                out.writeRESPError("ERR '\(command.spec.text)' is not supported in cluster mode yet")
+                return
+            }
         }
         switch command.name {
         case .get: get(args, session, &out, now)
@@ -95,6 +127,8 @@ struct CommandProcessor {
         case .keys: keys(args, &out, now)
         case .scan: scan(args, session, &out, now)
         case .randomkey: randomkey(session, &out, now)
+        case .consistency: consistency(args, &session, &out)
+        case .cluster: clusterCommand(args, session, &out)
         case .rename: rename(args, &out, now, onlyIfAbsent: false)
         case .renamenx: rename(args, &out, now, onlyIfAbsent: true)
         }

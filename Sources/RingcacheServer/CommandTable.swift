@@ -7,6 +7,7 @@ struct CommandSpec: Sendable {
         case incr, decr, incrby, decrby, incrbyfloat, append, strlen, getrange, setrange, substr
         case del, unlink, exists, expire, pexpire, expireat, pexpireat, expiretime, pexpiretime, ttl, pttl, persist
         case type, keys, scan, randomkey, rename, renamenx
+        case consistency, cluster
     }
 
     struct Flags: OptionSet, Sendable {
@@ -121,6 +122,9 @@ enum CommandTable {
             spec(.randomkey, 1, [.readonly], "generic", "1.0.0", "Returns a random key name from the database."),
             spec(.rename, 3, [.write], keys: (1, 2, 1), "generic", "1.0.0", "Renames a key and overwrites the destination.", ["key:key", "newkey:key"]),
             spec(.renamenx, 3, [.write, .fast], keys: (1, 2, 1), "generic", "1.0.0", "Renames a key only when the target key name does not exist.", ["key:key", "newkey:key"]),
+            spec(.consistency, -1, [.fast], "cluster", "0.1.0", "Sets or shows this connection's read and write consistency.",
+                 ["?READ level:ONE|QUORUM|ALL", "?WRITE level:ONE|QUORUM|ALL"]),
+            spec(.cluster, -2, [.stale], "cluster", "0.1.0", "Shows the cluster: INFO, NODES, RING.", ["subcommand:INFO|NODES|RING"]),
         ]
     }()
 

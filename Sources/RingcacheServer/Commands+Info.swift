@@ -12,7 +12,7 @@ import Darwin
 
 extension CommandProcessor {
     func info(_ args: RESPArguments, _ session: Session, _ out: inout ByteBuffer, _ now: Int64) {
-        let known = ["server", "clients", "memory", "stats", "keyspace"]
+        let known = ["server", "clients", "memory", "stats", "keyspace", "cluster", "replication"]
         var wanted: [String] = []
         for i in 1..<args.count {
             let section = args[i].asString.lowercased()
@@ -80,6 +80,25 @@ extension CommandProcessor {
                 "keyspace_misses:\(store.keyspaceMisses)",
                 "total_protocol_errors:\(node.protocolErrors.load(ordering: .relaxed))",
                 "client_output_buffer_limit_disconnections:\(node.clientsClosedForOutput.load(ordering: .relaxed))",
+            ]
+        case "cluster":
+            lines = [
+                "# Cluster",
+                "cluster_enabled:\(cluster == nil ? 0 : 1)",
+                "cluster_members:\(cluster?.members.count ?? 1)",
+                "ring_epoch:\(cluster?.ring.epoch ?? 0)",
+                "replicas:\(cluster?.replicas ?? 1)",
+                "read_quorum:\(cluster?.readQuorum ?? 1)",
+                "write_quorum:\(cluster?.writeQuorum ?? 1)",
+                "tombstones:\(store.tombstoneCount)",
+            ]
+        case "replication":
+            lines = [
+                "# Replication",
+                "role:master",
+                "read_repairs:\(node.readRepairs.load(ordering: .relaxed))",
+                "quorum_failures:\(node.quorumFailures.load(ordering: .relaxed))",
+                "siblings:0",
             ]
         default:
             lines = ["# Keyspace"]

@@ -10,6 +10,14 @@ public struct NodeConfiguration: Sendable, Equatable {
         public var name: String
         public var host: String
         public var port: Int
+        /// The cluster bus port: client port + 10000 unless the `node` line gives one.
+        public var busPort: Int
+    }
+
+    /// How replicas settle concurrent writes (`reconcile`).
+    public enum Reconcile: String, Sendable, Equatable {
+        case lww
+        case vclock
     }
 
     public var nodeName = "standalone"
@@ -30,6 +38,27 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     public var clusterName = "ringcache"
     public var nodes: [NodeAddress] = []
+    /// Replicas per key (N).
+    public var replicas = 3
+    /// Answers a read waits for (R), unless a connection sets CONSISTENCY.
+    public var readQuorum = 2
+    /// Acknowledgements a write waits for (W), unless a connection sets CONSISTENCY.
+    public var writeQuorum = 2
+    /// Milliseconds a coordinator waits for replicas before answering NOQUORUM.
+    public var requestTimeout = 1000
+    /// Shared secret that nodes present on the cluster bus; nil accepts any node of the cluster.
+    public var clusterSecret: String? = nil
+    public var vnodes = 128
+    public var reconcile = Reconcile.lww
+    public var maxSiblings = 8
+    /// Seconds a delete is remembered so repairs cannot resurrect the key.
+    public var tombstoneTTL = 3600
+
+    /// True when the node runs as a member of a cluster of more than one node.
+    public var isClustered: Bool { nodes.count > 1 }
+
+    /// This node's entry among the `node` lines, if any.
+    public var selfAddress: NodeAddress? { nodes.first { $0.name == nodeName } }
 
     public init() {}
 
@@ -51,6 +80,14 @@ public struct NodeConfiguration: Sendable, Equatable {
             ("hz", String(hz)),
             ("loglevel", logLevel),
             ("cluster-name", clusterName),
+            ("replicas", String(replicas)),
+            ("read-quorum", String(readQuorum)),
+            ("write-quorum", String(writeQuorum)),
+            ("request-timeout", String(requestTimeout)),
+            ("vnodes", String(vnodes)),
+            ("reconcile", reconcile.rawValue),
+            ("max-siblings", String(maxSiblings)),
+            ("tombstone-ttl", String(tombstoneTTL)),
             ("save", ""),
             ("appendonly", "no"),
             ("databases", "1"),
@@ -121,8 +158,29 @@ public struct NodeConfiguration: Sendable, Equatable {
             }
             logLevel = text
         case "cluster-name": clusterName = try single()
+        case "cluster-secret":
+            let text = try single()
+            clusterSecret = text.isEmpty ? nil : text
+        case "replicas": replicas = try integer(1...16)
+        case "read-quorum": readQuorum = try integer(1...16)
+        case "write-quorum": writeQuorum = try integer(1...16)
+        case "request-timeout": requestTimeout = try integer(1...600_000)
+        case "vnodes": vnodes = try integer(1...4096)
+        case "max-siblings": maxSiblings = try integer(1...1024)
+        case "tombstone-ttl": tombstoneTTL = try integer(1...Int(Int32.max))
+        case "reconcile":
+            let text = try single().lowercased()
+            guard let mode = Reconcile(rawValue: text) else {
+                throw ConfigurationError("'reconcile' must be lww or vclock, got '\(text)'")
+            }
+            guard mode == .lww else {
+                throw ConfigurationError("'reconcile vclock' is not available yet: use 'reconcile lww'")
+            }
+            reconcile = mode
         case "node":
-            guard arguments.count == 2 else { throw ConfigurationError("'node' needs a name and host:port, e.g. 'node n1 127.0.0.1:7001'") }
+            guard arguments.count == 2 || arguments.count == 3 else {
+                throw ConfigurationError("'node' needs a name and host:port, e.g. 'node n1 127.0.0.1:7001'")
+            }
             let address = arguments[1]
             guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
                 (1...65535).contains(port), colon != address.startIndex
@@ -132,7 +190,14 @@ public struct NodeConfiguration: Sendable, Equatable {
             guard !nodes.contains(where: { $0.name == arguments[0] }) else {
                 throw ConfigurationError("node '\(arguments[0])' is declared twice")
             }
-            nodes.append(NodeAddress(name: arguments[0], host: String(address[..<colon]), port: port))
+            var busPort = port + 10000
+            if arguments.count == 3 {
+                guard let explicit = Int(arguments[2]), (1...65535).contains(explicit) else {
+                    throw ConfigurationError("'node \(arguments[0])' bus port must be in 1...65535, got '\(arguments[2])'")
+                }
+                busPort = explicit
+            }
+            nodes.append(NodeAddress(name: arguments[0], host: String(address[..<colon]), port: port, busPort: busPort))
         default:
             throw ConfigurationError("unknown directive '\(directive)'")
         }
@@ -158,6 +223,19 @@ public struct NodeConfiguration: Sendable, Equatable {
             }
         }
         return configuration
+    }
+
+    /// Checks the settings against each other once the whole file is read.
+    public func validate() throws(ConfigurationError) {
+        guard readQuorum <= replicas, writeQuorum <= replicas else {
+            throw ConfigurationError("read-quorum (\(readQuorum)) and write-quorum (\(writeQuorum)) cannot exceed replicas (\(replicas))")
+        }
+        if isClustered, let node = nodes.first(where: { $0.busPort > 65535 }) {
+            throw ConfigurationError("node '\(node.name)' needs an explicit bus port: \(node.port) + 10000 is past 65535")
+        }
+        if isClustered && replicas > nodes.count {
+            throw ConfigurationError("replicas (\(replicas)) cannot exceed the number of nodes (\(nodes.count))")
+        }
     }
 
     /// Chooses the node named `name` from the `node` lines: its port and bind address.

@@ -27,6 +27,8 @@ public final class NodeState: Sendable {
     let rejectedConnections = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
     let clientsClosedForOutput = Atomic<Int>(0)
+    let readRepairs = Atomic<Int>(0)
+    let quorumFailures = Atomic<Int>(0)
 
     public init(configuration: NodeConfiguration, now: Int64) {
         self.store = CacheStore(

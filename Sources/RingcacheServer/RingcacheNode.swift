@@ -26,6 +26,18 @@ public final class RingcacheNode: Service, Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         let state = self.state
         let logger = self.logger
+        // In a cluster: the ring from the member list, and a coordinator with its own peer
+        // links on every event loop.
+        let cluster = configuration.isClustered
+            ? ClusterState(node: state, configuration: configuration, membership: StaticMembership(configuration: configuration))
+            : nil
+        var coordinators: [ObjectIdentifier: Coordinator] = [:]
+        if let cluster {
+            for loop in group.makeIterator() {
+                coordinators[ObjectIdentifier(loop)] = Coordinator(cluster: cluster, eventLoop: loop, logger: logger)
+            }
+        }
+        let coordinatorByLoop = coordinators
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 511)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -35,7 +47,8 @@ public final class RingcacheNode: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ClientHandler(node: state, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ClientHandler(node: state, coordinator: coordinatorByLoop[ObjectIdentifier(channel.eventLoop)], logger: logger))
                 }
             }
         let listener: any Channel
@@ -47,6 +60,30 @@ public final class RingcacheNode: Service, Sendable {
         }
         let port = listener.localAddress?.port ?? configuration.port
         boundPort.withLockedValue { $0 = port }
+        var busListener: (any Channel)?
+        if let cluster, let me = configuration.selfAddress {
+            do {
+                busListener = try await ServerBootstrap(group: group)
+                    .serverChannelOption(.backlog, value: 128)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(BusHandler(cluster: cluster, logger: logger))
+                        }
+                    }
+                    .bind(host: configuration.bind, port: me.busPort).get()
+            } catch {
+                listener.close(promise: nil)
+                try? await group.shutdownGracefully()
+                throw ConfigurationError("could not listen for the cluster bus on \(configuration.bind):\(me.busPort): \(error)")
+            }
+            for coordinator in coordinators.values { coordinator.start() }
+            logger.info(
+                "cluster bus listening",
+                metadata: ["address": "\(configuration.bind):\(me.busPort)", "members": "\(cluster.members.count)",
+                           "replicas": "\(cluster.replicas)", "R": "\(cluster.readQuorum)", "W": "\(cluster.writeQuorum)"])
+        }
         logger.info(
             "ringcache \(ringcacheVersion) node '\(configuration.nodeName)' ready to accept connections",
             metadata: ["address": "\(configuration.bind):\(port)", "threads": "\(configuration.threads)"]
@@ -74,6 +111,8 @@ public final class RingcacheNode: Service, Sendable {
             listener.close(promise: nil)
         }
         periodic.cancel()
+        try? await busListener?.close()
+        for coordinator in coordinators.values { coordinator.stop() }
         for client in state.clients.all {
             try? await client.channel.close()
         }

@@ -22,7 +22,7 @@ struct Ringcache: AsyncParsableCommand {
             flags win.
             """,
         version: RingcacheServer.ringcacheVersion,
-        subcommands: [Serve.self]
+        subcommands: [Serve.self, Cluster.self]
     )
 }
 
@@ -137,6 +137,7 @@ struct Serve: AsyncParsableCommand {
                 throw ConfigurationError("--\(name): \(error.message)")
             }
         }
+        try configuration.validate()
         return configuration
     }
 

@@ -1,0 +1,151 @@
+import CacheStore
+import ClusterCore
+import Logging
+import NIOCore
+import RESP
+
+/// The internal commands replicas answer on the cluster bus, RESP-framed like client
+/// commands (so `redis-cli -p <bus port>` can inspect a node).
+enum BusCommand {
+    /// `RC.AUTH <cluster-name> <secret> <node>`: must come first on every bus connection.
+    static let auth = "RC.AUTH"
+    /// `RC.GET <key>` → `*0` when absent, else `[timestamp, node, expiry, value-or-null]`.
+    static let get = "RC.GET"
+    /// `RC.PUT <key> <timestamp> <node> <expiry> <value>` → `:1` if newer and stored, else `:0`.
+    static let put = "RC.PUT"
+    /// `RC.DEL <key> <timestamp> <node>` (a tombstone) → `:1` if a live value was there, else `:0`.
+    static let delete = "RC.DEL"
+    /// `RC.COUNT <down-members>` → keys for which this node is the first replica not listed down.
+    static let count = "RC.COUNT"
+    /// `RC.KEYS <pattern> <down-members>` → those keys that match.
+    static let keys = "RC.KEYS"
+    /// `RC.FLUSH` → `+OK` after removing every key.
+    static let flush = "RC.FLUSH"
+}
+
+/// Serves one inbound bus connection: authenticates the peer, then applies replica reads
+/// and writes to the local store and answers in order, one flush per read batch.
+final class BusHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let cluster: ClusterState
+    private let logger: Logger
+    private var parser = RESPRequestParser()
+    private var pending = ByteBuffer()
+    private var out = ByteBuffer()
+    private var authenticated = false
+    private var closing = false
+
+    init(cluster: ClusterState, logger: Logger) {
+        self.cluster = cluster
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        var incoming = unwrapInboundIn(data)
+        pending.writeBuffer(&incoming)
+        let now = wallClockMillis()
+        while !closing {
+            let step = pending.withUnsafeReadableBytes { parser.next($0) }
+            switch step {
+            case .incomplete:
+                pending.discardReadBytes()
+                return
+            case .skip(let consumed):
+                pending.moveReaderIndex(forwardBy: consumed)
+            case .error(let error):
+                out.writeRESPError("ERR \(error.message)")
+                close(context: context)
+            case .request(let consumed):
+                pending.withUnsafeReadableBytes { bytes in
+                    parser.withArguments(in: bytes) { arguments in handle(arguments, now: now, context: context) }
+                }
+                pending.moveReaderIndex(forwardBy: consumed)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if out.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            out.clear()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func close(context: ChannelHandlerContext) {
+        closing = true
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        out.clear()
+        context.close(promise: nil)
+    }
+
+    private func handle(_ args: RESPArguments, now: Int64, context: ChannelHandlerContext) {
+        let name = args[0]
+        guard authenticated else {
+            if name.asString == BusCommand.auth, args.count == 4, cluster.authenticate(clusterName: args[1], secret: args[2]) {
+                authenticated = true
+                out.writeOK()
+            } else {
+                logger.warning("refused a cluster bus connection that failed RC.AUTH", metadata: ["peer": "\(context.remoteAddress?.description ?? "?")"])
+                out.writeRESPError("NOAUTH cluster bus authentication failed")
+                close(context: context)
+            }
+            return
+        }
+        let store = cluster.node.store
+        switch name.asString {
+        case BusCommand.get where args.count == 2:
+            store.readVersioned(args[1], now: now) { entry in
+                guard let entry else {
+                    out.writeRESPArrayHeader(0)
+                    return
+                }
+                out.writeRESPArrayHeader(4)
+                out.writeRESPInteger(Int(entry.version.timestamp.rawValue))
+                out.writeRESPInteger(Int(entry.version.node.rawValue))
+                out.writeRESPInteger(Int(entry.expiry))
+                if let value = entry.value { out.writeRESPBulk(value) } else { out.writeRESPNull(resp3: false) }
+            }
+        case BusCommand.put where args.count == 6:
+            guard let version = Self.version(args[2], args[3]), let expiry = args[4].asInteger else {
+                out.writeRESPError("ERR malformed RC.PUT")
+                return
+            }
+            let applied = store.applyVersioned(args[1], value: args[5], expiry: Int64(expiry), version: version, now: now,
+                                               tombstoneTTL: cluster.tombstoneTTL)
+            out.writeRESPInteger(applied ? 1 : 0)
+        case BusCommand.delete where args.count == 4:
+            guard let version = Self.version(args[2], args[3]) else {
+                out.writeRESPError("ERR malformed RC.DEL")
+                return
+            }
+            let existed = store.contains(args[1], now: now)
+            store.applyVersioned(args[1], value: nil, expiry: 0, version: version, now: now, tombstoneTTL: cluster.tombstoneTTL)
+            out.writeRESPInteger(existed ? 1 : 0)
+        case BusCommand.count where args.count == 2:
+            out.writeRESPInteger(cluster.countOwnedKeys(down: ClusterState.members(from: args[1]), now: now))
+        case BusCommand.keys where args.count == 3:
+            let keys = cluster.ownedKeys(matching: args[1], down: ClusterState.members(from: args[2]), now: now)
+            out.writeRESPArrayHeader(keys.count)
+            for key in keys { key.withUnsafeBytes { out.writeRESPBulk($0) } }
+        case BusCommand.flush:
+            store.removeAll()
+            out.writeOK()
+        case "PING":
+            out.writeRESPRaw("+PONG\r\n")
+        default:
+            out.writeRESPError("ERR unknown cluster bus command '\(CommandProcessor.printable(name, limit: 64))'")
+        }
+    }
+
+    static func version(_ timestamp: UnsafeRawBufferPointer, _ node: UnsafeRawBufferPointer) -> Version? {
+        guard let raw = timestamp.asInteger, raw >= 0, let id = node.asInteger, id >= 0, id <= Int(UInt32.max) else { return nil }
+        return Version(timestamp: HLCTimestamp(rawValue: UInt64(raw)), node: NodeID(rawValue: UInt32(id)))
+    }
+}

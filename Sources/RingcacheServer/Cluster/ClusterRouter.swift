@@ -1,0 +1,297 @@
+import CacheStore
+import ClusterCore
+import NIOCore
+import RESP
+
+/// A reply that a cluster command gives later: its place in the connection's reply order is
+/// taken when the command starts, and it is written once the quorum has answered.
+final class PendingReply {
+    var buffer: ByteBuffer?
+    init(buffer: ByteBuffer? = nil) { self.buffer = buffer }
+}
+
+/// A connection's read and write consistency (CONSISTENCY), as a level or a count.
+enum ConsistencyLevel: Equatable, Sendable, CustomStringConvertible {
+    case configured
+    case one
+    case quorum
+    case all
+    case count(Int)
+
+    /// Replicas to wait for, out of `replicas`, with `configured` as the default.
+    func required(of replicas: Int, configured: Int) -> Int {
+        switch self {
+        case .configured: return min(configured, replicas)
+        case .one: return 1
+        case .quorum: return replicas / 2 + 1
+        case .all: return replicas
+        case .count(let n): return min(n, replicas)
+        }
+    }
+
+    init?(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.equalsIgnoringCase("one") { self = .one }
+        else if bytes.equalsIgnoringCase("quorum") { self = .quorum }
+        else if bytes.equalsIgnoringCase("all") { self = .all }
+        else if let n = bytes.asInteger, n >= 1 { self = .count(n) }
+        else { return nil }
+    }
+
+    var description: String {
+        switch self {
+        case .configured: return "DEFAULT"
+        case .one: return "ONE"
+        case .quorum: return "QUORUM"
+        case .all: return "ALL"
+        case .count(let n): return String(n)
+        }
+    }
+}
+
+/// Runs the commands that touch keys across the cluster: single-key reads and writes go to
+/// the key's replicas through the ``Coordinator``, multi-key commands fan out per key, and
+/// keyspace-wide commands ask every node, each counting only the keys it is the first live
+/// replica of. Confined to the connection's event loop.
+struct ClusterRouter {
+    let coordinator: Coordinator
+    /// Called on the event loop when a pending reply has been filled.
+    let completed: () -> Void
+
+    var cluster: ClusterState { coordinator.cluster }
+
+    /// Commands whose keys live on other nodes and that the cluster runs.
+    static func routes(_ name: CommandSpec.Name) -> Bool {
+        switch name {
+        case .get, .set, .setex, .psetex, .mget, .mset, .del, .unlink, .exists, .ttl, .pttl, .strlen, .type,
+            .dbsize, .keys, .flushall, .flushdb:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Commands that touch keys but are not coordinated yet; refused rather than run on one
+    /// node's copy.
+    static func refuses(_ name: CommandSpec.Name) -> Bool {
+        switch name {
+        case .setnx, .getset, .getdel, .getex, .msetnx, .incr, .decr, .incrby, .decrby, .incrbyfloat, .append,
+            .getrange, .substr, .setrange, .expire, .pexpire, .expireat, .pexpireat, .expiretime, .pexpiretime, .persist,
+            .scan, .randomkey, .rename, .renamenx:
+            return true
+        default:
+            return false
+        }
+    }
+
+    private func readQuorum(_ session: Session) -> Int {
+        session.readConsistency.required(of: cluster.replicas, configured: cluster.readQuorum)
+    }
+
+    private func writeQuorum(_ session: Session) -> Int {
+        session.writeConsistency.required(of: cluster.replicas, configured: cluster.writeQuorum)
+    }
+
+    /// Starts `name`; the reply goes into `reply` when it is known. Returns false when the
+    /// command must run locally after all (e.g. SET with options that need a read first).
+    func start(_ name: CommandSpec.Name, _ args: RESPArguments, session: Session, now: Int64, reply: PendingReply, errors: inout ByteBuffer) -> Bool {
+        let resp3 = session.resp3
+        let keys = (1..<args.count).map { Array(args[$0]) }
+        let done = completed
+        func finish(_ write: (inout ByteBuffer) -> Void) {
+            var buffer = ByteBuffer()
+            write(&buffer)
+            reply.buffer = buffer
+            done()
+        }
+        switch name {
+        case .get, .strlen, .ttl, .pttl, .type:
+            coordinator.read(keys[0], required: readQuorum(session), now: now) { result in
+                finish { out in
+                    switch result {
+                    case .failure(let error): out.writeRESPError(error.message)
+                    case .success(let value):
+                        let live = value.flatMap { $0.isTombstone || ($0.expiry != 0 && $0.expiry <= wallClockMillis()) ? nil : $0 }
+                        Self.writeRead(name, live, resp3: resp3, out: &out)
+                    }
+                }
+            }
+        case .exists, .mget:
+            var results = [VersionedValue??](repeating: nil, count: keys.count)
+            var outstanding = keys.count
+            var failure: NoQuorum?
+            for (index, key) in keys.enumerated() {
+                coordinator.read(key, required: readQuorum(session), now: now) { result in
+                    switch result {
+                    case .success(let value): results[index] = .some(value)
+                    case .failure(let error): failure = failure ?? error
+                    }
+                    outstanding -= 1
+                    guard outstanding == 0 else { return }
+                    finish { out in
+                        if let failure { return out.writeRESPError(failure.message) }
+                        let now = wallClockMillis()
+                        let live = results.map { $0.flatMap { $0 }.flatMap { $0.isTombstone || ($0.expiry != 0 && $0.expiry <= now) ? nil : $0 } }
+                        if name == .exists {
+                            out.writeRESPInteger(live.filter { $0 != nil }.count)
+                        } else {
+                            out.writeRESPArrayHeader(live.count)
+                            for value in live {
+                                if let bytes = value?.value { bytes.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: resp3) }
+                            }
+                        }
+                    }
+                }
+            }
+        case .set, .setex, .psetex, .mset:
+            var pairs: [(key: [UInt8], value: [UInt8], expiry: Int64)] = []
+            switch name {
+            case .set:
+                guard let expiry = Self.plainSetExpiry(args, now: now, errors: &errors) else { return false }
+                pairs = [(keys[0], keys[1], expiry)]
+            case .setex, .psetex:
+                guard let amount = args[2].asInteger, amount > 0 else {
+                    errors.writeRESPError(args[2].asInteger == nil ? "ERR value is not an integer or out of range"
+                                          : "ERR invalid expire time in '\(name)' command")
+                    return false
+                }
+                pairs = [(keys[0], keys[2], now + Int64(amount) * (name == .setex ? 1000 : 1))]
+            default:
+                guard keys.count % 2 == 0 else {
+                    errors.writeRESPError("ERR wrong number of arguments for 'mset' command")
+                    return false
+                }
+                pairs = stride(from: 0, to: keys.count, by: 2).map { (keys[$0], keys[$0 + 1], 0) }
+            }
+            var outstanding = pairs.count
+            var failure: NoQuorum?
+            for pair in pairs {
+                let version = cluster.node.store.nextVersion(now: now)
+                let value = VersionedValue(version: version, value: pair.value, expiry: pair.expiry)
+                coordinator.write(pair.key, value, required: writeQuorum(session), now: now) { result in
+                    if case .failure(let error) = result { failure = failure ?? error }
+                    outstanding -= 1
+                    guard outstanding == 0 else { return }
+                    finish { out in
+                        if let failure { out.writeRESPError(failure.message) } else { out.writeOK() }
+                    }
+                }
+            }
+        case .del, .unlink:
+            var removed = 0
+            var outstanding = keys.count
+            var failure: NoQuorum?
+            for key in keys {
+                let version = cluster.node.store.nextVersion(now: now)
+                coordinator.write(key, VersionedValue(version: version, value: nil), required: writeQuorum(session), now: now) { result in
+                    switch result {
+                    case .success(let existed): if existed { removed += 1 }
+                    case .failure(let error): failure = failure ?? error
+                    }
+                    outstanding -= 1
+                    guard outstanding == 0 else { return }
+                    finish { out in
+                        if let failure { out.writeRESPError(failure.message) } else { out.writeRESPInteger(removed) }
+                    }
+                }
+            }
+        case .dbsize, .keys:
+            let down = coordinator.unreachable
+            let downList = down.sorted().map(String.init).joined(separator: ",")
+            let pattern = name == .keys ? keys[0] : []
+            let request: RESPValue = name == .keys
+                ? .array([.bulk(BusCommand.keys), .bulkString(ByteBuffer(bytes: pattern)), .bulk(downList)])
+                : .array([.bulk(BusCommand.count), .bulk(downList)])
+            let cluster = self.cluster
+            coordinator.fanOut(request, local: {
+                let now = wallClockMillis()
+                if name == .keys {
+                    let owned = pattern.withUnsafeBytes { cluster.ownedKeys(matching: $0, down: down, now: now) }
+                    return .array(owned.map { .bulkString(ByteBuffer(bytes: $0)) })
+                }
+                return .integer(cluster.countOwnedKeys(down: down, now: now))
+            }) { replies in
+                finish { out in
+                    if name == .dbsize {
+                        out.writeRESPInteger(replies.reduce(0) { total, reply in
+                            if case .integer(let n)? = reply { return total + n }
+                            return total
+                        })
+                    } else {
+                        var all: [ByteBuffer] = []
+                        for case .array(let items?)? in replies {
+                            for case .bulkString(let key?) in items { all.append(key) }
+                        }
+                        out.writeRESPArrayHeader(all.count)
+                        for key in all { out.writeRESPBulk(Array(buffer: key)) }
+                    }
+                }
+            }
+        case .flushall, .flushdb:
+            coordinator.fanOut(.command([BusCommand.flush]), local: {
+                cluster.node.store.removeAll()
+                return .simpleString(ByteBuffer(string: "OK"))
+            }) { replies in
+                finish { out in
+                    let missed = replies.enumerated().filter { reply in
+                        if case .simpleString? = reply.element { return false }
+                        return true
+                    }.map { cluster.members[$0.offset].name }
+                    if missed.isEmpty { out.writeOK() } else { out.writeRESPError("NOQUORUM flush did not reach \(missed.joined(separator: ", "))") }
+                }
+            }
+        default:
+            preconditionFailure("\(name) is not routed through the cluster")
+        }
+        return true
+    }
+
+    /// The expiry of a SET without NX, XX, GET or KEEPTTL; nil (with the error written, or
+    /// nothing written for options that are not coordinated yet) otherwise.
+    private static func plainSetExpiry(_ args: RESPArguments, now: Int64, errors: inout ByteBuffer) -> Int64? {
+        var expiry: Int64 = 0
+        var i = 3
+        while i < args.count {
+            guard i + 1 < args.count, let (unit, absolute) = CommandProcessor.expiryUnit(args[i], allowPersist: false), expiry == 0 else {
+                let option = args[i]
+                if option.equalsIgnoringCase("nx") || option.equalsIgnoringCase("xx") || option.equalsIgnoringCase("get")
+                    || option.equalsIgnoringCase("keepttl")
+                {
+                    errors.writeRESPError("ERR SET \(option.asString.uppercased()) is not supported in cluster mode yet")
+                } else {
+                    errors.writeSyntaxError()
+                }
+                return nil
+            }
+            guard let amount = args[i + 1].asInteger else {
+                errors.writeNotInteger()
+                return nil
+            }
+            guard amount > 0 else {
+                errors.writeRESPError("ERR invalid expire time in 'set' command")
+                return nil
+            }
+            expiry = absolute ? Int64(amount) * unit : now + Int64(amount) * unit
+            i += 2
+        }
+        return expiry
+    }
+
+    private static func writeRead(_ name: CommandSpec.Name, _ value: VersionedValue?, resp3: Bool, out: inout ByteBuffer) {
+        let now = wallClockMillis()
+        switch name {
+        case .get:
+            if let bytes = value?.value { bytes.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: resp3) }
+        case .strlen:
+            out.writeRESPInteger(value?.value?.count ?? 0)
+        case .type:
+            out.writeRESPRaw(value == nil ? "+none\r\n" : "+string\r\n")
+        case .ttl, .pttl:
+            guard let value else { return out.writeRESPInteger(-2) }
+            guard value.expiry != 0 else { return out.writeRESPInteger(-1) }
+            let left = max(0, value.expiry - now)
+            out.writeRESPInteger(Int(name == .ttl ? (left + 500) / 1000 : left))
+        default:
+            preconditionFailure("\(name) is not a read")
+        }
+    }
+}

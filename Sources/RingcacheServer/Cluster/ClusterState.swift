@@ -1,0 +1,106 @@
+import CacheStore
+import ClusterCore
+import NIOCore
+import RESP
+
+/// What a clustered node knows of the cluster: its members, the ring built from them, and
+/// the replication settings. The member list comes through ``MembershipSource``, which the
+/// static `node` lines of cluster.conf feed now and gossip will feed later.
+final class ClusterState: Sendable {
+    let node: NodeState
+    let members: [NodeConfiguration.NodeAddress]
+    let ring: HashRing
+    /// This node's index in `members` and in the ring.
+    let selfIndex: Int
+    let clusterName: String
+    let secret: String?
+    let readQuorum: Int
+    let writeQuorum: Int
+    let requestTimeout: TimeAmount
+    /// Milliseconds.
+    let tombstoneTTL: Int64
+
+    init(node: NodeState, configuration: NodeConfiguration, membership: MembershipSource) {
+        self.node = node
+        let view = membership.currentView
+        self.members = view.members
+        self.ring = HashRing(members: view.members.map(\.name), vnodes: configuration.vnodes,
+                             replicas: configuration.replicas, epoch: view.epoch)
+        self.selfIndex = view.members.firstIndex { $0.name == configuration.nodeName } ?? 0
+        self.clusterName = configuration.clusterName
+        self.secret = configuration.clusterSecret
+        self.readQuorum = configuration.readQuorum
+        self.writeQuorum = configuration.writeQuorum
+        self.requestTimeout = .milliseconds(Int64(configuration.requestTimeout))
+        self.tombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
+    }
+
+    var replicas: Int { ring.replicas }
+
+    /// True if a bus peer presented this cluster's name and secret.
+    func authenticate(clusterName: UnsafeRawBufferPointer, secret: UnsafeRawBufferPointer) -> Bool {
+        guard clusterName.elementsEqual(self.clusterName.utf8) else { return false }
+        guard let expected = self.secret else { return true }
+        let given = Array(secret)
+        let wanted = Array(expected.utf8)
+        var difference = UInt8(given.count == wanted.count ? 0 : 1)
+        for i in 0..<given.count { difference |= given[i] ^ (i < wanted.count ? wanted[i] : 0) }
+        return difference == 0
+    }
+
+    /// The bus handshake a node sends first.
+    var authRequest: RESPValue {
+        .command([BusCommand.auth, clusterName, secret ?? "", members[selfIndex].name])
+    }
+
+    /// Member indices from a comma-separated list (empty for none).
+    static func members(from bytes: UnsafeRawBufferPointer) -> Set<Int> {
+        Set(bytes.asString.split(separator: ",").compactMap { Int($0) })
+    }
+
+    /// True if this node is the first replica of the key that is not in `down`: the one
+    /// copy counted by keyspace-wide commands, so replicas are not counted twice.
+    func isFirstLiveReplica(_ key: UnsafeRawBufferPointer, down: Set<Int>) -> Bool {
+        ring.withPreferenceList(forPosition: HashRing.position(of: key)) { replicas in
+            replicas.first { !down.contains(Int($0)) }.map { Int($0) == selfIndex } ?? false
+        }
+    }
+
+    func countOwnedKeys(down: Set<Int>, now: Int64) -> Int {
+        var count = 0
+        node.store.forEachKey(now: now) { key in
+            if isFirstLiveReplica(key, down: down) { count += 1 }
+        }
+        return count
+    }
+
+    func ownedKeys(matching pattern: UnsafeRawBufferPointer, down: Set<Int>, now: Int64) -> [[UInt8]] {
+        let everything = GlobPattern.matchesEverything(pattern)
+        var keys: [[UInt8]] = []
+        node.store.forEachKey(now: now) { key in
+            guard everything || GlobPattern.matches(pattern, key), isFirstLiveReplica(key, down: down) else { return }
+            keys.append(Array(key))
+        }
+        return keys
+    }
+}
+
+/// Where the member list comes from. Now: the `node` lines of cluster.conf; the gossip work
+/// will provide a source that changes, under a growing epoch.
+protocol MembershipSource: Sendable {
+    var currentView: MembershipView { get }
+}
+
+struct MembershipView: Sendable {
+    var epoch: UInt64
+    var members: [NodeConfiguration.NodeAddress]
+}
+
+/// The member list as cluster.conf declares it, at epoch 1.
+struct StaticMembership: MembershipSource {
+    let currentView: MembershipView
+
+    init(configuration: NodeConfiguration) {
+        currentView = MembershipView(epoch: 1, members: configuration.nodes)
+    }
+}

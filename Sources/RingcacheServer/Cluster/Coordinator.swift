@@ -1,0 +1,254 @@
+import CacheStore
+import ClusterCore
+import Logging
+import NIOCore
+import RESP
+
+/// The coordinator on one event loop: runs quorum reads and writes for the clients of that
+/// loop over its own links to the peers, so no reply crosses threads.
+///
+/// Decisions come from the pure ``ReadQuorum`` and ``WriteQuorum`` cores; this shell sends
+/// the messages, applies local replicas directly, arms the request timeout and carries out
+/// read repairs. Confined to its event loop.
+final class Coordinator: @unchecked Sendable {
+    let cluster: ClusterState
+    let eventLoop: any EventLoop
+    private let links: [PeerLink?]
+    private(set) var readRepairs = 0
+
+    init(cluster: ClusterState, eventLoop: any EventLoop, logger: Logger) {
+        self.cluster = cluster
+        self.eventLoop = eventLoop
+        self.links = cluster.members.enumerated().map { index, member in
+            index == cluster.selfIndex
+                ? nil
+                : PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
+                           authRequest: cluster.authRequest, logger: logger)
+        }
+    }
+
+    var store: CacheStore { cluster.node.store }
+
+    /// Opens the links to every peer.
+    func start() {
+        eventLoop.execute { [self] in
+            for link in links { link?.connect() }
+        }
+    }
+
+    func stop() {
+        eventLoop.execute { [self] in
+            for link in links { link?.stop() }
+        }
+    }
+
+    /// Members this loop cannot reach right now.
+    var unreachable: Set<Int> {
+        Set(links.compactMap { link in link.flatMap { $0.isConnected ? nil : $0.member } })
+    }
+
+    func replicas(of key: [UInt8]) -> [Int] {
+        key.withUnsafeBytes { cluster.ring.preferenceList(forKey: $0).members }
+    }
+
+    // MARK: Reads
+
+    private final class ReadOperation {
+        var quorum: ReadQuorum
+        var timer: Scheduled<Void>?
+        let completion: (Result<VersionedValue?, NoQuorum>) -> Void
+        init(quorum: ReadQuorum, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
+            self.quorum = quorum
+            self.completion = completion
+        }
+    }
+
+    /// Reads `key` from its replicas; answers with the newest version (tombstones included)
+    /// once `required` have answered, then keeps repairing stale replicas as answers arrive.
+    func read(_ key: [UInt8], required: Int, now: Int64, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
+        let replicas = replicas(of: key)
+        let operation = ReadOperation(quorum: ReadQuorum(replicas: replicas, required: min(required, replicas.count)), completion: completion)
+        operation.timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) { [self] in
+            perform(operation.quorum.onTimeout(), operation, key: key)
+        }
+        for replica in replicas {
+            if replica == cluster.selfIndex {
+                var local: VersionedValue?
+                key.withUnsafeBytes { k in
+                    store.readVersioned(k, now: now) { entry in
+                        local = entry.map { VersionedValue(version: $0.version, value: $0.value.map(Array.init), expiry: $0.expiry) }
+                    }
+                }
+                perform(operation.quorum.onResponse(from: replica, local), operation, key: key)
+            } else {
+                links[replica]!.send(.command([BusCommand.get]).appending(key)) { [self] reply in
+                    if let reply, let value = Self.decodeVersioned(reply) {
+                        perform(operation.quorum.onResponse(from: replica, value.value), operation, key: key)
+                    } else {
+                        perform(operation.quorum.onFailure(from: replica), operation, key: key)
+                    }
+                }
+            }
+        }
+    }
+
+    private func perform(_ actions: [ReadQuorum.Action], _ operation: ReadOperation, key: [UInt8]) {
+        for action in actions {
+            switch action {
+            case .reply:
+                operation.timer?.cancel()
+                // Hand back the newest version including a tombstone; callers read it as absent.
+                operation.completion(.success(operation.quorum.newest))
+            case .fail(let error):
+                operation.timer?.cancel()
+                operation.completion(.failure(error))
+            case .repair(let replica, let value):
+                readRepairs += 1
+                cluster.node.readRepairs.add(1, ordering: .relaxed)
+                replicate(key, value, to: replica, now: wallClockMillis()) { _ in }
+            }
+        }
+    }
+
+    // MARK: Writes
+
+    private final class WriteOperation {
+        var quorum: WriteQuorum
+        var timer: Scheduled<Void>?
+        var existed = false
+        let completion: (Result<Bool, NoQuorum>) -> Void
+        init(quorum: WriteQuorum, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+            self.quorum = quorum
+            self.completion = completion
+        }
+    }
+
+    /// Writes a version of `key` (a tombstone when `value.value` is nil) to all its replicas;
+    /// succeeds at `required` acknowledgements. The result says whether any replica that
+    /// answered held a live value before (for DEL's count).
+    func write(_ key: [UInt8], _ value: VersionedValue, required: Int, now: Int64, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+        let replicas = replicas(of: key)
+        let operation = WriteOperation(quorum: WriteQuorum(replicas: replicas, required: min(required, replicas.count)), completion: completion)
+        operation.timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) { [self] in
+            finish(operation, operation.quorum.onTimeout())
+        }
+        for replica in replicas {
+            replicate(key, value, to: replica, now: now) { [self] answer in
+                switch answer {
+                case .some(let existed):
+                    operation.existed = operation.existed || existed
+                    finish(operation, operation.quorum.onAck(from: replica))
+                case .none:
+                    finish(operation, operation.quorum.onFailure(from: replica))
+                }
+            }
+        }
+    }
+
+    private func finish(_ operation: WriteOperation, _ action: WriteQuorum.Action?) {
+        guard let action else { return }
+        operation.timer?.cancel()
+        switch action {
+        case .succeed: operation.completion(.success(operation.existed))
+        case .fail(let error):
+            cluster.node.quorumFailures.add(1, ordering: .relaxed)
+            operation.completion(.failure(error))
+        }
+    }
+
+    /// Applies `value` at one replica. `done` gets whether a live value was there before
+    /// (writes of a value report false), or nil if the replica could not be reached.
+    private func replicate(_ key: [UInt8], _ value: VersionedValue, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
+        if replica == cluster.selfIndex {
+            let existed = value.value == nil && key.withUnsafeBytes { store.contains($0, now: now) }
+            key.withUnsafeBytes { k in
+                if let bytes = value.value {
+                    bytes.withUnsafeBytes { v in
+                        _ = store.applyVersioned(k, value: v, expiry: value.expiry, version: value.version, now: now, tombstoneTTL: cluster.tombstoneTTL)
+                    }
+                } else {
+                    store.applyVersioned(k, value: nil, expiry: 0, version: value.version, now: now, tombstoneTTL: cluster.tombstoneTTL)
+                }
+            }
+            done(existed)
+            return
+        }
+        let timestamp = String(value.version.timestamp.rawValue)
+        let node = String(value.version.node.rawValue)
+        let request: RESPValue
+        if let bytes = value.value {
+            request = .array([.bulk(BusCommand.put), .bulkString(ByteBuffer(bytes: key)), .bulk(timestamp), .bulk(node),
+                              .bulk(String(value.expiry)), .bulkString(ByteBuffer(bytes: bytes))])
+        } else {
+            request = .array([.bulk(BusCommand.delete), .bulkString(ByteBuffer(bytes: key)), .bulk(timestamp), .bulk(node)])
+        }
+        links[replica]!.send(request) { reply in
+            switch reply {
+            case .integer(let flag)?: done(value.value == nil && flag == 1)
+            default: done(nil)
+            }
+        }
+    }
+
+    // MARK: Fan-out
+
+    /// Sends `request` to every other member and runs `local` here; `completion` gets each
+    /// member's reply (nil where it failed or timed out), indexed by member.
+    func fanOut(_ request: RESPValue, local: () -> RESPValue, completion: @escaping ([RESPValue?]) -> Void) {
+        var replies = [RESPValue?](repeating: nil, count: cluster.members.count)
+        var outstanding = cluster.members.count - 1
+        var done = false
+        replies[cluster.selfIndex] = local()
+        let timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) {
+            if !done {
+                done = true
+                completion(replies)
+            }
+        }
+        guard outstanding > 0 else {
+            timer.cancel()
+            done = true
+            completion(replies)
+            return
+        }
+        for case let link? in links {
+            link.send(request) { reply in
+                replies[link.member] = reply
+                outstanding -= 1
+                if outstanding == 0 && !done {
+                    done = true
+                    timer.cancel()
+                    completion(replies)
+                }
+            }
+        }
+    }
+
+    /// A reply to RC.GET: `*0` for none, else timestamp, node, expiry, value (null for a tombstone).
+    static func decodeVersioned(_ reply: RESPValue) -> (value: VersionedValue?, Void)? {
+        guard case .array(let items?) = reply else { return nil }
+        if items.isEmpty { return (nil, ()) }
+        guard items.count == 4, case .integer(let timestamp) = items[0], case .integer(let node) = items[1],
+            case .integer(let expiry) = items[2], timestamp >= 0, node >= 0
+        else { return nil }
+        let version = Version(timestamp: HLCTimestamp(rawValue: UInt64(timestamp)), node: NodeID(rawValue: UInt32(truncatingIfNeeded: node)))
+        switch items[3] {
+        case .bulkString(let bytes?): return (VersionedValue(version: version, value: Array(buffer: bytes), expiry: Int64(expiry)), ())
+        case .bulkString(nil): return (VersionedValue(version: version, value: nil, expiry: Int64(expiry)), ())
+        default: return nil
+        }
+    }
+}
+
+extension RESPValue {
+    /// This command with one more bulk argument.
+    func appending(_ bytes: [UInt8]) -> RESPValue {
+        guard case .array(var items?) = self else { return self }
+        items.append(.bulkString(ByteBuffer(bytes: bytes)))
+        return .array(items)
+    }
+}
+
+extension Array where Element == UInt8 {
+    init(buffer: ByteBuffer) { self = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? [] }
+}

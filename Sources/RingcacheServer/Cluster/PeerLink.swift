@@ -1,0 +1,164 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RESP
+
+/// One persistent, pipelined bus connection from an event loop to a peer.
+///
+/// Requests are written as they come and flushed once per event-loop turn; replies arrive
+/// in order and complete the callbacks in order. A lost connection fails its outstanding
+/// requests at once and is re-established with exponential backoff (100 ms doubling to 5 s),
+/// and while it is down, requests fail fast instead of waiting for a timeout.
+///
+/// Confined to its event loop: every method runs there.
+final class PeerLink: @unchecked Sendable {
+    enum State { case idle, connecting, connected, waiting }
+
+    let member: Int
+    let host: String
+    let port: Int
+    let eventLoop: any EventLoop
+    private let authRequest: RESPValue
+    private let logger: Logger
+    private(set) var state = State.idle
+    private var channel: (any Channel)?
+    private var callbacks = CircularBuffer<(RESPValue?) -> Void>()
+    /// Requests made while the connection is being set up; sent once it is.
+    private var queued: [(RESPValue, (RESPValue?) -> Void)] = []
+    private var flushScheduled = false
+    private var backoff = TimeAmount.milliseconds(100)
+    private var stopped = false
+
+    init(member: Int, host: String, port: Int, eventLoop: any EventLoop, authRequest: RESPValue, logger: Logger) {
+        self.member = member
+        self.host = host
+        self.port = port
+        self.eventLoop = eventLoop
+        self.authRequest = authRequest
+        self.logger = logger
+    }
+
+    var isConnected: Bool { state == .connected }
+
+    /// Sends a request; `callback` gets the reply, or nil if the link failed.
+    func send(_ request: RESPValue, _ callback: @escaping (RESPValue?) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        guard state == .connected, let channel else {
+            connect()
+            if state == .connecting {
+                queued.append((request, callback))
+            } else {
+                callback(nil)
+            }
+            return
+        }
+        var buffer = channel.allocator.buffer(capacity: 64)
+        request.encode(into: &buffer)
+        callbacks.append(callback)
+        channel.write(buffer, promise: nil)
+        if !flushScheduled {
+            flushScheduled = true
+            eventLoop.execute { [self] in
+                flushScheduled = false
+                self.channel?.flush()
+            }
+        }
+    }
+
+    func connect() {
+        guard state == .idle, !stopped else { return }
+        state = .connecting
+        let link = self
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(.seconds(1))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPValueDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(PeerLinkHandler(link: link))
+                }
+            }
+            .connect(host: host, port: port)
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    link.connected(channel)
+                case .failure:
+                    link.retryLater()
+                }
+            }
+    }
+
+    private func connected(_ channel: any Channel) {
+        self.channel = channel
+        state = .connected
+        // The handshake is the first request; if it is refused the peer closes the link.
+        send(authRequest) { [self] reply in
+            if case .simpleString = reply {
+                backoff = .milliseconds(100)
+                logger.info("cluster bus link up", metadata: ["peer": "\(host):\(port)"])
+            } else {
+                logger.error("cluster bus peer refused our RC.AUTH (check cluster-name and cluster-secret)",
+                             metadata: ["peer": "\(host):\(port)", "reply": "\(String(describing: reply))"])
+            }
+        }
+        let waiting = queued
+        queued = []
+        for (request, callback) in waiting { send(request, callback) }
+    }
+
+    fileprivate func received(_ reply: RESPValue) {
+        guard let callback = callbacks.popFirst() else { return }
+        callback(reply)
+    }
+
+    fileprivate func closed() {
+        channel = nil
+        let failed = callbacks
+        callbacks.removeAll()
+        for callback in failed { callback(nil) }
+        retryLater()
+    }
+
+    private func retryLater() {
+        channel = nil
+        let waiting = queued
+        queued = []
+        for (_, callback) in waiting { callback(nil) }
+        guard !stopped else { return }
+        state = .waiting
+        let delay = backoff
+        backoff = min(backoff * 2, .seconds(5))
+        eventLoop.scheduleTask(in: delay) { [self] in
+            if state == .waiting {
+                state = .idle
+                connect()
+            }
+        }
+    }
+
+    func stop() {
+        stopped = true
+        channel?.close(promise: nil)
+    }
+}
+
+private final class PeerLinkHandler: ChannelInboundHandler {
+    typealias InboundIn = RESPValue
+    let link: PeerLink
+
+    init(link: PeerLink) { self.link = link }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        link.received(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        link.closed()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

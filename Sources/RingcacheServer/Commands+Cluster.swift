@@ -1,0 +1,90 @@
+import CacheStore
+import ClusterCore
+import NIOCore
+import RESP
+
+extension CommandProcessor {
+    /// `CONSISTENCY` shows this connection's levels; `CONSISTENCY READ <level> WRITE <level>`
+    /// (either part alone too) sets them. Levels: ONE, QUORUM, ALL or a replica count.
+    func consistency(_ args: RESPArguments, _ session: inout Session, _ out: inout ByteBuffer) {
+        var read = session.readConsistency
+        var write = session.writeConsistency
+        var i = 1
+        while i < args.count {
+            guard i + 1 < args.count, let level = ConsistencyLevel(args[i + 1]) else {
+                out.writeRESPError("ERR syntax error: CONSISTENCY [READ ONE|QUORUM|ALL|<n>] [WRITE ONE|QUORUM|ALL|<n>]")
+                return
+            }
+            if args[i].equalsIgnoringCase("read") {
+                read = level
+            } else if args[i].equalsIgnoringCase("write") {
+                write = level
+            } else {
+                out.writeRESPError("ERR syntax error: CONSISTENCY [READ ONE|QUORUM|ALL|<n>] [WRITE ONE|QUORUM|ALL|<n>]")
+                return
+            }
+            i += 2
+        }
+        if args.count == 1 {
+            let replicas = cluster?.replicas ?? 1
+            out.writeRESPMapHeader(3, resp3: session.resp3)
+            out.writeRESPBulk("read")
+            out.writeRESPBulk("\(read) (\(read.required(of: replicas, configured: cluster?.readQuorum ?? 1)) of \(replicas))")
+            out.writeRESPBulk("write")
+            out.writeRESPBulk("\(write) (\(write.required(of: replicas, configured: cluster?.writeQuorum ?? 1)) of \(replicas))")
+            out.writeRESPBulk("replicas")
+            out.writeRESPInteger(replicas)
+            return
+        }
+        session.readConsistency = read
+        session.writeConsistency = write
+        out.writeOK()
+    }
+
+    func clusterCommand(_ args: RESPArguments, _ session: Session, _ out: inout ByteBuffer) {
+        let configuration = node.currentConfiguration
+        let members = cluster?.members ?? [
+            NodeConfiguration.NodeAddress(
+                name: configuration.nodeName, host: configuration.bind, port: configuration.port, busPort: configuration.port + 10000)
+        ]
+        let ring = cluster?.ring ?? HashRing(members: members.map(\.name), vnodes: configuration.vnodes, replicas: 1, epoch: 1)
+        let sub = args[1]
+        if sub.equalsIgnoringCase("info") {
+            let lines = [
+                "cluster_enabled:\(cluster == nil ? 0 : 1)",
+                "cluster_state:ok",
+                "cluster_name:\(configuration.clusterName)",
+                "cluster_known_nodes:\(members.count)",
+                "cluster_size:\(members.count)",
+                "cluster_my_name:\(configuration.nodeName)",
+                "ring_epoch:\(ring.epoch)",
+                "ring_partitions:\(ring.partitionCount)",
+                "replicas:\(ring.replicas)",
+                "read_quorum:\(cluster?.readQuorum ?? 1)",
+                "write_quorum:\(cluster?.writeQuorum ?? 1)",
+                "reconcile:\(configuration.reconcile.rawValue)",
+            ]
+            out.writeRESPVerbatim(lines.joined(separator: "\r\n") + "\r\n", resp3: session.resp3)
+        } else if sub.equalsIgnoringCase("nodes") {
+            let lines = members.enumerated().map { index, member in
+                let me = member.name == configuration.nodeName ? "myself," : ""
+                return "\(member.name) \(member.host):\(member.port) \(member.host):\(member.busPort) \(me)member \(ring.epoch) "
+                    + String(Double(Int(ring.primaryShares[index] * 10_000)) / 10_000)
+            }
+            out.writeRESPVerbatim(lines.joined(separator: "\n") + "\n", resp3: session.resp3)
+        } else if sub.equalsIgnoringCase("ring") {
+            // Runs of partitions with the same replicas: [first position, last position, [replica names]].
+            let ranges = ring.ranges
+            out.writeRESPArrayHeader(ranges.count)
+            for range in ranges {
+                out.writeRESPArrayHeader(3)
+                out.writeRESPBulk(String(range.start))
+                out.writeRESPBulk(String(range.end))
+                out.writeRESPArrayHeader(range.replicas.count)
+                for replica in range.replicas { out.writeRESPBulk(members[replica].name) }
+            }
+        } else {
+            out.writeRESPError("ERR unknown subcommand '\(Self.printable(sub, limit: 128))'. Try CLUSTER INFO, NODES or RING.")
+        }
+    }
+}

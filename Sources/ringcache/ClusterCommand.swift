@@ -1,0 +1,199 @@
+import ArgumentParser
+import RingcacheServer
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+struct Cluster: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start or stop every node of a cluster.conf on this machine.",
+        subcommands: [Up.self, Down.self]
+    )
+
+    struct Up: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start every node of the file in the background; return once all answer PING.",
+            discussion: "Logs go to RUNDIR/<node>.log and process ids to RUNDIR/<node>.pid. Nodes already running are left alone."
+        )
+
+        @Option(help: "The cluster configuration.")
+        var config = "cluster.conf"
+
+        @Option(help: "Where logs and pid files go.")
+        var dir = "run"
+
+        @Option(help: "Seconds to wait for each node to answer.")
+        var wait = 30
+
+        func run() throws {
+            guard let text = Serve.readFile(config) else { throw ValidationError("cannot read configuration file '\(config)'") }
+            let configuration: NodeConfiguration
+            do {
+                configuration = try NodeConfiguration.parse(text, file: config)
+                try configuration.validate()
+            } catch {
+                throw ValidationError(error.message)
+            }
+            guard !configuration.nodes.isEmpty else { throw ValidationError("\(config) declares no `node` lines") }
+            try ProcessControl.makeDirectory(dir)
+            let configPath = ProcessControl.absolute(config)
+            let executable = ProcessControl.currentExecutable()
+            for node in configuration.nodes {
+                let pidFile = "\(dir)/\(node.name).pid"
+                if let pid = ProcessControl.readPID(pidFile), kill(pid, 0) == 0 {
+                    print("node \(node.name) already running (pid \(pid))")
+                    continue
+                }
+                let pid = try ProcessControl.spawnDetached(
+                    executable, ["serve", "--config", configPath, "--node", node.name], log: "\(dir)/\(node.name).log")
+                try ProcessControl.writeFile(pidFile, "\(pid)\n")
+            }
+            for node in configuration.nodes {
+                let deadline = ProcessControl.monotonicSeconds() + Double(wait)
+                while !ProcessControl.answersPing(host: node.host, port: node.port) {
+                    if let pid = ProcessControl.readPID("\(dir)/\(node.name).pid"), kill(pid, 0) != 0 {
+                        throw ValidationError("node \(node.name) exited; see \(dir)/\(node.name).log")
+                    }
+                    guard ProcessControl.monotonicSeconds() < deadline else {
+                        throw ValidationError("node \(node.name) does not answer on \(node.host):\(node.port); see \(dir)/\(node.name).log")
+                    }
+                    usleep(50_000)
+                }
+                print("node \(node.name) up on \(node.host):\(node.port) (bus \(node.busPort), log \(dir)/\(node.name).log)")
+            }
+        }
+    }
+
+    struct Down: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop the nodes that `cluster up` started, gracefully (SIGTERM).")
+
+        @Option(help: "Where `cluster up` put its pid files.")
+        var dir = "run"
+
+        @Option(help: "Seconds to wait before a node is killed.")
+        var wait = 10
+
+        func run() throws {
+            let files = ProcessControl.list(dir).filter { $0.hasSuffix(".pid") }.sorted()
+            var stopped = 0
+            for file in files {
+                let name = String(file.dropLast(4))
+                guard let pid = ProcessControl.readPID("\(dir)/\(file)") else { continue }
+                if kill(pid, 0) == 0 {
+                    kill(pid, SIGTERM)
+                    let deadline = ProcessControl.monotonicSeconds() + Double(wait)
+                    while kill(pid, 0) == 0 && ProcessControl.monotonicSeconds() < deadline { usleep(50_000) }
+                    if kill(pid, 0) == 0 {
+                        kill(pid, SIGKILL)
+                        print("node \(name) (pid \(pid)) did not stop in \(wait) s: killed")
+                    } else {
+                        print("node \(name) stopped")
+                    }
+                    stopped += 1
+                }
+                unlink("\(dir)/\(file)")
+            }
+            if stopped == 0 { print("no running nodes in \(dir)") }
+        }
+    }
+}
+
+/// Small process and file helpers for `cluster up` and `cluster down`, on POSIX calls.
+enum ProcessControl {
+    static func currentExecutable() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        if count > 0 { return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        return CommandLine.arguments[0]
+    }
+
+    static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard getcwd(&buffer, buffer.count) != nil else { return path }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + path
+    }
+
+    static func makeDirectory(_ path: String) throws {
+        if mkdir(path, 0o755) != 0 && errno != EEXIST {
+            throw ValidationError("cannot create directory '\(path)': \(String(cString: strerror(errno)))")
+        }
+    }
+
+    static func writeFile(_ path: String, _ text: String) throws {
+        guard let file = fopen(path, "w") else { throw ValidationError("cannot write '\(path)'") }
+        fputs(text, file)
+        fclose(file)
+    }
+
+    static func readPID(_ path: String) -> pid_t? {
+        guard let text = Serve.readFile(path) else { return nil }
+        return pid_t(text.split(separator: "\n").first.map(String.init) ?? "")
+    }
+
+    static func list(_ directory: String) -> [String] {
+        guard let handle = opendir(directory) else { return [] }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Starts `executable` in its own session with output appended to `log`; returns its pid.
+    static func spawnDetached(_ executable: String, _ arguments: [String], log: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // POSIX_SPAWN_SETSID (glibc 2.26+; the header hides it without _GNU_SOURCE): the node
+        // gets its own session, so it outlives this command and a Ctrl-C in its terminal.
+        posix_spawnattr_setflags(&attributes, 0x80)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        guard status == 0 else { throw ValidationError("cannot start \(executable): \(String(cString: strerror(status)))") }
+        return pid
+    }
+
+    static func monotonicSeconds() -> Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+
+    /// True if something on host:port answers `PING` with `+PONG` (or asks for AUTH).
+    static func answersPing(host: String, port: Int) -> Bool {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else { return false }
+        defer { freeaddrinfo(result) }
+        let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else { return false }
+        let request = "PING\r\n"
+        guard write(fd, request, request.utf8.count) == request.utf8.count else { return false }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = read(fd, &buffer, buffer.count)
+        guard count > 0 else { return false }
+        let reply = String(decoding: buffer.prefix(count), as: UTF8.self)
+        return reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH")
+    }
+}
