@@ -2,6 +2,7 @@ import CacheStore
 import ClusterCore
 import NIOCore
 import RESP
+import Synchronization
 
 extension CommandProcessor {
     /// `CONSISTENCY` shows this connection's levels; `CONSISTENCY READ <level> WRITE <level>`
@@ -52,7 +53,8 @@ extension CommandProcessor {
         if sub.equalsIgnoringCase("info") {
             let lines = [
                 "cluster_enabled:\(cluster == nil ? 0 : 1)",
-                "cluster_state:ok",
+                "cluster_state:\(cluster?.stateDescription ?? "ok")",
+                "cluster_links_up:\(cluster?.linksUp.load(ordering: .relaxed) ?? 0)/\(cluster?.linksWanted ?? 0)",
                 "cluster_name:\(configuration.clusterName)",
                 "cluster_known_nodes:\(members.count)",
                 "cluster_size:\(members.count)",

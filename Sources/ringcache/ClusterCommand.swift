@@ -66,6 +66,19 @@ struct Cluster: ParsableCommand {
                 }
                 print("node \(node.name) up on \(node.host):\(node.port) (bus \(node.busPort), log \(dir)/\(node.name).log)")
             }
+            // Ready once every node has its bus links to every peer.
+            if configuration.isClustered {
+                let deadline = ProcessControl.monotonicSeconds() + Double(wait)
+                for node in configuration.nodes {
+                    while !(ProcessControl.ask(host: node.host, port: node.port, "CLUSTER INFO")?.contains("cluster_state:ok") ?? false) {
+                        guard ProcessControl.monotonicSeconds() < deadline else {
+                            throw ValidationError("node \(node.name) has not reached every peer; see \(dir)/\(node.name).log")
+                        }
+                        usleep(50_000)
+                    }
+                }
+                print("cluster '\(configuration.clusterName)' ready: \(configuration.nodes.count) nodes, N=\(configuration.replicas) R=\(configuration.readQuorum) W=\(configuration.writeQuorum)")
+            }
         }
     }
 
@@ -177,23 +190,28 @@ enum ProcessControl {
 
     /// True if something on host:port answers `PING` with `+PONG` (or asks for AUTH).
     static func answersPing(host: String, port: Int) -> Bool {
+        guard let reply = ask(host: host, port: port, "PING") else { return false }
+        return reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH")
+    }
+
+    /// Sends one inline command and returns the start of the reply (up to 4 KiB).
+    static func ask(host: String, port: Int, _ command: String) -> String? {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else { return false }
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else { return nil }
         defer { freeaddrinfo(result) }
         let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 1, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else { return false }
-        let request = "PING\r\n"
-        guard write(fd, request, request.utf8.count) == request.utf8.count else { return false }
-        var buffer = [UInt8](repeating: 0, count: 64)
+        guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else { return nil }
+        let request = command + "\r\n"
+        guard write(fd, request, request.utf8.count) == request.utf8.count else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 4096)
         let count = read(fd, &buffer, buffer.count)
-        guard count > 0 else { return false }
-        let reply = String(decoding: buffer.prefix(count), as: UTF8.self)
-        return reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH")
+        guard count > 0 else { return nil }
+        return String(decoding: buffer.prefix(count), as: UTF8.self)
     }
 }

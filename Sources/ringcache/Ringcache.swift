@@ -99,6 +99,7 @@ struct Serve: AsyncParsableCommand {
         )
         do {
             try await group.run()
+            logger.debug("service group finished")
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)

@@ -2,6 +2,7 @@ import CacheStore
 import ClusterCore
 import NIOCore
 import RESP
+import Synchronization
 
 /// What a clustered node knows of the cluster: its members, the ring built from them, and
 /// the replication settings. The member list comes through ``MembershipSource``, which the
@@ -19,6 +20,9 @@ final class ClusterState: Sendable {
     let requestTimeout: TimeAmount
     /// Milliseconds.
     let tombstoneTTL: Int64
+    /// Bus links up, over all event loops (each loop links to every peer).
+    let linksUp = Atomic<Int>(0)
+    let linksWanted: Int
 
     init(node: NodeState, configuration: NodeConfiguration, membership: MembershipSource) {
         self.node = node
@@ -33,7 +37,11 @@ final class ClusterState: Sendable {
         self.writeQuorum = configuration.writeQuorum
         self.requestTimeout = .milliseconds(Int64(configuration.requestTimeout))
         self.tombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
+        self.linksWanted = (view.members.count - 1) * configuration.threads
     }
+
+    /// `ok` when every link to every peer is up, else `degraded`.
+    var stateDescription: String { linksUp.load(ordering: .relaxed) >= linksWanted ? "ok" : "degraded" }
 
     var replicas: Int { ring.replicas }
 

@@ -23,7 +23,9 @@ final class Coordinator: @unchecked Sendable {
             index == cluster.selfIndex
                 ? nil
                 : PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
-                           authRequest: cluster.authRequest, logger: logger)
+                           authRequest: cluster.authRequest, logger: logger) { change in
+                    cluster.linksUp.add(change, ordering: .relaxed)
+                }
         }
     }
 

@@ -28,8 +28,14 @@ final class PeerLink: @unchecked Sendable {
     private var flushScheduled = false
     private var backoff = TimeAmount.milliseconds(100)
     private var stopped = false
+    private var authenticated = false
 
-    init(member: Int, host: String, port: Int, eventLoop: any EventLoop, authRequest: RESPValue, logger: Logger) {
+    /// Told when the link comes up (+1) or goes down (-1).
+    private let linkChanged: @Sendable (Int) -> Void
+
+    init(member: Int, host: String, port: Int, eventLoop: any EventLoop, authRequest: RESPValue, logger: Logger,
+         linkChanged: @escaping @Sendable (Int) -> Void) {
+        self.linkChanged = linkChanged
         self.member = member
         self.host = host
         self.port = port
@@ -96,6 +102,8 @@ final class PeerLink: @unchecked Sendable {
         send(authRequest) { [self] reply in
             if case .simpleString = reply {
                 backoff = .milliseconds(100)
+                linkChanged(1)
+                authenticated = true
                 logger.info("cluster bus link up", metadata: ["peer": "\(host):\(port)"])
             } else {
                 logger.error("cluster bus peer refused our RC.AUTH (check cluster-name and cluster-secret)",
@@ -114,6 +122,10 @@ final class PeerLink: @unchecked Sendable {
 
     fileprivate func closed() {
         channel = nil
+        if authenticated {
+            authenticated = false
+            linkChanged(-1)
+        }
         let failed = callbacks
         callbacks.removeAll()
         for callback in failed { callback(nil) }

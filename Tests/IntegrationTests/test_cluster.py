@@ -1,0 +1,219 @@
+"""A real 3-node cluster on loopback (N=3, R=2, W=2): replication, quorums, node failure,
+read repair, fan-out commands and the cluster bus handshake. ringcache only."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+from conftest import _ringcache_bin, free_port
+
+NAMES = ["n1", "n2", "n3"]
+
+
+@pytest.fixture(autouse=True)
+def _ringcache_only(target):
+    if target != "ringcache":
+        pytest.skip("ringcache cluster behaviour")
+
+
+class LocalCluster:
+    def __init__(self, directory, secret="s3cret"):
+        self.directory = directory
+        self.ports = {name: free_port() for name in NAMES}
+        self.bus_ports = {name: free_port() for name in NAMES}
+        self.secret = secret
+        self.conf = os.path.join(directory, "cluster.conf")
+        with open(self.conf, "w") as f:
+            f.write("cluster-name itest\n")
+            f.write(f"cluster-secret {secret}\n")
+            f.write("replicas 3\nread-quorum 2\nwrite-quorum 2\nrequest-timeout 500\n")
+            for name in NAMES:
+                f.write(f"node {name} 127.0.0.1:{self.ports[name]} {self.bus_ports[name]}\n")
+        self.procs = {}
+
+    def start(self, name):
+        log = open(os.path.join(self.directory, f"{name}.log"), "a")
+        self.procs[name] = subprocess.Popen(
+            [_ringcache_bin(), "serve", "--config", self.conf, "--node", name],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.procs[name].poll() is None, f"{name} exited: {self.log(name)}"
+            try:
+                if self.client(name).ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, f"{name} did not answer"
+                time.sleep(0.05)
+
+    def kill(self, name, sig=signal.SIGKILL):
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.kill(name, signal.SIGTERM)
+
+    def client(self, name, **kw):
+        return redis.Redis(port=self.ports[name], socket_timeout=5, **kw)
+
+    def log(self, name):
+        with open(os.path.join(self.directory, f"{name}.log")) as f:
+            return f.read()[-3000:]
+
+    def wait_until(self, check, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return
+            except redis.exceptions.ResponseError:
+                pass
+            assert time.monotonic() < deadline, "condition not met in time"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = LocalCluster(str(tmp_path))
+    for name in NAMES:
+        c.start(name)
+    # Ready once every node's links to every peer are up.
+    for name in NAMES:
+        c.wait_until(lambda: b"cluster_state:ok" in c.client(name).execute_command("CLUSTER", "INFO"))
+    yield c
+    c.stop_all()
+
+
+def test_write_through_one_node_read_through_another(cluster):
+    n1, n2, n3 = (cluster.client(n) for n in NAMES)
+    assert n1.set("greeting", "hello") is True
+    assert n3.get("greeting") == b"hello"
+    assert n2.mset({"a": "1", "b": "2", "c": b"\x00\xff"}) is True
+    assert n1.mget("a", "b", "c", "missing") == [b"1", b"2", b"\x00\xff", None]
+    assert n3.set("ttl", "x", ex=100) is True
+    assert 98 <= n2.ttl("ttl") <= 100
+    assert n1.exists("a", "b", "missing", "a") == 3
+    assert n2.delete("a", "missing") == 1
+    assert n3.get("a") is None and n1.exists("a") == 0
+    assert n2.strlen("greeting") == 5 and n3.type("greeting") == b"string"
+
+
+def test_keyspace_commands_count_each_key_once(cluster):
+    n1 = cluster.client("n1")
+    n1.flushall()
+    pipe = n1.pipeline(transaction=False)
+    for i in range(300):
+        pipe.set(f"key:{i}", i)
+    pipe.execute()
+    for name in NAMES:
+        assert cluster.client(name).dbsize() == 300, name
+        keys = cluster.client(name).keys("key:1*")
+        assert sorted(keys) == sorted({f"key:{i}".encode() for i in range(300) if str(i).startswith("1")}), name
+
+
+def test_quorum_survives_a_killed_node_and_all_does_not(cluster):
+    n1, n3 = cluster.client("n1"), cluster.client("n3")
+    cluster.kill("n2")
+    for i in range(50):
+        assert n1.set(f"k{i}", f"v{i}") is True
+    assert [n3.get(f"k{i}") for i in range(50)] == [f"v{i}".encode() for i in range(50)]
+    strict = cluster.client("n1", single_connection_client=True)
+    assert strict.execute_command("CONSISTENCY", "READ", "ALL", "WRITE", "ALL") == b"OK"
+    with pytest.raises(redis.exceptions.ResponseError, match="^NOQUORUM write needed 3 of 3"):
+        strict.set("all", "x")
+    with pytest.raises(redis.exceptions.ResponseError, match="^NOQUORUM read needed 3 of 3"):
+        strict.get("k1")
+
+
+def test_restarted_node_is_repaired_by_reads(cluster):
+    n1 = cluster.client("n1")
+    cluster.kill("n2")
+    for i in range(20):
+        assert n1.set(f"r{i}", f"v{i}") is True
+    cluster.start("n2")  # back, empty: a cache loses its memory on kill -9
+    n2 = cluster.client("n2", single_connection_client=True)
+    n2.execute_command("CONSISTENCY", "READ", "ONE")
+    strict = cluster.client("n1", single_connection_client=True)
+    strict.execute_command("CONSISTENCY", "READ", "ALL")
+    # A read at ALL reaches n2 once the links are back, and repairs it.
+    cluster.wait_until(lambda: strict.get("r0") == b"v0")
+    for i in range(20):
+        assert strict.get(f"r{i}") == f"v{i}".encode()
+    repairs = n1.info("replication")["read_repairs"]
+    assert repairs >= 20
+    cluster.wait_until(lambda: all(n2.get(f"r{i}") == f"v{i}".encode() for i in range(20)))
+
+
+def test_cluster_commands_describe_the_ring(cluster):
+    n1 = cluster.client("n1", decode_responses=True)
+    info = n1.execute_command("CLUSTER", "INFO")
+    assert "cluster_enabled:1" in info and "cluster_known_nodes:3" in info and "replicas:3" in info
+    nodes = n1.execute_command("CLUSTER", "NODES").strip().split("\n")
+    assert len(nodes) == 3 and sum("myself" in line for line in nodes) == 1
+    ring = n1.execute_command("CLUSTER", "RING")
+    assert int(ring[0][0]) == 0 and int(ring[-1][1]) == 2**64 - 1
+    assert all(len(r[2]) == 3 and set(r[2]) == set(NAMES) for r in ring)
+    assert n1.execute_command("CONSISTENCY") == {"read": "DEFAULT (2 of 3)", "write": "DEFAULT (2 of 3)", "replicas": 3}
+    assert n1.execute_command("CONSISTENCY", "READ", "ONE", "WRITE", "ALL") == "OK"
+    with pytest.raises(redis.exceptions.ResponseError, match="not supported in cluster mode yet"):
+        n1.incr("counter")
+
+
+def test_bus_requires_the_cluster_secret(cluster):
+    port = cluster.bus_ports["n1"]
+
+    def exchange(payload, expect_close):
+        """Sends `payload`; returns what came back and whether the node closed the link."""
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(payload)
+            data = b""
+            while True:
+                try:
+                    chunk = s.recv(4096)
+                except socket.timeout:
+                    return data, False
+                if not chunk:
+                    return data, True
+                data += chunk
+                if not expect_close and data.endswith(b"+PONG\r\n"):
+                    return data, False
+
+    data, closed = exchange(b"*2\r\n$6\r\nRC.GET\r\n$1\r\nk\r\n", True)
+    assert data.startswith(b"-NOAUTH") and closed
+    data, closed = exchange(b"*4\r\n$7\r\nRC.AUTH\r\n$5\r\nitest\r\n$5\r\nwrong\r\n$1\r\nx\r\n", True)
+    assert data.startswith(b"-NOAUTH") and closed
+    data, closed = exchange(b"*4\r\n$7\r\nRC.AUTH\r\n$5\r\nitest\r\n$6\r\ns3cret\r\n$1\r\nx\r\n*1\r\n$4\r\nPING\r\n", False)
+    assert data == b"+OK\r\n+PONG\r\n" and not closed
+    assert "refused a cluster bus connection" in cluster.log("n1")
+
+
+def test_cluster_up_and_down_manage_every_node(tmp_path):
+    ports = [free_port() for _ in NAMES]
+    conf = tmp_path / "c.conf"
+    conf.write_text("cluster-name updown\n" + "".join(
+        f"node {name} 127.0.0.1:{port} {free_port()}\n" for name, port in zip(NAMES, ports)))
+    rundir = tmp_path / "run"
+    up = subprocess.run([_ringcache_bin(), "cluster", "up", "--config", str(conf), "--dir", str(rundir)],
+                        capture_output=True, text=True, timeout=60)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "ready: 3 nodes, N=3 R=2 W=2" in up.stdout
+        assert redis.Redis(port=ports[0]).set("k", "v") is True
+        assert redis.Redis(port=ports[2]).get("k") == b"v"
+        again = subprocess.run([_ringcache_bin(), "cluster", "up", "--config", str(conf), "--dir", str(rundir)],
+                               capture_output=True, text=True, timeout=60)
+        assert again.stdout.count("already running") == 3
+    finally:
+        down = subprocess.run([_ringcache_bin(), "cluster", "down", "--dir", str(rundir)],
+                              capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0 and down.stdout.count("stopped") == 3, down.stdout
+    for port in ports:
+        with pytest.raises(redis.exceptions.ConnectionError):
+            redis.Redis(port=port, socket_connect_timeout=1).ping()
