@@ -30,6 +30,9 @@ public final class NodeState: Sendable {
     let readRepairs = Atomic<Int>(0)
     let quorumFailures = Atomic<Int>(0)
 
+    /// The client record for commands a node runs on behalf of a peer (read-modify-write).
+    let internalClient: ClientInfo
+
     public init(configuration: NodeConfiguration, now: Int64) {
         self.store = CacheStore(
             configuration: .init(
@@ -40,6 +43,7 @@ public final class NodeState: Sendable {
         )
         self.configuration = Mutex(configuration)
         self.startedAt = now
+        self.internalClient = ClientInfo(id: 0, channel: nil, now: now)
         var generator = SystemRandomNumberGenerator()
         self.runID = (0..<40).map { _ in String(UInt8.random(in: 0..<16, using: &generator), radix: 16) }.joined()
         maxBulkLength = Atomic(configuration.limits.maxBulkLength)
@@ -132,14 +136,15 @@ final class ClientInfo: Sendable {
     let address: String
     let localAddress: String
     let createdAt: Int64
-    let channel: any Channel
+    /// The connection, or nil for the node's internal client.
+    let channel: (any Channel)?
     let details: Mutex<Details>
 
-    init(id: Int, channel: any Channel, now: Int64) {
+    init(id: Int, channel: (any Channel)?, now: Int64) {
         self.id = id
         self.channel = channel
-        self.address = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
-        self.localAddress = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        self.address = channel?.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "internal"
+        self.localAddress = channel?.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "internal"
         self.createdAt = now
         self.details = Mutex(Details(lastInteraction: now))
     }
@@ -184,7 +189,7 @@ final class ClientRegistry: Sendable {
     func closeIdle(timeout: Int, now: Int64) {
         guard timeout > 0 else { return }
         for client in all where client.details.withLock({ now - $0.lastInteraction }) >= Int64(timeout) * 1000 {
-            client.channel.close(promise: nil)
+            client.channel?.close(promise: nil)
         }
     }
 }

@@ -69,7 +69,7 @@ public final class RingcacheNode: Service, Sendable {
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                     .childChannelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(BusHandler(cluster: cluster, logger: logger))
+                            try channel.pipeline.syncOperations.addHandler(BusHandler(cluster: cluster, coordinator: coordinatorByLoop[ObjectIdentifier(channel.eventLoop)], logger: logger))
                         }
                     }
                     .bind(host: configuration.bind, port: me.busPort).get()
@@ -114,7 +114,7 @@ public final class RingcacheNode: Service, Sendable {
         try? await busListener?.close()
         for coordinator in coordinators.values { coordinator.stop() }
         for client in state.clients.all {
-            try? await client.channel.close()
+            try? await client.channel?.close()
         }
         try await group.shutdownGracefully()
         logger.info("ringcache node '\(configuration.nodeName)' stopped")

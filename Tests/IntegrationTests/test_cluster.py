@@ -163,7 +163,7 @@ def test_cluster_commands_describe_the_ring(cluster):
     assert n1.execute_command("CONSISTENCY") == {"read": "DEFAULT (2 of 3)", "write": "DEFAULT (2 of 3)", "replicas": 3}
     assert n1.execute_command("CONSISTENCY", "READ", "ONE", "WRITE", "ALL") == "OK"
     with pytest.raises(redis.exceptions.ResponseError, match="not supported in cluster mode yet"):
-        n1.incr("counter")
+        n1.msetnx({"x": 1})
 
 
 def test_bus_requires_the_cluster_secret(cluster):
@@ -217,3 +217,50 @@ def test_cluster_up_and_down_manage_every_node(tmp_path):
     for port in ports:
         with pytest.raises(redis.exceptions.ConnectionError):
             redis.Redis(port=port, socket_connect_timeout=1).ping()
+
+
+def test_read_modify_write_commands_serialise_at_the_first_replica(cluster):
+    import threading
+
+    clients = [cluster.client(name) for name in NAMES]
+    errors = []
+
+    def bump(client, times):
+        try:
+            for _ in range(times):
+                client.incr("counter")
+                client.append("log", "x")
+        except Exception as e:  # noqa: BLE001 - collected and reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=bump, args=(clients[i % 3], 50)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    # Every increment counted once, whichever node coordinated it.
+    for client in clients:
+        assert client.get("counter") == b"300"
+        assert client.strlen("log") == 300
+    n1, n2, n3 = clients
+    assert n1.set("lock", "a", nx=True, ex=30) is True
+    assert n2.set("lock", "b", nx=True) is None
+    assert n3.set("lock", "c", xx=True, get=True) == b"a"
+    assert n1.expire("lock", 100) is True and 98 <= n2.ttl("lock") <= 100
+    assert n2.persist("lock") is True and n3.ttl("lock") == -1
+    assert n3.getdel("lock") == b"c" and n1.get("lock") is None and n2.exists("lock") == 0
+    assert n2.incrbyfloat("f", "1.5") == 1.5 and n3.getrange("log", 0, 2) == b"xxx"
+
+
+def test_read_modify_write_moves_on_when_the_first_replica_dies(cluster):
+    n1 = cluster.client("n1")
+    assert n1.incr("survivor") == 1
+    cluster.kill("n2")
+    cluster.kill("n3")
+    # One node left: quorum writes fail, ONE-level writes go on at the next replica.
+    with pytest.raises(redis.exceptions.ResponseError, match="^NOQUORUM"):
+        n1.incr("survivor")
+    relaxed = cluster.client("n1", single_connection_client=True)
+    relaxed.execute_command("CONSISTENCY", "READ", "ONE", "WRITE", "ONE")
+    assert relaxed.incr("survivor") in (2, 3)

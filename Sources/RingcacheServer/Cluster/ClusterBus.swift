@@ -21,6 +21,9 @@ enum BusCommand {
     static let keys = "RC.KEYS"
     /// `RC.FLUSH` → `+OK` after removing every key.
     static let flush = "RC.FLUSH"
+    /// `RC.EXEC <read quorum> <write quorum> <command> <key> [args…]` → the command's reply,
+    /// run here as the key's first healthy replica (read-modify-write commands).
+    static let exec = "RC.EXEC"
 }
 
 /// Serves one inbound bus connection: authenticates the peer, then applies replica reads
@@ -30,16 +33,33 @@ final class BusHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     private let cluster: ClusterState
+    private let coordinator: Coordinator?
     private let logger: Logger
+    private weak var context: ChannelHandlerContext?
+    /// Replies of RC.EXEC come later; later replies wait behind them, in order.
+    private var waiting = CircularBuffer<PendingReply>()
     private var parser = RESPRequestParser()
     private var pending = ByteBuffer()
     private var out = ByteBuffer()
     private var authenticated = false
     private var closing = false
 
-    init(cluster: ClusterState, logger: Logger) {
+    init(cluster: ClusterState, coordinator: Coordinator?, logger: Logger) {
         self.cluster = cluster
+        self.coordinator = coordinator
         self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    /// Writes the replies that are now in order.
+    private func drain() {
+        while let first = waiting.first, var buffer = first.buffer {
+            out.writeBuffer(&buffer)
+            _ = waiting.removeFirst()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -60,7 +80,18 @@ final class BusHandler: ChannelInboundHandler {
                 close(context: context)
             case .request(let consumed):
                 pending.withUnsafeReadableBytes { bytes in
-                    parser.withArguments(in: bytes) { arguments in handle(arguments, now: now, context: context) }
+                    parser.withArguments(in: bytes) { arguments in
+                        if waiting.isEmpty {
+                            handle(arguments, now: now, context: context)
+                        } else {
+                            let queued = waiting.count
+                            let saved = out
+                            out = ByteBuffer()
+                            handle(arguments, now: now, context: context)
+                            if waiting.count == queued { waiting.append(PendingReply(buffer: out)) }
+                            out = saved
+                        }
+                    }
                 }
                 pending.moveReaderIndex(forwardBy: consumed)
             }
@@ -137,6 +168,25 @@ final class BusHandler: ChannelInboundHandler {
         case BusCommand.flush:
             store.removeAll()
             out.writeOK()
+        case BusCommand.exec where args.count >= 5:
+            guard let coordinator, let read = args[1].asInteger, let write = args[2].asInteger, read >= 1, write >= 1 else {
+                out.writeRESPError("ERR malformed RC.EXEC")
+                return
+            }
+            let reply = PendingReply()
+            waiting.append(reply)
+            let command = (3..<args.count).map { Array(args[$0]) }
+            coordinator.runHere(command, required: (read, write), now: now) { [weak self] value in
+                var buffer = ByteBuffer()
+                value.encode(into: &buffer)
+                reply.buffer = buffer
+                guard let self, let context = self.context else { return }
+                self.drain()
+                if self.out.readableBytes > 0 {
+                    context.writeAndFlush(self.wrapOutboundOut(self.out), promise: nil)
+                    self.out.clear()
+                }
+            }
         case "PING":
             out.writeRESPRaw("+PONG\r\n")
         default:

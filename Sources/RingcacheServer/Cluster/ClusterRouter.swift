@@ -66,6 +66,17 @@ struct ClusterRouter {
             .dbsize, .keys, .flushall, .flushdb:
             return true
         default:
+            return isReadModifyWrite(name)
+        }
+    }
+
+    /// Commands that run at the key's first healthy replica (see ``Coordinator/readModifyWrite``).
+    static func isReadModifyWrite(_ name: CommandSpec.Name) -> Bool {
+        switch name {
+        case .setnx, .getset, .getdel, .getex, .incr, .decr, .incrby, .decrby, .incrbyfloat, .append, .getrange, .substr,
+            .setrange, .expire, .pexpire, .expireat, .pexpireat, .expiretime, .pexpiretime, .persist:
+            return true
+        default:
             return false
         }
     }
@@ -74,9 +85,7 @@ struct ClusterRouter {
     /// node's copy.
     static func refuses(_ name: CommandSpec.Name) -> Bool {
         switch name {
-        case .setnx, .getset, .getdel, .getex, .msetnx, .incr, .decr, .incrby, .decrby, .incrbyfloat, .append,
-            .getrange, .substr, .setrange, .expire, .pexpire, .expireat, .pexpireat, .expiretime, .pexpiretime, .persist,
-            .scan, .randomkey, .rename, .renamenx:
+        case .msetnx, .scan, .randomkey, .rename, .renamenx:
             return true
         default:
             return false
@@ -97,11 +106,15 @@ struct ClusterRouter {
         let resp3 = session.resp3
         let keys = (1..<args.count).map { Array(args[$0]) }
         let done = completed
-        func finish(_ write: (inout ByteBuffer) -> Void) {
+        let finish: ((inout ByteBuffer) -> Void) -> Void = { write in
             var buffer = ByteBuffer()
             write(&buffer)
             reply.buffer = buffer
             done()
+        }
+        if Self.isReadModifyWrite(name) || (name == .set && Self.needsRead(args)) {
+            readModifyWrite(keys, args: args, session: session, now: now, finish: finish)
+            return true
         }
         switch name {
         case .get, .strlen, .ttl, .pttl, .type:
@@ -243,6 +256,32 @@ struct ClusterRouter {
             preconditionFailure("\(name) is not routed through the cluster")
         }
         return true
+    }
+
+    /// True for a SET whose outcome depends on the current value (NX, XX, GET, KEEPTTL).
+    private static func needsRead(_ args: RESPArguments) -> Bool {
+        (3..<args.count).contains { i in
+            let option = args[i]
+            return option.equalsIgnoringCase("nx") || option.equalsIgnoringCase("xx") || option.equalsIgnoringCase("get")
+                || option.equalsIgnoringCase("keepttl")
+        }
+    }
+
+    private func readModifyWrite(_ keys: [[UInt8]], args: RESPArguments, session: Session, now: Int64, finish: @escaping ((inout ByteBuffer) -> Void) -> Void) {
+        let command = [Array(args[0])] + keys
+        let resp3 = session.resp3
+        coordinator.readModifyWrite(command, required: (readQuorum(session), writeQuorum(session)), now: now) { reply in
+            finish { out in Self.write(reply, resp3: resp3, into: &out) }
+        }
+    }
+
+    /// Writes a reply that came back as a value, with RESP3's null where the client speaks it.
+    static func write(_ reply: RESPValue, resp3: Bool, into out: inout ByteBuffer) {
+        switch reply {
+        case .bulkString(nil), .null: out.writeRESPNull(resp3: resp3)
+        case .array(nil): out.writeRESPNullArray(resp3: resp3)
+        default: reply.encode(into: &out)
+        }
     }
 
     /// The expiry of a SET without NX, XX, GET or KEEPTTL; nil (with the error written, or

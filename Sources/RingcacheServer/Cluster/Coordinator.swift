@@ -49,6 +49,8 @@ final class Coordinator: @unchecked Sendable {
         Set(links.compactMap { link in link.flatMap { $0.isConnected ? nil : $0.member } })
     }
 
+    func link(to member: Int) -> PeerLink? { links[member] }
+
     func replicas(of key: [UInt8]) -> [Int] {
         key.withUnsafeBytes { cluster.ring.preferenceList(forKey: $0).members }
     }
