@@ -162,8 +162,6 @@ def test_cluster_commands_describe_the_ring(cluster):
     assert all(len(r[2]) == 3 and set(r[2]) == set(NAMES) for r in ring)
     assert n1.execute_command("CONSISTENCY") == {"read": "DEFAULT (2 of 3)", "write": "DEFAULT (2 of 3)", "replicas": 3}
     assert n1.execute_command("CONSISTENCY", "READ", "ONE", "WRITE", "ALL") == "OK"
-    with pytest.raises(redis.exceptions.ResponseError, match="not supported in cluster mode yet"):
-        n1.msetnx({"x": 1})
 
 
 def test_bus_requires_the_cluster_secret(cluster):
@@ -264,3 +262,26 @@ def test_read_modify_write_moves_on_when_the_first_replica_dies(cluster):
     relaxed = cluster.client("n1", single_connection_client=True)
     relaxed.execute_command("CONSISTENCY", "READ", "ONE", "WRITE", "ONE")
     assert relaxed.incr("survivor") in (2, 3)
+
+
+def test_keyspace_iteration_and_renames_across_nodes(cluster):
+    n1, n2, n3 = (cluster.client(n) for n in NAMES)
+    n1.flushall()
+    pipe = n2.pipeline(transaction=False)
+    for i in range(500):
+        pipe.set(f"s:{i}", i)
+    pipe.execute()
+    for client in (n1, n3):
+        seen = set(client.scan_iter(count=37))
+        assert seen == {f"s:{i}".encode() for i in range(500)}
+        assert set(client.scan_iter(match="s:1?", count=5)) == {f"s:1{d}".encode() for d in range(10)}
+    assert n1.randomkey().startswith(b"s:")
+    assert n2.msetnx({"m1": "a", "m2": "b"}) is True
+    assert n3.msetnx({"m2": "x", "m3": "y"}) is False
+    assert n1.mget("m1", "m2", "m3") == [b"a", b"b", None]
+    assert n2.rename("m1", "m9") is True
+    assert n3.get("m1") is None and n1.get("m9") == b"a"
+    assert n1.renamenx("m9", "m2") is False
+    assert n3.renamenx("m9", "m8") is True and n2.get("m8") == b"a"
+    with pytest.raises(redis.exceptions.ResponseError, match="no such key"):
+        n1.rename("nothing", "x")

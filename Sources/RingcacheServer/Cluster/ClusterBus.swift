@@ -19,6 +19,11 @@ enum BusCommand {
     static let count = "RC.COUNT"
     /// `RC.KEYS <pattern> <down-members>` → those keys that match.
     static let keys = "RC.KEYS"
+    /// `RC.SCAN <cursor> <count> <pattern> <down-members>` → `[next cursor, [keys]]`, the keys
+    /// this node is the first live replica of.
+    static let scan = "RC.SCAN"
+    /// `RC.RANDOMKEY` → a random live key of this node, or null.
+    static let randomKey = "RC.RANDOMKEY"
     /// `RC.FLUSH` → `+OK` after removing every key.
     static let flush = "RC.FLUSH"
     /// `RC.EXEC <read quorum> <write quorum> <command> <key> [args…]` → the command's reply,
@@ -165,6 +170,19 @@ final class BusHandler: ChannelInboundHandler {
             let keys = cluster.ownedKeys(matching: args[1], down: ClusterState.members(from: args[2]), now: now)
             out.writeRESPArrayHeader(keys.count)
             for key in keys { key.withUnsafeBytes { out.writeRESPBulk($0) } }
+        case BusCommand.scan where args.count == 5:
+            guard let cursor = UInt64(args[1].asString), let count = args[2].asInteger, count >= 1 else {
+                out.writeRESPError("ERR malformed RC.SCAN")
+                return
+            }
+            let pattern: UnsafeRawBufferPointer? = GlobPattern.matchesEverything(args[3]) ? nil : args[3]
+            let (next, keys) = cluster.scanOwned(cursor: cursor, count: count, pattern: pattern, down: ClusterState.members(from: args[4]), now: now)
+            out.writeRESPArrayHeader(2)
+            out.writeRESPBulk(String(next))
+            out.writeRESPArrayHeader(keys.count)
+            for key in keys { key.withUnsafeBytes { out.writeRESPBulk($0) } }
+        case BusCommand.randomKey:
+            if let key = store.randomKey(now: now) { key.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: false) }
         case BusCommand.flush:
             store.removeAll()
             out.writeOK()

@@ -62,8 +62,8 @@ struct ClusterRouter {
     /// Commands whose keys live on other nodes and that the cluster runs.
     static func routes(_ name: CommandSpec.Name) -> Bool {
         switch name {
-        case .get, .set, .setex, .psetex, .mget, .mset, .del, .unlink, .exists, .ttl, .pttl, .strlen, .type,
-            .dbsize, .keys, .flushall, .flushdb:
+        case .get, .set, .setex, .psetex, .mget, .mset, .msetnx, .del, .unlink, .exists, .ttl, .pttl, .strlen, .type,
+            .dbsize, .keys, .scan, .randomkey, .rename, .renamenx, .flushall, .flushdb:
             return true
         default:
             return isReadModifyWrite(name)
@@ -85,8 +85,6 @@ struct ClusterRouter {
     /// node's copy.
     static func refuses(_ name: CommandSpec.Name) -> Bool {
         switch name {
-        case .msetnx, .scan, .randomkey, .rename, .renamenx:
-            return true
         default:
             return false
         }
@@ -189,6 +187,59 @@ struct ClusterRouter {
                     }
                 }
             }
+        case .msetnx:
+            guard keys.count % 2 == 0 else {
+                errors.writeRESPError("ERR wrong number of arguments for 'msetnx' command")
+                return false
+            }
+            // Not atomic across nodes: every key is checked at the read quorum, then all are written.
+            let pairs = stride(from: 0, to: keys.count, by: 2).map { (keys[$0], keys[$0 + 1]) }
+            var outstanding = pairs.count
+            var taken = false
+            var failure: NoQuorum?
+            let write = writeQuorum(session)
+            for (key, _) in pairs {
+                coordinator.read(key, required: readQuorum(session), now: now) { [coordinator] result in
+                    switch result {
+                    case .success(let value): if let value, !value.isTombstone { taken = true }
+                    case .failure(let error): failure = failure ?? error
+                    }
+                    outstanding -= 1
+                    guard outstanding == 0 else { return }
+                    if let failure { return finish { $0.writeRESPError(failure.message) } }
+                    if taken { return finish { $0.writeRESPInteger(0) } }
+                    var writes = pairs.count
+                    var writeFailure: NoQuorum?
+                    for (key, value) in pairs {
+                        let versioned = VersionedValue(version: coordinator.store.nextVersion(now: wallClockMillis()), value: value)
+                        coordinator.write(key, versioned, required: write, now: wallClockMillis()) { result in
+                            if case .failure(let error) = result { writeFailure = writeFailure ?? error }
+                            writes -= 1
+                            if writes == 0 {
+                                finish { out in
+                                    if let writeFailure { out.writeRESPError(writeFailure.message) } else { out.writeRESPInteger(1) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        case .rename, .renamenx:
+            rename(keys[0], to: keys[1], onlyIfAbsent: name == .renamenx, session: session, now: now, finish: finish)
+        case .scan:
+            guard scan(args, errors: &errors, finish: finish) != nil else { return false }
+        case .randomkey:
+            coordinator.fanOut(.command([BusCommand.randomKey]), local: {
+                cluster.node.store.randomKey(now: wallClockMillis()).map { .bulkString(ByteBuffer(bytes: $0)) } ?? .bulkString(nil)
+            }) { replies in
+                let keys = replies.compactMap { reply -> ByteBuffer? in
+                    if case .bulkString(let key?)? = reply { return key }
+                    return nil
+                }
+                finish { out in
+                    if let key = keys.randomElement() { out.writeRESPBulk(Array(buffer: key)) } else { out.writeRESPNull(resp3: resp3) }
+                }
+            }
         case .del, .unlink:
             var removed = 0
             var outstanding = keys.count
@@ -256,6 +307,129 @@ struct ClusterRouter {
             preconditionFailure("\(name) is not routed through the cluster")
         }
         return true
+    }
+
+    /// RENAME and RENAMENX across nodes: read the source, (for NX) check the target, write
+    /// the target as a new version, then delete the source. Not atomic: a reader in between
+    /// can see both keys or, if the delete fails, the source stays.
+    private func rename(_ source: [UInt8], to target: [UInt8], onlyIfAbsent: Bool, session: Session, now: Int64,
+                        finish: @escaping ((inout ByteBuffer) -> Void) -> Void) {
+        let coordinator = self.coordinator
+        let (read, write) = (readQuorum(session), writeQuorum(session))
+        coordinator.read(source, required: read, now: now) { result in
+            let value: VersionedValue?
+            switch result {
+            case .failure(let error): return finish { $0.writeRESPError(error.message) }
+            case .success(let found): value = found.flatMap { $0.isTombstone ? nil : $0 }
+            }
+            guard let value else { return finish { $0.writeRESPError("ERR no such key") } }
+            if source == target { return finish { out in onlyIfAbsent ? out.writeRESPInteger(0) : out.writeOK() } }
+            let move = {
+                let now = wallClockMillis()
+                let copy = VersionedValue(version: coordinator.store.nextVersion(now: now), value: value.value, expiry: value.expiry)
+                coordinator.write(target, copy, required: write, now: now) { result in
+                    if case .failure(let error) = result { return finish { $0.writeRESPError(error.message) } }
+                    let tombstone = VersionedValue(version: coordinator.store.nextVersion(now: wallClockMillis()), value: nil)
+                    coordinator.write(source, tombstone, required: write, now: wallClockMillis()) { result in
+                        finish { out in
+                            if case .failure(let error) = result { return out.writeRESPError(error.message) }
+                            if onlyIfAbsent { out.writeRESPInteger(1) } else { out.writeOK() }
+                        }
+                    }
+                }
+            }
+            guard onlyIfAbsent else { return move() }
+            coordinator.read(target, required: read, now: wallClockMillis()) { result in
+                switch result {
+                case .failure(let error): finish { $0.writeRESPError(error.message) }
+                case .success(let existing):
+                    if let existing, !existing.isTombstone { finish { $0.writeRESPInteger(0) } } else { move() }
+                }
+            }
+        }
+    }
+
+    /// SCAN across the cluster. The cursor carries the node in its top 6 bits and that node's
+    /// own cursor (rounded down to 58 bits, which can only repeat keys, never skip them) in
+    /// the rest; each call scans one node, counting only the keys it is the first live replica of.
+    private func scan(_ args: RESPArguments, errors: inout ByteBuffer,
+                      finish: @escaping ((inout ByteBuffer) -> Void) -> Void) -> Void? {
+        guard let cursor = UInt64(args[1].asString) else {
+            errors.writeRESPError("ERR invalid cursor")
+            return nil
+        }
+        var count = 10
+        var pattern: [UInt8] = Array("*".utf8)
+        var onlyStrings = true
+        var i = 2
+        while i < args.count {
+            guard i + 1 < args.count else {
+                errors.writeSyntaxError()
+                return nil
+            }
+            if args[i].equalsIgnoringCase("count") {
+                guard let value = args[i + 1].asInteger else {
+                    errors.writeNotInteger()
+                    return nil
+                }
+                guard value >= 1 else {
+                    errors.writeSyntaxError()
+                    return nil
+                }
+                count = value
+            } else if args[i].equalsIgnoringCase("match") {
+                pattern = Array(args[i + 1])
+            } else if args[i].equalsIgnoringCase("type") {
+                onlyStrings = args[i + 1].equalsIgnoringCase("string")
+            } else {
+                errors.writeSyntaxError()
+                return nil
+            }
+            i += 2
+        }
+        let member = Int(cursor >> 58)
+        guard member < cluster.members.count else {
+            errors.writeRESPError("ERR invalid cursor")
+            return nil
+        }
+        let local = (cursor & ((1 << 58) - 1)) << 6
+        let down = coordinator.unreachable
+        let members = cluster.members.count
+        let respond: (UInt64, [ByteBuffer]) -> Void = { next, keys in
+            let global: UInt64 = next != 0
+                ? UInt64(member) << 58 | next >> 6
+                : (member + 1 < members ? UInt64(member + 1) << 58 : 0)
+            finish { out in
+                out.writeRESPArrayHeader(2)
+                out.writeRESPBulk(String(global))
+                let shown = onlyStrings ? keys : []
+                out.writeRESPArrayHeader(shown.count)
+                for key in shown { out.writeRESPBulk(Array(buffer: key)) }
+            }
+        }
+        if member == cluster.selfIndex {
+            let (next, keys) = pattern.withUnsafeBytes { p in
+                cluster.scanOwned(cursor: local, count: count, pattern: GlobPattern.matchesEverything(p) ? nil : p, down: down, now: wallClockMillis())
+            }
+            respond(next, keys.map { ByteBuffer(bytes: $0) })
+            return ()
+        }
+        let request = RESPValue.array([.bulk(BusCommand.scan), .bulk(String(local)), .bulk(String(count)),
+                                       .bulkString(ByteBuffer(bytes: pattern)), .bulk(down.sorted().map(String.init).joined(separator: ","))])
+        guard !down.contains(member), let link = coordinator.link(to: member) else {
+            // That node is down: the next replicas of its keys count them on their turn.
+            respond(0, [])
+            return ()
+        }
+        link.send(request) { reply in
+            guard case .array(let items?)? = reply, items.count == 2, let next = items[0].string.flatMap(UInt64.init),
+                case .array(let keys?) = items[1]
+            else {
+                return finish { $0.writeRESPError("NOQUORUM scan did not reach \(self.cluster.members[member].name)") }
+            }
+            respond(next, keys.compactMap { $0.bytes })
+        }
+        return ()
     }
 
     /// True for a SET whose outcome depends on the current value (NX, XX, GET, KEEPTTL).

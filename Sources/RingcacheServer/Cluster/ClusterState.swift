@@ -82,6 +82,16 @@ final class ClusterState: Sendable {
         return count
     }
 
+    /// One SCAN step over this node's store, keeping the keys it is the first live replica of.
+    func scanOwned(cursor: UInt64, count: Int, pattern: UnsafeRawBufferPointer?, down: Set<Int>, now: Int64) -> (next: UInt64, keys: [[UInt8]]) {
+        var keys: [[UInt8]] = []
+        let next = node.store.scan(cursor: cursor, count: count, now: now) { key in
+            if let pattern, !GlobPattern.matches(pattern, key) { return }
+            if isFirstLiveReplica(key, down: down) { keys.append(Array(key)) }
+        }
+        return (next, keys)
+    }
+
     func ownedKeys(matching pattern: UnsafeRawBufferPointer, down: Set<Int>, now: Int64) -> [[UInt8]] {
         let everything = GlobPattern.matchesEverything(pattern)
         var keys: [[UInt8]] = []
