@@ -288,11 +288,13 @@ public final class CacheStore: Sendable {
     /// - Parameters:
     ///   - value: the bytes, or nil for a delete, kept as a tombstone until `tombstoneTTL`
     ///     milliseconds after the delete's timestamp (the same moment on every replica).
-    /// - Returns: true if the write was newer and is now stored.
+    ///   - force: store it even if the store holds a higher version (vector-clock mode, where
+    ///     causality and not the timestamp decides).
+    /// - Returns: true if the write was newer (or forced) and is now stored.
     @discardableResult
     public func applyVersioned(
         _ key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, expiry: Int64, version: Version, now: Int64,
-        tombstoneTTL: Int64
+        tombstoneTTL: Int64, force: Bool = false
     ) -> Bool {
         observe(version.timestamp)
         let hash = keyHash(key)
@@ -303,7 +305,7 @@ public final class CacheStore: Sendable {
                 if existing.isExpired(at: now) {
                     expire(&table, slot: found)
                     slot = nil
-                } else if existing.version >= version {
+                } else if existing.version >= version && !(force && existing.version != version) {
                     return false
                 }
             }

@@ -93,7 +93,7 @@ public struct ClusterSimulation {
 
     enum Pending {
         case write(WriteQuorum, key: Int, value: VersionedValue)
-        case read(ReadQuorum, key: Int)
+        case read(ReadQuorum<VersionedValue>, key: Int)
     }
 
     struct Operation {
@@ -295,7 +295,7 @@ public struct ClusterSimulation {
         } else {
             operations[id] = Operation(
                 coordinator: coordinator, incarnation: nodes[coordinator].incarnation, startedAt: now,
-                pending: .read(ReadQuorum(replicas: replicas, required: settings.readQuorum), key: key))
+                pending: .read(ReadQuorum<VersionedValue>(replicas: replicas, required: settings.readQuorum), key: key))
             for replica in replicas {
                 if replica == coordinator {
                     answerRead(id, from: coordinator, nodes[coordinator].store[key])
@@ -355,7 +355,7 @@ public struct ClusterSimulation {
         perform(actions, operation: id)
     }
 
-    private mutating func perform(_ actions: [ReadQuorum.Action], operation id: Int) {
+    private mutating func perform(_ actions: [ReadQuorum<VersionedValue>.Action], operation id: Int) {
         guard let operation = operations[id], case .read(let quorum, let key) = operation.pending else { return }
         for action in actions {
             switch action {

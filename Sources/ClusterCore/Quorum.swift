@@ -106,26 +106,28 @@ public struct WriteQuorum: Sendable {
     }
 }
 
-/// A quorum read: asks all N replicas, answers with the newest version once R have answered,
-/// and plans read repairs for every replica that answered with something older or nothing,
-/// including replicas that answer after the reply went out.
-public struct ReadQuorum: Sendable {
+/// A quorum read: asks all N replicas, answers with the reconciled value once R have
+/// answered (the newest version under LWW, the sibling set under vector clocks), and plans
+/// read repairs for every replica that answered with something less or nothing, including
+/// replicas that answer after the reply went out.
+public struct ReadQuorum<Value: Reconcilable>: Sendable {
     public enum Action: Sendable, Hashable {
-        /// Answer the client: the newest value, or nil when there is none (or a tombstone).
-        case reply(VersionedValue?)
+        /// Answer the client with the reconciled value (a tombstone is for the caller to read
+        /// as absent), or nil when no replica had the key.
+        case reply(Value?)
         case fail(NoQuorum)
-        /// Send `value` to `replica`, which holds an older version or none.
-        case repair(replica: Int, value: VersionedValue)
+        /// Send `value` to `replica`, which holds less than it.
+        case repair(replica: Int, value: Value)
     }
 
     public let replicas: [Int]
     public let required: Int
     /// What each replica answered: its value, or nil for "no such key".
-    public private(set) var answers: [Int: VersionedValue?] = [:]
+    public private(set) var answers: [Int: Value?] = [:]
     public private(set) var failed: Set<Int> = []
-    public private(set) var newest: VersionedValue?
+    public private(set) var newest: Value?
     public private(set) var isDecided = false
-    /// Replicas already sent a repair of `newest` (or known to hold it).
+    /// Replicas known to hold `newest` (they answered it, or were sent a repair of it).
     private var current: Set<Int> = []
 
     public init(replicas: [Int], required: Int) {
@@ -134,17 +136,20 @@ public struct ReadQuorum: Sendable {
         self.required = required
     }
 
-    public mutating func onResponse(from replica: Int, _ value: VersionedValue?) -> [Action] {
+    public mutating func onResponse(from replica: Int, _ value: Value?) -> [Action] {
         guard replicas.contains(replica), answers[replica] == nil, !failed.contains(replica) else { return [] }
         answers[replica] = .some(value)
         let previous = newest
-        newest = VersionedValue.newest(newest, value)
-        if newest != previous { current = [] }
-        if let value, value.version == newest?.version { current.insert(replica) }
+        newest = Value.reconcile(newest, value)
+        if newest != previous {
+            current = Set(answers.compactMap { $0.value != nil && $0.value == newest ? $0.key : nil })
+        } else if value != nil && value == newest {
+            current.insert(replica)
+        }
         var actions: [Action] = []
         if !isDecided && answers.count >= required {
             isDecided = true
-            actions.append(.reply(newest?.isTombstone == false ? newest : nil))
+            actions.append(.reply(newest))
         }
         if isDecided { actions += plannedRepairs() }
         return actions

@@ -173,9 +173,6 @@ public struct NodeConfiguration: Sendable, Equatable {
             guard let mode = Reconcile(rawValue: text) else {
                 throw ConfigurationError("'reconcile' must be lww or vclock, got '\(text)'")
             }
-            guard mode == .lww else {
-                throw ConfigurationError("'reconcile vclock' is not available yet: use 'reconcile lww'")
-            }
             reconcile = mode
         case "node":
             guard arguments.count == 2 || arguments.count == 3 else {

@@ -50,7 +50,7 @@ private func value(_ text: String?, _ millis: Int64, node: UInt32 = 1) -> Versio
 
 @Suite struct ReadQuorumTests {
     @Test func repliesNewestAtRAndRepairsStaleReplicas() {
-        var quorum = ReadQuorum(replicas: [0, 1, 2], required: 2)
+        var quorum = ReadQuorum<VersionedValue>(replicas: [0, 1, 2], required: 2)
         #expect(quorum.onResponse(from: 0, value("old", 10)).isEmpty)
         let actions = quorum.onResponse(from: 1, value("new", 20))
         #expect(actions == [.reply(value("new", 20)), .repair(replica: 0, value: value("new", 20))])
@@ -59,7 +59,7 @@ private func value(_ text: String?, _ millis: Int64, node: UInt32 = 1) -> Versio
     }
 
     @Test func lateNewerAnswerRepairsEveryoneElse() {
-        var quorum = ReadQuorum(replicas: [0, 1, 2], required: 2)
+        var quorum = ReadQuorum<VersionedValue>(replicas: [0, 1, 2], required: 2)
         _ = quorum.onResponse(from: 0, value("a", 10))
         #expect(quorum.onResponse(from: 1, value("a", 10)) == [.reply(value("a", 10))])
         let late = quorum.onResponse(from: 2, value("b", 30))
@@ -67,10 +67,10 @@ private func value(_ text: String?, _ millis: Int64, node: UInt32 = 1) -> Versio
     }
 
     @Test func tombstonesReadAsMissingButStillRepair() {
-        var quorum = ReadQuorum(replicas: [0, 1, 2], required: 2)
+        var quorum = ReadQuorum<VersionedValue>(replicas: [0, 1, 2], required: 2)
         _ = quorum.onResponse(from: 0, value(nil, 50))
         let actions = quorum.onResponse(from: 1, value("x", 40))
-        #expect(actions == [.reply(nil), .repair(replica: 1, value: value(nil, 50))])
+        #expect(actions == [.reply(value(nil, 50)), .repair(replica: 1, value: value(nil, 50))])
     }
 
     @Test func equalVersionsTieBreakByNode() {
@@ -79,7 +79,7 @@ private func value(_ text: String?, _ millis: Int64, node: UInt32 = 1) -> Versio
     }
 
     @Test func failsWhenRCannotBeMet() {
-        var quorum = ReadQuorum(replicas: [0, 1, 2], required: 2)
+        var quorum = ReadQuorum<VersionedValue>(replicas: [0, 1, 2], required: 2)
         _ = quorum.onResponse(from: 0, nil)
         #expect(quorum.onFailure(from: 1).isEmpty)
         let actions = quorum.onFailure(from: 2)

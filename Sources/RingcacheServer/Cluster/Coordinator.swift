@@ -58,10 +58,10 @@ final class Coordinator: @unchecked Sendable {
     // MARK: Reads
 
     private final class ReadOperation {
-        var quorum: ReadQuorum
+        var quorum: ReadQuorum<VersionedValue>
         var timer: Scheduled<Void>?
         let completion: (Result<VersionedValue?, NoQuorum>) -> Void
-        init(quorum: ReadQuorum, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
+        init(quorum: ReadQuorum<VersionedValue>, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
             self.quorum = quorum
             self.completion = completion
         }
@@ -71,7 +71,7 @@ final class Coordinator: @unchecked Sendable {
     /// once `required` have answered, then keeps repairing stale replicas as answers arrive.
     func read(_ key: [UInt8], required: Int, now: Int64, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
         let replicas = replicas(of: key)
-        let operation = ReadOperation(quorum: ReadQuorum(replicas: replicas, required: min(required, replicas.count)), completion: completion)
+        let operation = ReadOperation(quorum: ReadQuorum<VersionedValue>(replicas: replicas, required: min(required, replicas.count)), completion: completion)
         operation.timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) { [self] in
             perform(operation.quorum.onTimeout(), operation, key: key)
         }
@@ -96,7 +96,7 @@ final class Coordinator: @unchecked Sendable {
         }
     }
 
-    private func perform(_ actions: [ReadQuorum.Action], _ operation: ReadOperation, key: [UInt8]) {
+    private func perform(_ actions: [ReadQuorum<VersionedValue>.Action], _ operation: ReadOperation, key: [UInt8]) {
         for action in actions {
             switch action {
             case .reply:
