@@ -138,3 +138,30 @@ extension SiblingSet {
         self.init(siblings)
     }
 }
+
+extension VectorClock {
+    /// The clock as hexadecimal text: the causal context clients carry from VGET to VSET.
+    public var hex: String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: encoded.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
+    }
+
+    /// Reads ``hex``; the empty string is the empty clock. Nil if malformed.
+    public init?(hex bytes: UnsafeRawBufferPointer) {
+        guard bytes.count % 2 == 0 else { return nil }
+        func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+        var raw: [UInt8] = []
+        for i in stride(from: 0, to: bytes.count, by: 2) {
+            guard let high = nibble(bytes[i]), let low = nibble(bytes[i + 1]) else { return nil }
+            raw.append(high << 4 | low)
+        }
+        self.init(encoded: raw)
+    }
+}

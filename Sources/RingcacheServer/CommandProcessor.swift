@@ -127,6 +127,8 @@ struct CommandProcessor {
         case .keys: keys(args, &out, now)
         case .scan: scan(args, session, &out, now)
         case .randomkey: randomkey(session, &out, now)
+        case .vget: vget(args, session, &out, now)
+        case .vset: vset(args, &out, now)
         case .consistency: consistency(args, &session, &out)
         case .cluster: clusterCommand(args, session, &out)
         case .rename: rename(args, &out, now, onlyIfAbsent: false)

@@ -7,7 +7,7 @@ struct CommandSpec: Sendable {
         case incr, decr, incrby, decrby, incrbyfloat, append, strlen, getrange, setrange, substr
         case del, unlink, exists, expire, pexpire, expireat, pexpireat, expiretime, pexpiretime, ttl, pttl, persist
         case type, keys, scan, randomkey, rename, renamenx
-        case consistency, cluster
+        case consistency, cluster, vget, vset
     }
 
     struct Flags: OptionSet, Sendable {
@@ -125,6 +125,10 @@ enum CommandTable {
             spec(.consistency, -1, [.fast], "cluster", "0.1.0", "Sets or shows this connection's read and write consistency.",
                  ["?READ level:ONE|QUORUM|ALL", "?WRITE level:ONE|QUORUM|ALL"]),
             spec(.cluster, -2, [.stale], "cluster", "0.1.0", "Shows the cluster: INFO, NODES, RING.", ["subcommand:INFO|NODES|RING"]),
+            spec(.vget, 2, [.readonly], keys: (1, 1, 1), "cluster", "0.1.0", "Returns a key's causal context and every sibling value.", ["key:key"]),
+            spec(.vset, -4, [.write, .denyOOM], keys: (1, 1, 1), "cluster", "0.1.0",
+                 "Writes a value that supersedes the siblings named by a causal context.",
+                 ["key:key", "context:string", "value:string", "?expiration:EX seconds|PX milliseconds"]),
         ]
     }()
 

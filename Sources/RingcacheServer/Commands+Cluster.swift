@@ -42,6 +42,31 @@ extension CommandProcessor {
         out.writeOK()
     }
 
+    /// VGET on a standalone node: one value, no context (there is nothing to be concurrent with).
+    func vget(_ args: RESPArguments, _ session: Session, _ out: inout ByteBuffer, _ now: Int64) {
+        var set = SiblingSet()
+        store.read(args[1], now: now) { entry in
+            if let entry {
+                set = SiblingSet([Sibling(clock: VectorClock(), value: VersionedValue(version: entry.version, value: Array(entry.value), expiry: entry.expiry))])
+            }
+        }
+        ClusterRouter.writeSiblings(set, resp3: session.resp3, into: &out)
+    }
+
+    /// VSET on a standalone node: the context is checked, then the value is set.
+    func vset(_ args: RESPArguments, _ out: inout ByteBuffer, _ now: Int64) {
+        guard VectorClock(hex: args[2]) != nil else {
+            return out.writeRESPError("ERR invalid causal context: pass the context VGET returned, or an empty string")
+        }
+        var errors = ByteBuffer()
+        guard let expiry = ClusterRouter.vsetExpiry(args, now: now, errors: &errors) else {
+            out.writeBuffer(&errors)
+            return
+        }
+        store.set(args[1], args[3], expiry: expiry, now: now)
+        out.writeOK()
+    }
+
     func clusterCommand(_ args: RESPArguments, _ session: Session, _ out: inout ByteBuffer) {
         let configuration = node.currentConfiguration
         let members = cluster?.members ?? [

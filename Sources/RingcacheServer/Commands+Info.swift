@@ -1,6 +1,7 @@
 import CacheStore
 import NIOCore
 import RESP
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -98,7 +99,9 @@ extension CommandProcessor {
                 "role:master",
                 "read_repairs:\(node.readRepairs.load(ordering: .relaxed))",
                 "quorum_failures:\(node.quorumFailures.load(ordering: .relaxed))",
-                "siblings:0",
+                "reconcile:\(cluster?.reconcile.rawValue ?? "lww")",
+                "keys_with_siblings:\(cluster?.siblings.keysWithSiblings ?? 0)",
+                "sibling_overflows:\(cluster?.siblings.overflows.load(ordering: .relaxed) ?? 0)",
             ]
         default:
             lines = ["# Keyspace"]

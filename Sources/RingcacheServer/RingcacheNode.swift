@@ -101,6 +101,7 @@ public final class RingcacheNode: Service, Sendable {
             }
             if count % hz == 0 {
                 state.clients.closeIdle(timeout: state.timeoutSeconds.load(ordering: .relaxed), now: now)
+                if let cluster, cluster.usesVectorClocks { cluster.siblings.sweep(store: state.store, now: now) }
             }
         }
 

@@ -15,6 +15,10 @@ enum BusCommand {
     static let put = "RC.PUT"
     /// `RC.DEL <key> <timestamp> <node>` (a tombstone) → `:1` if a live value was there, else `:0`.
     static let delete = "RC.DEL"
+    /// `RC.VGET <key>` → the key's siblings (serialized) or null, under vector clocks.
+    static let siblingGet = "RC.VGET"
+    /// `RC.VPUT <key> <siblings>` → `:1` if a live value was there before, else `:0`.
+    static let siblingPut = "RC.VPUT"
     /// `RC.COUNT <down-members>` → keys for which this node is the first replica not listed down.
     static let count = "RC.COUNT"
     /// `RC.KEYS <pattern> <down-members>` → those keys that match.
@@ -164,6 +168,20 @@ final class BusHandler: ChannelInboundHandler {
             let existed = store.contains(args[1], now: now)
             store.applyVersioned(args[1], value: nil, expiry: 0, version: version, now: now, tombstoneTTL: cluster.tombstoneTTL)
             out.writeRESPInteger(existed ? 1 : 0)
+        case BusCommand.siblingGet where args.count == 2:
+            if let set = cluster.siblings.siblings(of: Array(args[1]), store: store, now: now) {
+                set.serialized.withUnsafeBytes { out.writeRESPBulk($0) }
+            } else {
+                out.writeRESPNull(resp3: false)
+            }
+        case BusCommand.siblingPut where args.count == 3:
+            guard let set = SiblingSet(serialized: args[2]) else {
+                out.writeRESPError("ERR malformed RC.VPUT")
+                return
+            }
+            let result = cluster.siblings.apply(Array(args[1]), set, limit: cluster.maxSiblings, store: store, now: now,
+                                                tombstoneTTL: cluster.tombstoneTTL)
+            out.writeRESPInteger(result.existed ? 1 : 0)
         case BusCommand.count where args.count == 2:
             out.writeRESPInteger(cluster.countOwnedKeys(down: ClusterState.members(from: args[1]), now: now))
         case BusCommand.keys where args.count == 3:
@@ -185,6 +203,7 @@ final class BusHandler: ChannelInboundHandler {
             if let key = store.randomKey(now: now) { key.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: false) }
         case BusCommand.flush:
             store.removeAll()
+            cluster.siblings.removeAll()
             out.writeOK()
         case BusCommand.exec where args.count >= 5:
             guard let coordinator, let read = args[1].asInteger, let write = args[2].asInteger, read >= 1, write >= 1 else {

@@ -63,7 +63,7 @@ struct ClusterRouter {
     static func routes(_ name: CommandSpec.Name) -> Bool {
         switch name {
         case .get, .set, .setex, .psetex, .mget, .mset, .msetnx, .del, .unlink, .exists, .ttl, .pttl, .strlen, .type,
-            .dbsize, .keys, .scan, .randomkey, .rename, .renamenx, .flushall, .flushdb:
+            .dbsize, .keys, .scan, .randomkey, .rename, .renamenx, .flushall, .flushdb, .vget, .vset:
             return true
         default:
             return isReadModifyWrite(name)
@@ -98,6 +98,10 @@ struct ClusterRouter {
         session.writeConsistency.required(of: cluster.replicas, configured: cluster.writeQuorum)
     }
 
+    private func quorums(_ session: Session) -> (read: Int, write: Int) {
+        (readQuorum(session), writeQuorum(session))
+    }
+
     /// Starts `name`; the reply goes into `reply` when it is known. Returns false when the
     /// command must run locally after all (e.g. SET with options that need a read first).
     func start(_ name: CommandSpec.Name, _ args: RESPArguments, session: Session, now: Int64, reply: PendingReply, errors: inout ByteBuffer) -> Bool {
@@ -116,7 +120,7 @@ struct ClusterRouter {
         }
         switch name {
         case .get, .strlen, .ttl, .pttl, .type:
-            coordinator.read(keys[0], required: readQuorum(session), now: now) { result in
+            coordinator.readWinner(keys[0], required: readQuorum(session), now: now) { result in
                 finish { out in
                     switch result {
                     case .failure(let error): out.writeRESPError(error.message)
@@ -131,7 +135,7 @@ struct ClusterRouter {
             var outstanding = keys.count
             var failure: NoQuorum?
             for (index, key) in keys.enumerated() {
-                coordinator.read(key, required: readQuorum(session), now: now) { result in
+                coordinator.readWinner(key, required: readQuorum(session), now: now) { result in
                     switch result {
                     case .success(let value): results[index] = .some(value)
                     case .failure(let error): failure = failure ?? error
@@ -176,9 +180,7 @@ struct ClusterRouter {
             var outstanding = pairs.count
             var failure: NoQuorum?
             for pair in pairs {
-                let version = cluster.node.store.nextVersion(now: now)
-                let value = VersionedValue(version: version, value: pair.value, expiry: pair.expiry)
-                coordinator.write(pair.key, value, required: writeQuorum(session), now: now) { result in
+                coordinator.writeValue(pair.key, pair.value, expiry: pair.expiry, required: quorums(session), now: now) { result in
                     if case .failure(let error) = result { failure = failure ?? error }
                     outstanding -= 1
                     guard outstanding == 0 else { return }
@@ -197,9 +199,9 @@ struct ClusterRouter {
             var outstanding = pairs.count
             var taken = false
             var failure: NoQuorum?
-            let write = writeQuorum(session)
+            let required = quorums(session)
             for (key, _) in pairs {
-                coordinator.read(key, required: readQuorum(session), now: now) { [coordinator] result in
+                coordinator.readWinner(key, required: readQuorum(session), now: now) { [coordinator] result in
                     switch result {
                     case .success(let value): if let value, !value.isTombstone { taken = true }
                     case .failure(let error): failure = failure ?? error
@@ -211,8 +213,7 @@ struct ClusterRouter {
                     var writes = pairs.count
                     var writeFailure: NoQuorum?
                     for (key, value) in pairs {
-                        let versioned = VersionedValue(version: coordinator.store.nextVersion(now: wallClockMillis()), value: value)
-                        coordinator.write(key, versioned, required: write, now: wallClockMillis()) { result in
+                        coordinator.writeValue(key, value, expiry: 0, required: required, now: wallClockMillis()) { result in
                             if case .failure(let error) = result { writeFailure = writeFailure ?? error }
                             writes -= 1
                             if writes == 0 {
@@ -228,6 +229,32 @@ struct ClusterRouter {
             rename(keys[0], to: keys[1], onlyIfAbsent: name == .renamenx, session: session, now: now, finish: finish)
         case .scan:
             guard scan(args, errors: &errors, finish: finish) != nil else { return false }
+        case .vget:
+            if !cluster.usesVectorClocks { return startLWWVGet(keys[0], session: session, now: now, finish: finish) }
+            coordinator.readSiblings(keys[0], required: readQuorum(session), now: now) { result in
+                finish { out in
+                    switch result {
+                    case .failure(let error): out.writeRESPError(error.message)
+                    case .success(let set): Self.writeSiblings(set ?? SiblingSet(), resp3: resp3, into: &out)
+                    }
+                }
+            }
+        case .vset:
+            guard let context = VectorClock(hex: args[2]) else {
+                errors.writeRESPError("ERR invalid causal context: pass the context VGET returned, or an empty string")
+                return false
+            }
+            guard let expiry = Self.vsetExpiry(args, now: now, errors: &errors) else { return false }
+            let reply: (Result<Bool, NoQuorum>) -> Void = { result in
+                finish { out in
+                    if case .failure(let error) = result { out.writeRESPError(error.message) } else { out.writeOK() }
+                }
+            }
+            if cluster.usesVectorClocks {
+                coordinator.writeSibling(keys[0], keys[2], expiry: expiry, context: context, required: writeQuorum(session), completion: reply)
+            } else {
+                coordinator.writeValue(keys[0], keys[2], expiry: expiry, required: quorums(session), now: now, completion: reply)
+            }
         case .randomkey:
             coordinator.fanOut(.command([BusCommand.randomKey]), local: {
                 cluster.node.store.randomKey(now: wallClockMillis()).map { .bulkString(ByteBuffer(bytes: $0)) } ?? .bulkString(nil)
@@ -245,8 +272,7 @@ struct ClusterRouter {
             var outstanding = keys.count
             var failure: NoQuorum?
             for key in keys {
-                let version = cluster.node.store.nextVersion(now: now)
-                coordinator.write(key, VersionedValue(version: version, value: nil), required: writeQuorum(session), now: now) { result in
+                coordinator.writeValue(key, nil, expiry: 0, required: quorums(session), now: now) { result in
                     switch result {
                     case .success(let existed): if existed { removed += 1 }
                     case .failure(let error): failure = failure ?? error
@@ -293,6 +319,7 @@ struct ClusterRouter {
         case .flushall, .flushdb:
             coordinator.fanOut(.command([BusCommand.flush]), local: {
                 cluster.node.store.removeAll()
+                cluster.siblings.removeAll()
                 return .simpleString(ByteBuffer(string: "OK"))
             }) { replies in
                 finish { out in
@@ -315,8 +342,9 @@ struct ClusterRouter {
     private func rename(_ source: [UInt8], to target: [UInt8], onlyIfAbsent: Bool, session: Session, now: Int64,
                         finish: @escaping ((inout ByteBuffer) -> Void) -> Void) {
         let coordinator = self.coordinator
-        let (read, write) = (readQuorum(session), writeQuorum(session))
-        coordinator.read(source, required: read, now: now) { result in
+        let required = quorums(session)
+        let read = required.read
+        coordinator.readWinner(source, required: read, now: now) { result in
             let value: VersionedValue?
             switch result {
             case .failure(let error): return finish { $0.writeRESPError(error.message) }
@@ -325,12 +353,9 @@ struct ClusterRouter {
             guard let value else { return finish { $0.writeRESPError("ERR no such key") } }
             if source == target { return finish { out in onlyIfAbsent ? out.writeRESPInteger(0) : out.writeOK() } }
             let move = {
-                let now = wallClockMillis()
-                let copy = VersionedValue(version: coordinator.store.nextVersion(now: now), value: value.value, expiry: value.expiry)
-                coordinator.write(target, copy, required: write, now: now) { result in
+                coordinator.writeValue(target, value.value, expiry: value.expiry, required: required, now: wallClockMillis()) { result in
                     if case .failure(let error) = result { return finish { $0.writeRESPError(error.message) } }
-                    let tombstone = VersionedValue(version: coordinator.store.nextVersion(now: wallClockMillis()), value: nil)
-                    coordinator.write(source, tombstone, required: write, now: wallClockMillis()) { result in
+                    coordinator.writeValue(source, nil, expiry: 0, required: required, now: wallClockMillis()) { result in
                         finish { out in
                             if case .failure(let error) = result { return out.writeRESPError(error.message) }
                             if onlyIfAbsent { out.writeRESPInteger(1) } else { out.writeOK() }
@@ -339,7 +364,7 @@ struct ClusterRouter {
                 }
             }
             guard onlyIfAbsent else { return move() }
-            coordinator.read(target, required: read, now: wallClockMillis()) { result in
+            coordinator.readWinner(target, required: read, now: wallClockMillis()) { result in
                 switch result {
                 case .failure(let error): finish { $0.writeRESPError(error.message) }
                 case .success(let existing):
@@ -430,6 +455,56 @@ struct ClusterRouter {
             respond(next, keys.compactMap { $0.bytes })
         }
         return ()
+    }
+
+    /// VGET under last-write-wins: no context, the one value.
+    private func startLWWVGet(_ key: [UInt8], session: Session, now: Int64, finish: @escaping ((inout ByteBuffer) -> Void) -> Void) -> Bool {
+        let resp3 = session.resp3
+        coordinator.read(key, required: readQuorum(session), now: now) { result in
+            finish { out in
+                switch result {
+                case .failure(let error): out.writeRESPError(error.message)
+                case .success(let value):
+                    let live = value.flatMap { $0.isTombstone ? nil : $0 }
+                    Self.writeSiblings(SiblingSet(live.map { [Sibling(clock: VectorClock(), value: $0)] } ?? []), resp3: resp3, into: &out)
+                }
+            }
+        }
+        return true
+    }
+
+    /// VGET's reply: `[context, [value, ...]]`, a deleted sibling as null; the context is the
+    /// token VSET takes back (hex of the merged vector clock, empty when the key is new).
+    static func writeSiblings(_ set: SiblingSet, resp3: Bool, into out: inout ByteBuffer) {
+        out.writeRESPArrayHeader(2)
+        out.writeRESPBulk(set.context.hex)
+        let now = wallClockMillis()
+        let live = set.siblings.filter { $0.value.expiry == 0 || $0.value.expiry > now }
+        out.writeRESPArrayHeader(live.count)
+        for sibling in live {
+            if let bytes = sibling.value.value { bytes.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: resp3) }
+        }
+    }
+
+    /// `VSET key context value [EX seconds | PX milliseconds]`.
+    static func vsetExpiry(_ args: RESPArguments, now: Int64, errors: inout ByteBuffer) -> Int64? {
+        guard args.count == 4 || args.count == 6 else {
+            errors.writeSyntaxError()
+            return nil
+        }
+        guard args.count == 6 else { return 0 }
+        guard let amount = args[5].asInteger else {
+            errors.writeNotInteger()
+            return nil
+        }
+        guard amount > 0 else {
+            errors.writeRESPError("ERR invalid expire time in 'vset' command")
+            return nil
+        }
+        if args[4].equalsIgnoringCase("ex") { return now + Int64(amount) * 1000 }
+        if args[4].equalsIgnoringCase("px") { return now + Int64(amount) }
+        errors.writeSyntaxError()
+        return nil
     }
 
     /// True for a SET whose outcome depends on the current value (NX, XX, GET, KEEPTTL).

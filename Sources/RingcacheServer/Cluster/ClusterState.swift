@@ -20,6 +20,11 @@ final class ClusterState: Sendable {
     let requestTimeout: TimeAmount
     /// Milliseconds.
     let tombstoneTTL: Int64
+    let reconcile: NodeConfiguration.Reconcile
+    let maxSiblings: Int
+    /// Clocks and siblings of keys, under `reconcile vclock`.
+    let siblings = SiblingIndex()
+    var usesVectorClocks: Bool { reconcile == .vclock }
     /// Bus links up, over all event loops (each loop links to every peer).
     let linksUp = Atomic<Int>(0)
     let linksWanted: Int
@@ -38,6 +43,8 @@ final class ClusterState: Sendable {
         self.requestTimeout = .milliseconds(Int64(configuration.requestTimeout))
         self.tombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
         self.linksWanted = (view.members.count - 1) * configuration.threads
+        self.reconcile = configuration.reconcile
+        self.maxSiblings = configuration.maxSiblings
     }
 
     /// `ok` when every link to every peer is up, else `degraded`.

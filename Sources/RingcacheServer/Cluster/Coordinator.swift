@@ -55,66 +55,112 @@ final class Coordinator: @unchecked Sendable {
         key.withUnsafeBytes { cluster.ring.preferenceList(forKey: $0).members }
     }
 
-    // MARK: Reads
+    // MARK: Quorum reads
 
-    private final class ReadOperation {
-        var quorum: ReadQuorum<VersionedValue>
+    private final class ReadOperation<Value: Reconcilable> {
+        var quorum: ReadQuorum<Value>
         var timer: Scheduled<Void>?
-        let completion: (Result<VersionedValue?, NoQuorum>) -> Void
-        init(quorum: ReadQuorum<VersionedValue>, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
+        let completion: (Result<Value?, NoQuorum>) -> Void
+        init(quorum: ReadQuorum<Value>, completion: @escaping (Result<Value?, NoQuorum>) -> Void) {
             self.quorum = quorum
             self.completion = completion
         }
     }
 
-    /// Reads `key` from its replicas; answers with the newest version (tombstones included)
-    /// once `required` have answered, then keeps repairing stale replicas as answers arrive.
-    func read(_ key: [UInt8], required: Int, now: Int64, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
+    /// A quorum read of any reconcilable value: asks every replica (this node directly),
+    /// answers once `required` have answered, and repairs the others as their answers come.
+    ///
+    /// - Parameters:
+    ///   - local: this node's answer.
+    ///   - request: what to ask a peer; `decode` reads its answer (nil for a bad answer,
+    ///     `.some(nil)` for "no such key").
+    ///   - repair: sends the reconciled value to a replica that lacks it.
+    private func quorumRead<Value: Reconcilable>(
+        _ key: [UInt8], required: Int, local: () -> Value?, request: RESPValue, decode: @escaping (RESPValue) -> Value??,
+        repair: @escaping (Int, Value) -> Void, completion: @escaping (Result<Value?, NoQuorum>) -> Void
+    ) {
         let replicas = replicas(of: key)
-        let operation = ReadOperation(quorum: ReadQuorum<VersionedValue>(replicas: replicas, required: min(required, replicas.count)), completion: completion)
-        operation.timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) { [self] in
-            perform(operation.quorum.onTimeout(), operation, key: key)
+        let operation = ReadOperation(quorum: ReadQuorum<Value>(replicas: replicas, required: min(required, replicas.count)), completion: completion)
+        let perform: ([ReadQuorum<Value>.Action]) -> Void = { [self] actions in
+            for action in actions {
+                switch action {
+                case .reply(let value):
+                    operation.timer?.cancel()
+                    operation.completion(.success(value))
+                case .fail(let error):
+                    operation.timer?.cancel()
+                    cluster.node.quorumFailures.add(1, ordering: .relaxed)
+                    operation.completion(.failure(error))
+                case .repair(let replica, let value):
+                    readRepairs += 1
+                    cluster.node.readRepairs.add(1, ordering: .relaxed)
+                    repair(replica, value)
+                }
+            }
+        }
+        operation.timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) {
+            perform(operation.quorum.onTimeout())
         }
         for replica in replicas {
             if replica == cluster.selfIndex {
+                perform(operation.quorum.onResponse(from: replica, local()))
+            } else {
+                links[replica]!.send(request) { reply in
+                    if let reply, let value = decode(reply) {
+                        perform(operation.quorum.onResponse(from: replica, value))
+                    } else {
+                        perform(operation.quorum.onFailure(from: replica))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads `key` under last-write-wins: the newest version (tombstones included; callers
+    /// read them as absent).
+    func read(_ key: [UInt8], required: Int, now: Int64, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
+        quorumRead(
+            key, required: required,
+            local: { [store] in
                 var local: VersionedValue?
                 key.withUnsafeBytes { k in
                     store.readVersioned(k, now: now) { entry in
                         local = entry.map { VersionedValue(version: $0.version, value: $0.value.map(Array.init), expiry: $0.expiry) }
                     }
                 }
-                perform(operation.quorum.onResponse(from: replica, local), operation, key: key)
-            } else {
-                links[replica]!.send(.command([BusCommand.get]).appending(key)) { [self] reply in
-                    if let reply, let value = Self.decodeVersioned(reply) {
-                        perform(operation.quorum.onResponse(from: replica, value.value), operation, key: key)
-                    } else {
-                        perform(operation.quorum.onFailure(from: replica), operation, key: key)
-                    }
+                return local
+            },
+            request: .command([BusCommand.get]).appending(key),
+            decode: { Self.decodeVersioned($0).map(\.value) },
+            repair: { [self] replica, value in replicate(key, value, to: replica, now: wallClockMillis()) { _ in } },
+            completion: completion)
+    }
+
+    /// Reads `key`'s siblings under vector clocks, merging what the replicas hold.
+    func readSiblings(_ key: [UInt8], required: Int, now: Int64, completion: @escaping (Result<SiblingSet?, NoQuorum>) -> Void) {
+        quorumRead(
+            key, required: required,
+            local: { [cluster] in cluster.siblings.siblings(of: key, store: cluster.node.store, now: now) },
+            request: .command([BusCommand.siblingGet]).appending(key),
+            decode: { reply in
+                switch reply {
+                case .bulkString(nil): return .some(nil)
+                case .bulkString(let bytes?): return SiblingSet(serialized: Array(buffer: bytes)).map { .some($0) }
+                default: return nil
                 }
-            }
-        }
+            },
+            repair: { [self] replica, set in replicateSiblings(key, set, to: replica, now: wallClockMillis()) { _ in } },
+            completion: completion)
     }
 
-    private func perform(_ actions: [ReadQuorum<VersionedValue>.Action], _ operation: ReadOperation, key: [UInt8]) {
-        for action in actions {
-            switch action {
-            case .reply:
-                operation.timer?.cancel()
-                // Hand back the newest version including a tombstone; callers read it as absent.
-                operation.completion(.success(operation.quorum.newest))
-            case .fail(let error):
-                operation.timer?.cancel()
-                operation.completion(.failure(error))
-            case .repair(let replica, let value):
-                readRepairs += 1
-                cluster.node.readRepairs.add(1, ordering: .relaxed)
-                replicate(key, value, to: replica, now: wallClockMillis()) { _ in }
-            }
-        }
+    /// The value a plain command sees: the newest version under LWW, the siblings' LWW winner
+    /// under vector clocks.
+    func readWinner(_ key: [UInt8], required: Int, now: Int64, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
+        guard cluster.usesVectorClocks else { return read(key, required: required, now: now, completion: completion) }
+        readSiblings(key, required: required, now: now) { result in completion(result.map { $0?.winner }) }
     }
 
-    // MARK: Writes
+    // MARK: Quorum writes
 
     private final class WriteOperation {
         var quorum: WriteQuorum
@@ -127,17 +173,17 @@ final class Coordinator: @unchecked Sendable {
         }
     }
 
-    /// Writes a version of `key` (a tombstone when `value.value` is nil) to all its replicas;
-    /// succeeds at `required` acknowledgements. The result says whether any replica that
-    /// answered held a live value before (for DEL's count).
-    func write(_ key: [UInt8], _ value: VersionedValue, required: Int, now: Int64, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+    /// A quorum write: `replicate` applies the write at one replica and reports whether a live
+    /// value was there before, or nil if the replica could not be reached.
+    private func quorumWrite(_ key: [UInt8], required: Int, replicate: (Int, @escaping (Bool?) -> Void) -> Void,
+                             completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
         let replicas = replicas(of: key)
         let operation = WriteOperation(quorum: WriteQuorum(replicas: replicas, required: min(required, replicas.count)), completion: completion)
         operation.timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) { [self] in
             finish(operation, operation.quorum.onTimeout())
         }
         for replica in replicas {
-            replicate(key, value, to: replica, now: now) { [self] answer in
+            replicate(replica) { [self] answer in
                 switch answer {
                 case .some(let existed):
                     operation.existed = operation.existed || existed
@@ -157,6 +203,60 @@ final class Coordinator: @unchecked Sendable {
         case .fail(let error):
             cluster.node.quorumFailures.add(1, ordering: .relaxed)
             operation.completion(.failure(error))
+        }
+    }
+
+    /// Writes a version of `key` (a tombstone when `value.value` is nil) to all its replicas
+    /// under last-write-wins; succeeds at `required` acknowledgements. The result says whether
+    /// any replica that answered held a live value before (for DEL's count).
+    func write(_ key: [UInt8], _ value: VersionedValue, required: Int, now: Int64, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+        quorumWrite(key, required: required, replicate: { [self] replica, done in replicate(key, value, to: replica, now: now, done: done) },
+                    completion: completion)
+    }
+
+    /// Writes siblings of `key` (usually one new sibling) to all its replicas under vector clocks.
+    func writeSiblings(_ key: [UInt8], _ set: SiblingSet, required: Int, now: Int64, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+        quorumWrite(key, required: required, replicate: { [self] replica, done in replicateSiblings(key, set, to: replica, now: now, done: done) },
+                    completion: completion)
+    }
+
+    /// Writes `value` (nil: delete) as a plain command does. Under vector clocks the write
+    /// first reads the key's context, so it supersedes every sibling it has seen.
+    func writeValue(_ key: [UInt8], _ value: [UInt8]?, expiry: Int64, required: (read: Int, write: Int), now: Int64,
+                    completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+        guard cluster.usesVectorClocks else {
+            let versioned = VersionedValue(version: store.nextVersion(now: now), value: value, expiry: expiry)
+            return write(key, versioned, required: required.write, now: now, completion: completion)
+        }
+        readSiblings(key, required: required.read, now: now) { [self] result in
+            switch result {
+            case .failure(let error): completion(.failure(error))
+            case .success(let current):
+                writeSibling(key, value, expiry: expiry, context: current?.context ?? VectorClock(), required: required.write, completion: completion)
+            }
+        }
+    }
+
+    /// Writes a new sibling that descends from `context` (VSET, and writes after a read).
+    func writeSibling(_ key: [UInt8], _ value: [UInt8]?, expiry: Int64, context: VectorClock, required: Int,
+                      completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+        let now = wallClockMillis()
+        let node = store.node
+        let sibling = Sibling(clock: SiblingSet.clock(for: context, writtenBy: node),
+                              value: VersionedValue(version: store.nextVersion(now: now), value: value, expiry: expiry))
+        writeSiblings(key, SiblingSet([sibling]), required: required, now: now, completion: completion)
+    }
+
+    /// Applies siblings at one replica; `done` as for ``replicate(_:_:to:now:done:)``.
+    private func replicateSiblings(_ key: [UInt8], _ set: SiblingSet, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
+        if replica == cluster.selfIndex {
+            let result = cluster.siblings.apply(key, set, limit: cluster.maxSiblings, store: store, now: now, tombstoneTTL: cluster.tombstoneTTL)
+            done(result.existed)
+            return
+        }
+        let request = RESPValue.array([.bulk(BusCommand.siblingPut), .bulkString(ByteBuffer(bytes: key)), .bulkString(ByteBuffer(bytes: set.serialized))])
+        links[replica]!.send(request) { reply in
+            if case .integer(let existed)? = reply { done(existed == 1) } else { done(nil) }
         }
     }
 

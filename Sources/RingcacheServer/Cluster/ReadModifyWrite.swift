@@ -41,34 +41,54 @@ extension Coordinator {
     /// The part the first healthy replica does: catch up, run locally, replicate.
     func runHere(_ args: [[UInt8]], required: (read: Int, write: Int), now: Int64, completion: @escaping (RESPValue) -> Void) {
         let key = args[1]
-        read(key, required: required.read, now: now) { [self] result in
-            if case .failure(let error) = result {
-                completion(.error(ByteBuffer(string: error.message)))
-                return
-            }
-            let before = (try? result.get()).flatMap { $0 }
-            let now = wallClockMillis()
-            let reply = Self.executeLocally(args, node: cluster.node, now: now)
-            // What the command left, as a version to replicate: the entry, or a tombstone if
-            // it deleted a key that was there.
-            var after: VersionedValue?
-            key.withUnsafeBytes { k in
-                store.readVersioned(k, now: now) { entry in
-                    after = entry.map { VersionedValue(version: $0.version, value: $0.value.map(Array.init), expiry: $0.expiry) }
-                }
-            }
-            if after == nil, let before, !before.isTombstone {
-                after = VersionedValue(version: store.nextVersion(now: now), value: nil)
-            }
-            guard let after, after != before else {
-                completion(reply)
-                return
-            }
-            write(key, after, required: required.write, now: now) { outcome in
-                switch outcome {
-                case .success: completion(reply)
+        if cluster.usesVectorClocks {
+            readSiblings(key, required: required.read, now: now) { [self] result in
+                switch result {
                 case .failure(let error): completion(.error(ByteBuffer(string: error.message)))
+                case .success(let siblings):
+                    // The command sees the LWW winner; its result supersedes every sibling read.
+                    applyAndReplicate(args, before: siblings?.winner, required: required.write, completion: completion) { value, done in
+                        writeSibling(key, value.value, expiry: value.expiry, context: siblings?.context ?? VectorClock(),
+                                     required: required.write, completion: done)
+                    }
                 }
+            }
+            return
+        }
+        read(key, required: required.read, now: now) { [self] result in
+            switch result {
+            case .failure(let error): completion(.error(ByteBuffer(string: error.message)))
+            case .success(let before):
+                applyAndReplicate(args, before: before, required: required.write, completion: completion) { value, done in
+                    write(key, value, required: required.write, now: wallClockMillis(), completion: done)
+                }
+            }
+        }
+    }
+
+    /// Runs the command on the local store (now up to date), then replicates what it left —
+    /// the entry, or a tombstone if it deleted a key that was there — before answering.
+    private func applyAndReplicate(
+        _ args: [[UInt8]], before: VersionedValue?, required: Int, completion: @escaping (RESPValue) -> Void,
+        replicate: (VersionedValue, @escaping (Result<Bool, NoQuorum>) -> Void) -> Void
+    ) {
+        let key = args[1]
+        let now = wallClockMillis()
+        let reply = Self.executeLocally(args, node: cluster.node, now: now)
+        var after: VersionedValue?
+        key.withUnsafeBytes { k in
+            store.readVersioned(k, now: now) { entry in
+                after = entry.map { VersionedValue(version: $0.version, value: $0.value.map(Array.init), expiry: $0.expiry) }
+            }
+        }
+        if after == nil, let before, !before.isTombstone {
+            after = VersionedValue(version: store.nextVersion(now: now), value: nil)
+        }
+        guard let after, after != before else { return completion(reply) }
+        replicate(after) { outcome in
+            switch outcome {
+            case .success: completion(reply)
+            case .failure(let error): completion(.error(ByteBuffer(string: error.message)))
             }
         }
     }
