@@ -4,6 +4,7 @@ from each other while the test can still reach each one. Needs root (ip netns); 
 with a message otherwise. ringcache only."""
 
 import os
+import shutil
 import subprocess
 import time
 
@@ -101,6 +102,8 @@ class NamespaceCluster:
 def partitioned(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root: run the suite as root to test partitions")
+    if not (shutil.which("ip") and shutil.which("bridge")):
+        pytest.skip("iproute2 (ip, bridge) is not installed: tools/install-deps installs it")
     probe = _ip("netns", "add", f"rcprobe{os.getpid()}", check=False)
     if probe.returncode != 0:
         pytest.skip(f"cannot create network namespaces here: {probe.stderr.strip()}")
