@@ -22,7 +22,7 @@ def _ringcache_only(target):
 
 
 class LocalCluster:
-    def __init__(self, directory, secret="s3cret"):
+    def __init__(self, directory, secret="s3cret", extra=""):
         self.directory = directory
         self.ports = {name: free_port() for name in NAMES}
         self.bus_ports = {name: free_port() for name in NAMES}
@@ -31,7 +31,7 @@ class LocalCluster:
         with open(self.conf, "w") as f:
             f.write("cluster-name itest\n")
             f.write(f"cluster-secret {secret}\n")
-            f.write("replicas 3\nread-quorum 2\nwrite-quorum 2\nrequest-timeout 500\n")
+            f.write("replicas 3\nread-quorum 2\nwrite-quorum 2\nrequest-timeout 500\n" + extra)
             for name in NAMES:
                 f.write(f"node {name} 127.0.0.1:{self.ports[name]} {self.bus_ports[name]}\n")
         self.procs = {}
@@ -285,3 +285,39 @@ def test_keyspace_iteration_and_renames_across_nodes(cluster):
     assert n3.renamenx("m9", "m8") is True and n2.get("m8") == b"a"
     with pytest.raises(redis.exceptions.ResponseError, match="no such key"):
         n1.rename("nothing", "x")
+
+
+@pytest.fixture
+def vclock_cluster(tmp_path):
+    c = LocalCluster(str(tmp_path), extra="reconcile vclock\nmax-siblings 3\n")
+    for name in NAMES:
+        c.start(name)
+    for name in NAMES:
+        c.wait_until(lambda: b"cluster_state:ok" in c.client(name).execute_command("CLUSTER", "INFO"))
+    yield c
+    c.stop_all()
+
+
+def test_vector_clocks_keep_concurrent_writes_as_siblings(vclock_cluster):
+    n1, n2, n3 = (vclock_cluster.client(n) for n in NAMES)
+    # Writes without a context are concurrent with everything: siblings.
+    assert n1.execute_command("VSET", "k", "", "a") == b"OK"
+    assert n2.execute_command("VSET", "k", "", "b") == b"OK"
+    context, values = n3.execute_command("VGET", "k")
+    assert sorted(values) == [b"a", b"b"] and context
+    assert n1.get("k") in (b"a", b"b") and n2.get("k") == n3.get("k")
+    assert n3.info("replication")["keys_with_siblings"] >= 1
+    # A write with the context supersedes both.
+    assert n3.execute_command("VSET", "k", context, "c") == b"OK"
+    assert n1.execute_command("VGET", "k")[1] == [b"c"]
+    # Plain SET reads the context first, so it replaces what it saw.
+    assert n2.set("k", "d") is True
+    assert n3.execute_command("VGET", "k")[1] == [b"d"]
+    # Past max-siblings only the LWW winner is kept, and the overflow is counted.
+    for i in range(4):
+        n1.execute_command("VSET", "many", "", f"v{i}")
+    assert len(n2.execute_command("VGET", "many")[1]) <= 3
+    with pytest.raises(redis.exceptions.ResponseError, match="invalid causal context"):
+        n1.execute_command("VSET", "k", "zz", "x")
+    assert n1.incr("counter") == 1 and n2.incr("counter") == 2 and n3.get("counter") == b"2"
+    assert n1.delete("k") == 1 and n2.get("k") is None
