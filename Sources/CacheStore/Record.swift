@@ -95,7 +95,8 @@ struct Record: Equatable {
     /// Absolute expiry in Unix milliseconds; 0 means the entry does not expire.
     var expiry: Int64 {
         get { Int64(word(16) & Record.lowMask) }
-        nonmutating set { setLow(16, UInt64(max(0, newValue))) }
+        // Past 2^48 ms (the year 10889) an expiry is as good as none: clamp, never wrap.
+        nonmutating set { setLow(16, UInt64(min(max(0, newValue), Int64(Record.lowMask)))) }
     }
 
     var version: Version {

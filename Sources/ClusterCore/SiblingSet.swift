@@ -1,20 +1,37 @@
 import CacheStore
 
-/// One version of a key under `reconcile vclock`: its vector clock and the value it carries.
+/// One version of a key under `reconcile vclock`, as a dotted version vector: the write's
+/// own event is its `value.version` (writer node and HLC timestamp, unique per write), and
+/// `clock` is the causal context it was written with — everything it had seen.
+///
+/// Preguiça et al., "Dotted Version Vectors: Logical Clocks for Optimistic Replication"
+/// (2010); used as in Riak.
 public struct Sibling: Sendable, Hashable {
+    /// The context the write was made with.
     public var clock: VectorClock
-    /// The bytes (nil for a delete), the HLC version (for the deterministic GET choice) and expiry.
+    /// The bytes (nil for a delete), the version that is also the write's dot, and expiry.
     public var value: VersionedValue
 
     public init(clock: VectorClock, value: VersionedValue) {
         self.clock = clock
         self.value = value
     }
+
+    /// The context plus this write's own event.
+    public var fullClock: VectorClock {
+        clock.merged(with: VectorClock([value.version.node: value.version.timestamp.rawValue]))
+    }
+
+    /// True if `context` has seen this write.
+    public func isCovered(by context: VectorClock) -> Bool {
+        let event = value.version.timestamp.rawValue
+        return event > 0 && context[value.version.node] >= event
+    }
 }
 
-/// The versions of one key that no other version descends from, as Dynamo and Riak keep
-/// them: a write that descends from a sibling replaces it, concurrent writes stay side by
-/// side until a write whose context names them all resolves them.
+/// The versions of one key that no later write has seen, as Dynamo and Riak keep them: a
+/// write replaces the siblings its context covers, and writes that did not see each other
+/// stay side by side until a write whose context covers them all resolves them.
 public struct SiblingSet: Sendable, Hashable {
     public private(set) var siblings: [Sibling]
 
@@ -25,9 +42,9 @@ public struct SiblingSet: Sendable, Hashable {
 
     public var isEmpty: Bool { siblings.isEmpty }
 
-    /// The causal context a client sends back with VSET: the merge of every sibling's clock.
+    /// The causal context a client sends back with VSET: every sibling's full clock merged.
     public var context: VectorClock {
-        siblings.reduce(VectorClock()) { $0.merged(with: $1.clock) }
+        siblings.reduce(VectorClock()) { $0.merged(with: $1.fullClock) }
     }
 
     /// The version plain GET returns: the highest (HLC timestamp, node id), as under LWW.
@@ -35,17 +52,17 @@ public struct SiblingSet: Sendable, Hashable {
         siblings.map(\.value).reduce(nil) { VersionedValue.newest($0, $1) }
     }
 
-    /// Adds `sibling` by the vector-clock rules. Past `limit` siblings only the LWW winner is
-    /// kept, under the merged clock so it still supersedes what was dropped.
+    /// Adds `sibling`: ignored if it is already here or a kept sibling has seen it; else it
+    /// replaces the siblings its own context covers. Past `limit` siblings only the LWW
+    /// winner is kept, with the merged context so it still covers what was dropped.
     ///
-    /// - Returns: true if the set changed; `overflowed` tells whether siblings were dropped.
+    /// - Returns: whether the set changed, and whether siblings were dropped for the limit.
     @discardableResult
     public mutating func add(_ sibling: Sibling, limit: Int) -> (changed: Bool, overflowed: Bool) {
-        for existing in siblings where existing.clock.descends(from: sibling.clock) {
-            // Already known (equal) or an ancestor of something kept.
-            if existing.clock != sibling.clock || existing.value.version >= sibling.value.version { return (false, false) }
+        for existing in siblings where existing.value.version == sibling.value.version || sibling.isCovered(by: existing.clock) {
+            return (false, false)
         }
-        siblings.removeAll { sibling.clock.descends(from: $0.clock) }
+        siblings.removeAll { $0.isCovered(by: sibling.clock) }
         siblings.append(sibling)
         siblings.sort { $0.value.version < $1.value.version }
         guard siblings.count > limit, let winner else { return (true, false) }
@@ -58,14 +75,6 @@ public struct SiblingSet: Sendable, Hashable {
         var result = self
         for sibling in other.siblings { result.add(sibling, limit: limit) }
         return result
-    }
-
-    /// A new sibling for a write made with `context` by `node`: its clock descends from the
-    /// context, so it replaces every sibling the context covers.
-    public static func clock(for context: VectorClock, writtenBy node: NodeID) -> VectorClock {
-        var clock = context
-        clock.increment(node)
-        return clock
     }
 }
 

@@ -36,7 +36,12 @@ struct ConnectionState {
         case outputFull
         /// A protocol error or QUIT: write the replies, then close.
         case close
+        /// Too many cluster replies are outstanding: wait for some before reading on.
+        case tooManyWaiting
     }
+
+    /// Cluster replies a connection may have outstanding before its requests wait in the socket.
+    static let maximumWaiting = 4096
 
     static let outputChunk = 1024 * 1024
 
@@ -63,7 +68,13 @@ struct ConnectionState {
             case .skip(let consumed):
                 offset += consumed
             case .error(let error):
-                out.writeRESPError("ERR \(error.message)")
+                if waiting.isEmpty {
+                    out.writeRESPError("ERR \(error.message)")
+                } else {
+                    var reply = ByteBuffer()
+                    reply.writeRESPError("ERR \(error.message)")
+                    waiting.append(PendingReply(buffer: reply))
+                }
                 processor.node.protocolErrors.add(1, ordering: .relaxed)
                 return (offset, .close)
             case .request(let consumed):
@@ -86,6 +97,7 @@ struct ConnectionState {
                 offset += consumed
                 if session.closeAfterWrite { return (offset, .close) }
                 if out.readableBytes >= outputChunk { return (offset, .outputFull) }
+                if waiting.count >= maximumWaiting { return (offset, .tooManyWaiting) }
             }
         }
     }
@@ -116,6 +128,9 @@ final class ClientHandler: ChannelDuplexHandler {
     private var paused = false
     private var readHeld = false
     private var closing = false
+    /// Close once the cluster replies still outstanding have been written (QUIT, a protocol
+    /// error or the client's half-close while replies were pending).
+    private var closeWhenDrained = false
 
     init(node: NodeState, coordinator: Coordinator? = nil, logger: Logger) {
         self.processor = CommandProcessor(node: node)
@@ -137,12 +152,18 @@ final class ClientHandler: ChannelDuplexHandler {
         guard !processing, let context, state != nil else { return }
         drainWaiting()
         flushReplies(context: context)
+        guard let waiting = state?.waiting else { return }
+        if closeWhenDrained {
+            if waiting.isEmpty { context.close(promise: nil) }
+        } else if paused && waiting.count < ConnectionState.maximumWaiting / 2 && context.channel.isWritable {
+            resume(context: context)
+        }
     }
 
     private func drainWaiting() {
         while let first = state?.waiting.first, var buffer = first.buffer {
-            state!.out.writeBuffer(&buffer)
-            _ = state!.waiting.removeFirst()
+            state?.out.writeBuffer(&buffer)
+            _ = state?.waiting.removeFirst()
         }
     }
 
@@ -201,15 +222,20 @@ final class ClientHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable && paused {
-            paused = false
-            processPending(context: context)
-            flushReplies(context: context)
-            if readHeld && !paused {
-                readHeld = false
-                context.read()
-            }
+            resume(context: context)
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Goes on with held requests and reads after a pause.
+    private func resume(context: ChannelHandlerContext) {
+        paused = false
+        processPending(context: context)
+        flushReplies(context: context)
+        if readHeld && !paused && !closing {
+            readHeld = false
+            context.read()
+        }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -228,7 +254,12 @@ final class ClientHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
             flushReplies(context: context)
-            context.close(promise: nil)
+            if state?.waiting.isEmpty == false {
+                closing = true
+                closeWhenDrained = true
+            } else {
+                context.close(promise: nil)
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -251,7 +282,7 @@ final class ClientHandler: ChannelDuplexHandler {
             processing = false
             if state?.waiting.isEmpty == false { drainWaiting() }
         }
-        while !closing && !paused {
+        while !closing && !paused && state != nil {
             let (consumed, stop) = buffer.withUnsafeReadableBytes { bytes in
                 ConnectionState.run(&state!, bytes: bytes, processor: processor, now: now)
             }
@@ -263,14 +294,23 @@ final class ClientHandler: ChannelDuplexHandler {
             case .close:
                 touch(now: now)
                 flushReplies(context: context)
-                close(context: context)
+                if state?.waiting.isEmpty == false {
+                    // Earlier cluster replies are still coming: close after they are written.
+                    closing = true
+                    closeWhenDrained = true
+                } else {
+                    close(context: context)
+                }
                 return
             case .outputFull:
                 flushReplies(context: context)
-                if !context.channel.isWritable {
+                if state != nil && !context.channel.isWritable {
                     paused = true
                     checkOutputLimit(context: context)
                 }
+            case .tooManyWaiting:
+                touch(now: now)
+                paused = true
             }
         }
     }
@@ -278,7 +318,7 @@ final class ClientHandler: ChannelDuplexHandler {
     private func touch(now: Int64) {
         guard let session = state?.session else { return }
         processor.node.commandsProcessed.add(session.commandsProcessed, ordering: .relaxed)
-        state!.session.commandsProcessed = 0
+        state?.session.commandsProcessed = 0
         session.client.details.withLock { details in
             details.lastInteraction = now
             if let last = session.lastCommand { details.lastCommand = "\(last)" }
@@ -288,10 +328,11 @@ final class ClientHandler: ChannelDuplexHandler {
     private func flushReplies(context: ChannelHandlerContext) {
         guard state != nil, state!.out.readableBytes > 0 else { return }
         context.write(wrapOutboundOut(state!.out), promise: nil)
+        // A failed write closes the channel during flush, and channelInactive clears `state`.
         context.flush()
         // Usually the socket took every byte during flush, so this reuses the same storage.
-        state!.out.clear()
-        if !context.channel.isWritable { checkOutputLimit(context: context) }
+        state?.out.clear()
+        if state != nil && !context.channel.isWritable { checkOutputLimit(context: context) }
     }
 
     private func checkOutputLimit(context: ChannelHandlerContext) {

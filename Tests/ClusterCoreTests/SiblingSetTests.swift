@@ -6,54 +6,76 @@ import Testing
 private let a = NodeID(rawValue: 1)
 private let b = NodeID(rawValue: 2)
 
-private func sibling(_ text: String?, _ clock: [NodeID: UInt64], at millis: Int64, by node: NodeID = a) -> Sibling {
-    Sibling(clock: VectorClock(clock),
-            value: VersionedValue(version: Version(timestamp: HLCTimestamp(millis: millis), node: node), value: text.map { Array($0.utf8) }))
+/// A write of `text` by `node` at `millis` that had seen `context`.
+private func write(_ text: String?, by node: NodeID, at millis: Int64, seen context: VectorClock = VectorClock()) -> Sibling {
+    Sibling(clock: context, value: VersionedValue(version: Version(timestamp: HLCTimestamp(millis: millis), node: node),
+                                                  value: text.map { Array($0.utf8) }))
+}
+
+private func values(_ set: SiblingSet) -> [String?] {
+    set.siblings.map { $0.value.value.map { String(decoding: $0, as: UTF8.self) } }
 }
 
 @Suite struct SiblingSetTests {
-    @Test func descendantsReplaceAncestors() {
+    @Test func aWriteReplacesWhatItsContextCovers() {
         var set = SiblingSet()
-        #expect(set.add(sibling("v1", [a: 1], at: 10), limit: 8).changed)
-        #expect(set.add(sibling("v2", [a: 2], at: 20), limit: 8).changed)
-        #expect(set.siblings.map(\.value.value) == [Array("v2".utf8)])
-        // An ancestor arriving late changes nothing.
-        #expect(!set.add(sibling("v1", [a: 1], at: 10), limit: 8).changed)
-        #expect(set.siblings.count == 1)
+        #expect(set.add(write("v1", by: a, at: 10), limit: 8).changed)
+        #expect(set.add(write("v2", by: a, at: 20, seen: set.context), limit: 8).changed)
+        #expect(values(set) == ["v2"])
+        // The first write arriving late (a repair) changes nothing: v2 has seen it.
+        #expect(!set.add(write("v1", by: a, at: 10), limit: 8).changed)
+        // The same write twice changes nothing either.
+        #expect(!set.add(set.siblings[0], limit: 8).changed)
     }
 
-    @Test func concurrentWritesBecomeSiblingsUntilAContextResolvesThem() {
+    @Test func writesThatDidNotSeeEachOtherAreSiblingsUntilResolved() {
         var set = SiblingSet()
-        set.add(sibling("from-a", [a: 1], at: 10, by: a), limit: 8)
-        set.add(sibling("from-b", [b: 1], at: 12, by: b), limit: 8)
-        #expect(set.siblings.count == 2)
+        let before = write("before", by: a, at: 5)
+        set.add(before, limit: 8)
+        let context = set.context
+        set.add(write("from-a", by: a, at: 10, seen: context), limit: 8)
+        set.add(write("from-b", by: b, at: 12, seen: context), limit: 8)
+        #expect(Set(values(set)) == ["from-a", "from-b"])
         #expect(set.winner?.value == Array("from-b".utf8))  // plain GET: the LWW choice
-        #expect(set.context == VectorClock([a: 1, b: 1]))
-        let resolved = SiblingSet.clock(for: set.context, writtenBy: a)
-        set.add(Sibling(clock: resolved, value: sibling("merged", [:], at: 20).value), limit: 8)
-        #expect(set.siblings.count == 1 && set.winner?.value == Array("merged".utf8))
+        set.add(write("merged", by: b, at: 20, seen: set.context), limit: 8)
+        #expect(values(set) == ["merged"])
     }
 
-    @Test func tooManySiblingsCollapseToTheWinnerUnderTheMergedClock() {
+    /// Two writes through the same node with the same (stale) context are both kept: each
+    /// write is its own event, so neither is lost.
+    @Test func sameNodeSameContextKeepsBoth() {
         var set = SiblingSet()
-        for i in 0..<3 {
-            set.add(sibling("s\(i)", [NodeID(rawValue: UInt32(10 + i)): 1], at: Int64(i), by: NodeID(rawValue: UInt32(10 + i))), limit: 8)
-        }
-        let result = set.add(sibling("s3", [NodeID(rawValue: 13): 1], at: 3, by: NodeID(rawValue: 13)), limit: 3)
-        #expect(result.overflowed)
-        #expect(set.siblings.count == 1 && set.winner?.value == Array("s3".utf8))
-        #expect(set.siblings[0].clock.descends(from: VectorClock([NodeID(rawValue: 10): 1])))
+        set.add(write("x", by: a, at: 10), limit: 8)
+        set.add(write("y", by: a, at: 11), limit: 8)
+        #expect(Set(values(set)) == ["x", "y"])
+        // A write made with an empty context after both is a third sibling, not dropped.
+        set.add(write("z", by: a, at: 12), limit: 8)
+        #expect(set.siblings.count == 3)
     }
 
-    /// Merging is order-independent: replicas that saw the same writes in any order agree.
+    @Test func tooManySiblingsCollapseToTheWinnerUnderTheMergedContext() {
+        var set = SiblingSet()
+        for i in 0..<3 { set.add(write("s\(i)", by: NodeID(rawValue: UInt32(10 + i)), at: Int64(i + 1)), limit: 8) }
+        let result = set.add(write("s3", by: NodeID(rawValue: 13), at: 4), limit: 3)
+        #expect(result.overflowed)
+        #expect(values(set) == ["s3"])
+        // The kept winner has seen the dropped ones, so they cannot come back.
+        #expect(!set.add(write("s0", by: NodeID(rawValue: 10), at: 1), limit: 3).changed)
+    }
+
+    /// Merging is order-independent and idempotent: replicas that saw the same writes in any
+    /// order agree.
     @Test func mergeIsCommutativeAndIdempotent() {
         var random = SimulationRandom(seed: 7)
         for _ in 0..<300 {
             var writes: [Sibling] = []
-            for i in 0..<5 {
-                var clock: [NodeID: UInt64] = [:]
-                for node in [a, b, NodeID(rawValue: 3)] where random.chance(0.6) { clock[node] = UInt64(random.next() % 3 + 1) }
-                writes.append(sibling("w\(i)", clock, at: Int64(i), by: a))
+            var seen = VectorClock()
+            for i in 0..<6 {
+                let node = [a, b, NodeID(rawValue: 3)][Int(random.next() % 3)]
+                let context = random.chance(0.5) ? seen : VectorClock()
+                let sibling = write("w\(i)", by: node, at: Int64(i + 1), seen: context)
+                writes.append(sibling)
+                seen = seen.merged(with: sibling.fullClock)
             }
             let forward = SiblingSet(writes)
             let backward = SiblingSet(writes.reversed())
@@ -65,8 +87,8 @@ private func sibling(_ text: String?, _ clock: [NodeID: UInt64], at millis: Int6
 
     @Test func readQuorumMergesSiblingSetsAndRepairs() {
         var quorum = ReadQuorum<SiblingSet>(replicas: [0, 1, 2], required: 2)
-        let x = SiblingSet([sibling("x", [a: 1], at: 10, by: a)])
-        let y = SiblingSet([sibling("y", [b: 1], at: 11, by: b)])
+        let x = SiblingSet([write("x", by: a, at: 10)])
+        let y = SiblingSet([write("y", by: b, at: 11)])
         #expect(quorum.onResponse(from: 0, x).isEmpty)
         let actions = quorum.onResponse(from: 1, y)
         let both = x.merged(with: y)
@@ -78,11 +100,12 @@ private func sibling(_ text: String?, _ clock: [NodeID: UInt64], at millis: Int6
 @Suite struct SiblingSetEncodingTests {
     @Test func serializedFormRoundTrips() {
         let set = SiblingSet([
-            sibling("x\r\n\u{0}", [a: 3, b: 1], at: 10, by: a),
-            sibling(nil, [b: 2], at: 11, by: b),
+            write("x\r\n\u{0}", by: a, at: 10, seen: VectorClock([a: 3, b: 1])),
+            write(nil, by: b, at: 11, seen: VectorClock([b: 2])),
         ])
         #expect(SiblingSet(serialized: set.serialized) == set)
         #expect(SiblingSet(serialized: [0, 9, 1]) == nil)
         #expect(SiblingSet(serialized: []) == SiblingSet())
+        #expect(VectorClock(hex: UnsafeRawBufferPointer(start: nil, count: 0)) == VectorClock())
     }
 }

@@ -164,12 +164,10 @@ struct ClusterRouter {
                 guard let expiry = Self.plainSetExpiry(args, now: now, errors: &errors) else { return false }
                 pairs = [(keys[0], keys[1], expiry)]
             case .setex, .psetex:
-                guard let amount = args[2].asInteger, amount > 0 else {
-                    errors.writeRESPError(args[2].asInteger == nil ? "ERR value is not an integer or out of range"
-                                          : "ERR invalid expire time in '\(name)' command")
-                    return false
-                }
-                pairs = [(keys[0], keys[2], now + Int64(amount) * (name == .setex ? 1000 : 1))]
+                guard let expiry = Self.expiry(args[2], unit: name == .setex ? 1000 : 1, absolute: false, now: now,
+                                               command: name == .setex ? "setex" : "psetex", errors: &errors)
+                else { return false }
+                pairs = [(keys[0], keys[2], expiry)]
             default:
                 guard keys.count % 2 == 0 else {
                     errors.writeRESPError("ERR wrong number of arguments for 'mset' command")
@@ -493,18 +491,16 @@ struct ClusterRouter {
             return nil
         }
         guard args.count == 6 else { return 0 }
-        guard let amount = args[5].asInteger else {
-            errors.writeNotInteger()
+        let unit: Int64
+        if args[4].equalsIgnoringCase("ex") {
+            unit = 1000
+        } else if args[4].equalsIgnoringCase("px") {
+            unit = 1
+        } else {
+            errors.writeSyntaxError()
             return nil
         }
-        guard amount > 0 else {
-            errors.writeRESPError("ERR invalid expire time in 'vset' command")
-            return nil
-        }
-        if args[4].equalsIgnoringCase("ex") { return now + Int64(amount) * 1000 }
-        if args[4].equalsIgnoringCase("px") { return now + Int64(amount) }
-        errors.writeSyntaxError()
-        return nil
+        return expiry(args[5], unit: unit, absolute: false, now: now, command: "vset", errors: &errors)
     }
 
     /// True for a SET whose outcome depends on the current value (NX, XX, GET, KEEPTTL).
@@ -550,18 +546,30 @@ struct ClusterRouter {
                 }
                 return nil
             }
-            guard let amount = args[i + 1].asInteger else {
-                errors.writeNotInteger()
+            guard let at = Self.expiry(args[i + 1], unit: unit, absolute: absolute, now: now, command: "set", errors: &errors) else {
                 return nil
             }
-            guard amount > 0 else {
-                errors.writeRESPError("ERR invalid expire time in 'set' command")
-                return nil
-            }
-            expiry = absolute ? Int64(amount) * unit : now + Int64(amount) * unit
+            expiry = at
             i += 2
         }
         return expiry
+    }
+
+    /// A positive amount of `unit` milliseconds as an absolute expiry, checked for overflow
+    /// and clamped to what a record holds; nil with Redis's error written otherwise.
+    static func expiry(_ text: UnsafeRawBufferPointer, unit: Int64, absolute: Bool, now: Int64, command: String,
+                       errors: inout ByteBuffer) -> Int64? {
+        guard let amount = text.asInteger else {
+            errors.writeNotInteger()
+            return nil
+        }
+        let (millis, overflow) = Int64(amount).multipliedReportingOverflow(by: unit)
+        let (at, overflow2) = absolute ? (millis, false) : millis.addingReportingOverflow(now)
+        guard amount > 0, !overflow, !overflow2 else {
+            errors.writeRESPError("ERR invalid expire time in '\(command)' command")
+            return nil
+        }
+        return min(at, maximumExpiry)
     }
 
     private static func writeRead(_ name: CommandSpec.Name, _ value: VersionedValue?, resp3: Bool, out: inout ByteBuffer) {

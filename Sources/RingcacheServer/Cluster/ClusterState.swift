@@ -68,6 +68,20 @@ final class ClusterState: Sendable {
         .command([BusCommand.auth, clusterName, secret ?? "", members[selfIndex].name])
     }
 
+    /// Stores a replicated version in this node's store if it is newer (last write wins).
+    @discardableResult
+    func applyLocally(_ key: [UInt8], _ value: VersionedValue, now: Int64) -> Bool {
+        let store = node.store
+        return key.withUnsafeBytes { k in
+            guard let bytes = value.value else {
+                return store.applyVersioned(k, value: nil, expiry: 0, version: value.version, now: now, tombstoneTTL: tombstoneTTL)
+            }
+            return bytes.withUnsafeBytes { v in
+                store.applyVersioned(k, value: v, expiry: value.expiry, version: value.version, now: now, tombstoneTTL: tombstoneTTL)
+            }
+        }
+    }
+
     /// Member indices from a comma-separated list (empty for none).
     static func members(from bytes: UnsafeRawBufferPointer) -> Set<Int> {
         Set(bytes.asString.split(separator: ",").compactMap { Int($0) })

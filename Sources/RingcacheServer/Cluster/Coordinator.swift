@@ -15,10 +15,26 @@ final class Coordinator: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let links: [PeerLink?]
     private(set) var readRepairs = 0
+    /// Timeouts of operations in flight, oldest first. Every operation has the same request
+    /// timeout, so this is also deadline order: one repeating sweep expires them, with no
+    /// timer scheduled or cancelled per request.
+    private var deadlines = CircularBuffer<(deadline: NIODeadline, timeout: PendingTimeout)>()
+    private var sweep: RepeatedTask?
+
+    /// A second link to each peer for forwarded read-modify-write commands (RC.EXEC), whose
+    /// replies come only after their own quorum round: on the main links they would hold up
+    /// every reply behind them.
+    private let execLinks: [PeerLink?]
 
     init(cluster: ClusterState, eventLoop: any EventLoop, logger: Logger) {
         self.cluster = cluster
         self.eventLoop = eventLoop
+        self.execLinks = cluster.members.enumerated().map { index, member in
+            index == cluster.selfIndex
+                ? nil
+                : PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
+                           authRequest: cluster.authRequest, logger: logger) { _ in }
+        }
         self.links = cluster.members.enumerated().map { index, member in
             index == cluster.selfIndex
                 ? nil
@@ -31,17 +47,54 @@ final class Coordinator: @unchecked Sendable {
 
     var store: CacheStore { cluster.node.store }
 
-    /// Opens the links to every peer.
+    /// Opens the links to every peer and starts the timeout sweep.
     func start() {
         eventLoop.execute { [self] in
             for link in links { link?.connect() }
+            for link in execLinks { link?.connect() }
+            let tick = TimeAmount.milliseconds(max(1, min(50, cluster.requestTimeout.nanoseconds / 1_000_000 / 10)))
+            sweep = eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [self] _ in
+                expireOverdue()
+            }
         }
     }
 
     func stop() {
         eventLoop.execute { [self] in
-            for link in links { link?.stop() }
+            sweep?.cancel()
+            for link in links + execLinks { link?.stop() }
         }
+    }
+
+    /// A timeout waiting in the sweep; `disarm()` drops the closure (and so the operation it
+    /// holds) as soon as the operation is decided.
+    final class PendingTimeout {
+        private var expire: (() -> Void)?
+        init(_ expire: @escaping () -> Void) { self.expire = expire }
+        func disarm() { expire = nil }
+        func fire() {
+            let expire = self.expire
+            self.expire = nil
+            expire?()
+        }
+    }
+
+    /// Calls `expire` once the request timeout has passed, unless disarmed before.
+    @discardableResult
+    private func armTimeout(_ expire: @escaping () -> Void) -> PendingTimeout {
+        let timeout = PendingTimeout(expire)
+        deadlines.append((.now() + cluster.requestTimeout, timeout))
+        return timeout
+    }
+
+    private func expireOverdue() {
+        let now = NIODeadline.now()
+        while let first = deadlines.first, first.deadline <= now {
+            deadlines.removeFirst().timeout.fire()
+        }
+        // RC.EXEC waits for a quorum round at the peer, so its link gets more time.
+        for case let link? in links { link.failIfStalled(olderThan: now - cluster.requestTimeout * 2) }
+        for case let link? in execLinks { link.failIfStalled(olderThan: now - cluster.requestTimeout * 4) }
     }
 
     /// Members this loop cannot reach right now.
@@ -51,6 +104,9 @@ final class Coordinator: @unchecked Sendable {
 
     func link(to member: Int) -> PeerLink? { links[member] }
 
+    /// The link that carries forwarded read-modify-write commands to `member`.
+    func execLink(to member: Int) -> PeerLink? { execLinks[member] }
+
     func replicas(of key: [UInt8]) -> [Int] {
         key.withUnsafeBytes { cluster.ring.preferenceList(forKey: $0).members }
     }
@@ -59,7 +115,7 @@ final class Coordinator: @unchecked Sendable {
 
     private final class ReadOperation<Value: Reconcilable> {
         var quorum: ReadQuorum<Value>
-        var timer: Scheduled<Void>?
+        var timeout: PendingTimeout?
         let completion: (Result<Value?, NoQuorum>) -> Void
         init(quorum: ReadQuorum<Value>, completion: @escaping (Result<Value?, NoQuorum>) -> Void) {
             self.quorum = quorum
@@ -85,10 +141,10 @@ final class Coordinator: @unchecked Sendable {
             for action in actions {
                 switch action {
                 case .reply(let value):
-                    operation.timer?.cancel()
+                    operation.timeout?.disarm()
                     operation.completion(.success(value))
                 case .fail(let error):
-                    operation.timer?.cancel()
+                    operation.timeout?.disarm()
                     cluster.node.quorumFailures.add(1, ordering: .relaxed)
                     operation.completion(.failure(error))
                 case .repair(let replica, let value):
@@ -98,9 +154,7 @@ final class Coordinator: @unchecked Sendable {
                 }
             }
         }
-        operation.timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) {
-            perform(operation.quorum.onTimeout())
-        }
+        operation.timeout = armTimeout { perform(operation.quorum.onTimeout()) }
         for replica in replicas {
             if replica == cluster.selfIndex {
                 perform(operation.quorum.onResponse(from: replica, local()))
@@ -164,7 +218,7 @@ final class Coordinator: @unchecked Sendable {
 
     private final class WriteOperation {
         var quorum: WriteQuorum
-        var timer: Scheduled<Void>?
+        var timeout: PendingTimeout?
         var existed = false
         let completion: (Result<Bool, NoQuorum>) -> Void
         init(quorum: WriteQuorum, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
@@ -179,9 +233,7 @@ final class Coordinator: @unchecked Sendable {
                              completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
         let replicas = replicas(of: key)
         let operation = WriteOperation(quorum: WriteQuorum(replicas: replicas, required: min(required, replicas.count)), completion: completion)
-        operation.timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) { [self] in
-            finish(operation, operation.quorum.onTimeout())
-        }
+        operation.timeout = armTimeout { [self] in finish(operation, operation.quorum.onTimeout()) }
         for replica in replicas {
             replicate(replica) { [self] answer in
                 switch answer {
@@ -197,7 +249,7 @@ final class Coordinator: @unchecked Sendable {
 
     private func finish(_ operation: WriteOperation, _ action: WriteQuorum.Action?) {
         guard let action else { return }
-        operation.timer?.cancel()
+        operation.timeout?.disarm()
         switch action {
         case .succeed: operation.completion(.success(operation.existed))
         case .fail(let error):
@@ -241,9 +293,8 @@ final class Coordinator: @unchecked Sendable {
     func writeSibling(_ key: [UInt8], _ value: [UInt8]?, expiry: Int64, context: VectorClock, required: Int,
                       completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
         let now = wallClockMillis()
-        let node = store.node
-        let sibling = Sibling(clock: SiblingSet.clock(for: context, writtenBy: node),
-                              value: VersionedValue(version: store.nextVersion(now: now), value: value, expiry: expiry))
+        // The new version is the write's own event (its dot); the context is what it supersedes.
+        let sibling = Sibling(clock: context, value: VersionedValue(version: store.nextVersion(now: now), value: value, expiry: expiry))
         writeSiblings(key, SiblingSet([sibling]), required: required, now: now, completion: completion)
     }
 
@@ -265,15 +316,7 @@ final class Coordinator: @unchecked Sendable {
     private func replicate(_ key: [UInt8], _ value: VersionedValue, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
         if replica == cluster.selfIndex {
             let existed = value.value == nil && key.withUnsafeBytes { store.contains($0, now: now) }
-            key.withUnsafeBytes { k in
-                if let bytes = value.value {
-                    bytes.withUnsafeBytes { v in
-                        _ = store.applyVersioned(k, value: v, expiry: value.expiry, version: value.version, now: now, tombstoneTTL: cluster.tombstoneTTL)
-                    }
-                } else {
-                    store.applyVersioned(k, value: nil, expiry: 0, version: value.version, now: now, tombstoneTTL: cluster.tombstoneTTL)
-                }
-            }
+            cluster.applyLocally(key, value, now: now)
             done(existed)
             return
         }
@@ -303,17 +346,16 @@ final class Coordinator: @unchecked Sendable {
         var outstanding = cluster.members.count - 1
         var done = false
         replies[cluster.selfIndex] = local()
-        let timer = eventLoop.assumeIsolated().scheduleTask(in: cluster.requestTimeout) {
+        guard outstanding > 0 else {
+            done = true
+            completion(replies)
+            return
+        }
+        let timeout = armTimeout {
             if !done {
                 done = true
                 completion(replies)
             }
-        }
-        guard outstanding > 0 else {
-            timer.cancel()
-            done = true
-            completion(replies)
-            return
         }
         for case let link? in links {
             link.send(request) { reply in
@@ -321,7 +363,7 @@ final class Coordinator: @unchecked Sendable {
                 outstanding -= 1
                 if outstanding == 0 && !done {
                     done = true
-                    timer.cancel()
+                    timeout.disarm()
                     completion(replies)
                 }
             }

@@ -6,13 +6,19 @@ import RESP
 /// One persistent, pipelined bus connection from an event loop to a peer.
 ///
 /// Requests are written as they come and flushed once per event-loop turn; replies arrive
-/// in order and complete the callbacks in order. A lost connection fails its outstanding
-/// requests at once and is re-established with exponential backoff (100 ms doubling to 5 s),
-/// and while it is down, requests fail fast instead of waiting for a timeout.
+/// in order and complete the callbacks in order. The link counts as up only once the peer
+/// accepted our RC.AUTH; requests made before that wait, and go out after the handshake.
+/// A lost connection fails its outstanding requests at once and is re-established with
+/// exponential backoff (100 ms doubling to 5 s); while it is down, requests fail fast. A
+/// peer that stops answering (its oldest request is far past the request timeout) or lets
+/// too many requests pile up is disconnected the same way, so a hung peer cannot make the
+/// link's queues grow without bound.
 ///
 /// Confined to its event loop: every method runs there.
 final class PeerLink: @unchecked Sendable {
-    enum State { case idle, connecting, connected, waiting }
+    enum State { case idle, connecting, authenticating, connected, waiting }
+
+    static let maximumOutstanding = 65_536
 
     let member: Int
     let host: String
@@ -22,26 +28,24 @@ final class PeerLink: @unchecked Sendable {
     private let logger: Logger
     private(set) var state = State.idle
     private var channel: (any Channel)?
-    private var callbacks = CircularBuffer<(RESPValue?) -> Void>()
-    /// Requests made while the connection is being set up; sent once it is.
+    private var callbacks = CircularBuffer<(sent: NIODeadline, callback: (RESPValue?) -> Void)>()
+    /// Requests made while the connection is being set up; sent once the peer accepted us.
     private var queued: [(RESPValue, (RESPValue?) -> Void)] = []
     private var flushScheduled = false
     private var backoff = TimeAmount.milliseconds(100)
     private var stopped = false
-    private var authenticated = false
-
     /// Told when the link comes up (+1) or goes down (-1).
     private let linkChanged: @Sendable (Int) -> Void
 
     init(member: Int, host: String, port: Int, eventLoop: any EventLoop, authRequest: RESPValue, logger: Logger,
          linkChanged: @escaping @Sendable (Int) -> Void) {
-        self.linkChanged = linkChanged
         self.member = member
         self.host = host
         self.port = port
         self.eventLoop = eventLoop
         self.authRequest = authRequest
         self.logger = logger
+        self.linkChanged = linkChanged
     }
 
     var isConnected: Bool { state == .connected }
@@ -49,18 +53,30 @@ final class PeerLink: @unchecked Sendable {
     /// Sends a request; `callback` gets the reply, or nil if the link failed.
     func send(_ request: RESPValue, _ callback: @escaping (RESPValue?) -> Void) {
         eventLoop.preconditionInEventLoop()
-        guard state == .connected, let channel else {
+        switch state {
+        case .connected:
+            write(request, callback)
+        case .connecting, .authenticating:
+            queued.append((request, callback))
+        case .idle:
             connect()
-            if state == .connecting {
-                queued.append((request, callback))
-            } else {
-                callback(nil)
-            }
+            queued.append((request, callback))
+        case .waiting:
+            callback(nil)
+        }
+    }
+
+    private func write(_ request: RESPValue, _ callback: @escaping (RESPValue?) -> Void) {
+        guard let channel else { return callback(nil) }
+        guard callbacks.count < Self.maximumOutstanding else {
+            logger.warning("cluster bus peer has too many requests outstanding; reconnecting", metadata: ["peer": "\(host):\(port)"])
+            callback(nil)
+            channel.close(promise: nil)
             return
         }
         var buffer = channel.allocator.buffer(capacity: 64)
         request.encode(into: &buffer)
-        callbacks.append(callback)
+        callbacks.append((.now(), callback))
         channel.write(buffer, promise: nil)
         if !flushScheduled {
             flushScheduled = true
@@ -96,40 +112,48 @@ final class PeerLink: @unchecked Sendable {
     }
 
     private func connected(_ channel: any Channel) {
+        guard !stopped else {
+            channel.close(promise: nil)
+            return
+        }
         self.channel = channel
-        state = .connected
-        // The handshake is the first request; if it is refused the peer closes the link.
-        send(authRequest) { [self] reply in
-            if case .simpleString = reply {
-                backoff = .milliseconds(100)
-                linkChanged(1)
-                authenticated = true
-                logger.info("cluster bus link up", metadata: ["peer": "\(host):\(port)"])
-            } else {
+        state = .authenticating
+        write(authRequest) { [self] reply in
+            guard case .simpleString = reply else {
                 logger.error("cluster bus peer refused our RC.AUTH (check cluster-name and cluster-secret)",
                              metadata: ["peer": "\(host):\(port)", "reply": "\(String(describing: reply))"])
+                self.channel?.close(promise: nil)
+                return
             }
+            state = .connected
+            backoff = .milliseconds(100)
+            linkChanged(1)
+            logger.info("cluster bus link up", metadata: ["peer": "\(host):\(port)"])
+            let waiting = queued
+            queued = []
+            for (request, callback) in waiting { write(request, callback) }
         }
-        let waiting = queued
-        queued = []
-        for (request, callback) in waiting { send(request, callback) }
     }
 
     fileprivate func received(_ reply: RESPValue) {
-        guard let callback = callbacks.popFirst() else { return }
-        callback(reply)
+        guard let entry = callbacks.popFirst() else { return }
+        entry.callback(reply)
     }
 
     fileprivate func closed() {
         channel = nil
-        if authenticated {
-            authenticated = false
-            linkChanged(-1)
-        }
+        if state == .connected { linkChanged(-1) }
         let failed = callbacks
         callbacks.removeAll()
-        for callback in failed { callback(nil) }
+        for entry in failed { entry.callback(nil) }
         retryLater()
+    }
+
+    /// Disconnects if the oldest outstanding request was sent before `deadline`.
+    func failIfStalled(olderThan deadline: NIODeadline) {
+        guard let oldest = callbacks.first, oldest.sent < deadline, let channel else { return }
+        logger.warning("cluster bus peer stopped answering; reconnecting", metadata: ["peer": "\(host):\(port)"])
+        channel.close(promise: nil)
     }
 
     private func retryLater() {

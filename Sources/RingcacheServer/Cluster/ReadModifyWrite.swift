@@ -33,7 +33,7 @@ extension Coordinator {
         }
         let request = RESPValue.array([.bulk(BusCommand.exec), .bulk(String(required.read)), .bulk(String(required.write))]
             + args.map { .bulkString(ByteBuffer(bytes: $0)) })
-        link(to: primary)?.send(request) { reply in
+        execLink(to: primary)?.send(request) { reply in
             completion(reply ?? .error(ByteBuffer(string: "NOQUORUM the key's first replica \(self.cluster.members[primary].name) did not answer")))
         }
     }
@@ -46,6 +46,12 @@ extension Coordinator {
                 switch result {
                 case .failure(let error): completion(.error(ByteBuffer(string: error.message)))
                 case .success(let siblings):
+                    // Bring this replica up to date before the command reads it (the read's own
+                    // repairs of this node may come after its reply).
+                    if let siblings {
+                        cluster.siblings.apply(key, siblings, limit: cluster.maxSiblings, store: store, now: wallClockMillis(),
+                                               tombstoneTTL: cluster.tombstoneTTL)
+                    }
                     // The command sees the LWW winner; its result supersedes every sibling read.
                     applyAndReplicate(args, before: siblings?.winner, required: required.write, completion: completion) { value, done in
                         writeSibling(key, value.value, expiry: value.expiry, context: siblings?.context ?? VectorClock(),
@@ -59,6 +65,7 @@ extension Coordinator {
             switch result {
             case .failure(let error): completion(.error(ByteBuffer(string: error.message)))
             case .success(let before):
+                if let before { cluster.applyLocally(key, before, now: wallClockMillis()) }
                 applyAndReplicate(args, before: before, required: required.write, completion: completion) { value, done in
                     write(key, value, required: required.write, now: wallClockMillis(), completion: done)
                 }
