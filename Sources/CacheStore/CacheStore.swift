@@ -62,6 +62,7 @@ public final class CacheStore: Sendable {
     private let maxMemoryBytes: Atomic<Int>
     private let policyIndex: Atomic<Int>
     private let evictionCursor = Atomic<Int>(0)
+    private let expiryTombstoneTTL = Atomic<Int64>(0)
     private let counters = Counters()
 
     /// Running totals for INFO.
@@ -89,6 +90,14 @@ public final class CacheStore: Sendable {
     public var evictionPolicy: EvictionPolicy {
         get { EvictionPolicy.allCases[policyIndex.load(ordering: .relaxed)] }
         set { policyIndex.store(EvictionPolicy.allCases.firstIndex(of: newValue)!, ordering: .relaxed) }
+    }
+
+    /// Milliseconds an expired entry is kept as a tombstone; 0 (standalone) removes it. A
+    /// cluster node keeps them, so a replica that missed the expiry cannot repair the old
+    /// value back.
+    public var expiredTombstoneTTL: Int64 {
+        get { expiryTombstoneTTL.load(ordering: .relaxed) }
+        set { expiryTombstoneTTL.store(newValue, ordering: .relaxed) }
     }
 
     /// Bytes of keys, values, per-entry overhead and tables, as the allocator counts them.
@@ -175,7 +184,8 @@ public final class CacheStore: Sendable {
             var slot = table.find(key, hash: hash)
             if let found = slot, table.record(at: found).isExpired(at: now) {
                 expire(&table, slot: found)
-                slot = nil
+                // Gone, or kept as a tombstone (on a cluster node) that a write replaces.
+                slot = table.find(key, hash: hash)
             }
             let existing = slot.map { table.record(at: $0) }.flatMap { $0.isTombstone ? nil : $0 }
             let mutation = body(existing.map { Entry(value: $0.value, expiry: $0.expiry, version: $0.version) })
@@ -251,8 +261,11 @@ public final class CacheStore: Sendable {
     }
 
     private func expire(_ table: inout ShardTable, slot: Int) {
-        remove(&table, slot: slot)
-        counters.expiredKeys.add(1, ordering: .relaxed)
+        let before = table.usedBytes
+        let wasTombstone = table.record(at: slot).isTombstone
+        _ = table.expire(at: slot, tombstoneTTL: expiredTombstoneTTL)
+        usedBytes.add(table.usedBytes - before, ordering: .relaxed)
+        if !wasTombstone { counters.expiredKeys.add(1, ordering: .relaxed) }
     }
 
     // MARK: Replication
@@ -268,16 +281,20 @@ public final class CacheStore: Sendable {
     public func readVersioned(_ key: UnsafeRawBufferPointer, now: Int64, _ body: (VersionedEntry?) -> Void) {
         let hash = keyHash(key)
         shard(for: hash).table.withLock { table in
-            guard let slot = table.find(key, hash: hash) else {
+            guard var slot = table.find(key, hash: hash) else {
                 body(nil)
                 return
+            }
+            if table.record(at: slot).isExpired(at: now) {
+                expire(&table, slot: slot)
+                // On a cluster node the expired entry stays as a tombstone with its version.
+                guard let tombstone = table.find(key, hash: hash) else {
+                    body(nil)
+                    return
+                }
+                slot = tombstone
             }
             let record = table.record(at: slot)
-            if record.isExpired(at: now) {
-                expire(&table, slot: slot)
-                body(nil)
-                return
-            }
             if !record.isTombstone { table.markUsed(record, now: now) }
             body(VersionedEntry(value: record.isTombstone ? nil : record.value, expiry: record.expiry, version: record.version))
         }
@@ -300,12 +317,13 @@ public final class CacheStore: Sendable {
         let hash = keyHash(key)
         return shard(for: hash).table.withLock { table in
             var slot = table.find(key, hash: hash)
+            if let found = slot, table.record(at: found).isExpired(at: now) {
+                expire(&table, slot: found)
+                slot = table.find(key, hash: hash)
+            }
             if let found = slot {
                 let existing = table.record(at: found)
-                if existing.isExpired(at: now) {
-                    expire(&table, slot: found)
-                    slot = nil
-                } else if existing.version >= version && !(force && existing.version != version) {
+                if existing.version >= version && !(force && existing.version != version) {
                     return false
                 }
             }
@@ -385,7 +403,7 @@ public final class CacheStore: Sendable {
             while more && steps < budget {
                 let (sampled, expired) = shard.table.withLock { table in
                     let before = table.usedBytes
-                    let result = table.expireStep(now: now, maxSlots: 400)
+                    let result = table.expireStep(now: now, maxSlots: 400, tombstoneTTL: expiredTombstoneTTL)
                     usedBytes.add(table.usedBytes - before, ordering: .relaxed)
                     return result
                 }

@@ -52,10 +52,8 @@ struct ShardTable: ~Copyable {
     }
 
     deinit {
-        var record = head
-        while let current = record {
-            record = current.next
-            current.deallocate()
+        for i in 0..<capacity {
+            if let record = Record(bits: slots[i]) { record.deallocate() }
         }
         slots.deallocate()
     }
@@ -103,7 +101,8 @@ struct ShardTable: ~Copyable {
         if record.expiry != 0 { volatileCount += 1 }
         if record.isTombstone { tombstoneCount += 1 }
         usedBytes += record.footprint
-        linkFront(record)
+        // Tombstones stay out of the LRU list: eviction must never forget a delete.
+        if !record.isTombstone { linkFront(record) }
     }
 
     private mutating func place(_ slotValue: UInt64, home: Int) {
@@ -118,7 +117,7 @@ struct ShardTable: ~Copyable {
     /// Puts `new` where `old` was (same key), at the front of the LRU list, and frees `old`.
     mutating func replace(at slot: Int, with new: Record) {
         let old = record(at: slot)
-        unlink(old)
+        if !old.isTombstone { unlink(old) }
         if old.expiry != 0 { volatileCount -= 1 }
         if old.isTombstone { tombstoneCount -= 1 }
         usedBytes -= old.footprint
@@ -127,13 +126,13 @@ struct ShardTable: ~Copyable {
         if new.expiry != 0 { volatileCount += 1 }
         if new.isTombstone { tombstoneCount += 1 }
         usedBytes += new.footprint
-        linkFront(new)
+        if !new.isTombstone { linkFront(new) }
     }
 
     /// Removes and frees the record at `slot`, shifting later entries of its probe run back.
     mutating func remove(at slot: Int) {
         let record = self.record(at: slot)
-        unlink(record)
+        if !record.isTombstone { unlink(record) }
         count -= 1
         if record.expiry != 0 { volatileCount -= 1 }
         if record.isTombstone { tombstoneCount -= 1 }
@@ -180,10 +179,9 @@ struct ShardTable: ~Copyable {
     }
 
     mutating func removeAllRecords() {
-        var record = head
-        while let current = record {
-            record = current.next
-            current.deallocate()
+        // Walk the slots, not the LRU list: tombstones are only in the table.
+        for i in 0..<capacity {
+            if let record = Record(bits: slots[i]) { record.deallocate() }
         }
         head = nil
         tail = nil
@@ -266,7 +264,7 @@ struct ShardTable: ~Copyable {
         while found < samples && probes < samples * 64 {
             let slot = slots[Int.random(in: 0..<capacity, using: &generator)]
             probes += 1
-            guard let record = Record(bits: slot), record.expiry != 0 else { continue }
+            guard let record = Record(bits: slot), record.expiry != 0, !record.isTombstone else { continue }
             found += 1
             if best == nil || record.expiry < best!.expiry { best = record }
         }
@@ -281,7 +279,31 @@ struct ShardTable: ~Copyable {
 
     /// One step of active expiry: examines up to `maxSlots` slots from a moving cursor and
     /// deletes the expired entries. Returns (volatile entries seen, expired and deleted).
-    mutating func expireStep(now: Int64, maxSlots: Int) -> (sampled: Int, expired: Int) {
+    /// Turns the live record at `slot` into a tombstone with the same version, kept until
+    /// `until`; false if no memory could be had (the caller removes it then).
+    mutating func convertToTombstone(at slot: Int, until: Int64) -> Bool {
+        let old = record(at: slot)
+        guard let tombstone = Record.allocate(key: old.key, valueCount: 0) else { return false }
+        tombstone.isTombstone = true
+        tombstone.version = old.version
+        tombstone.expiry = until
+        replace(at: slot, with: tombstone)
+        return true
+    }
+
+    /// Expires the record at `slot`: removed, or with `tombstoneTTL` (a cluster node) kept as
+    /// a tombstone for that long, so a replica that missed the expiry cannot repair the old
+    /// value back. Returns true if the slot was emptied (a later entry may have moved in).
+    mutating func expire(at slot: Int, tombstoneTTL: Int64) -> Bool {
+        let record = self.record(at: slot)
+        if tombstoneTTL > 0 && !record.isTombstone && convertToTombstone(at: slot, until: record.expiry + tombstoneTTL) {
+            return false
+        }
+        remove(at: slot)
+        return true
+    }
+
+    mutating func expireStep(now: Int64, maxSlots: Int, tombstoneTTL: Int64 = 0) -> (sampled: Int, expired: Int) {
         guard volatileCount > 0 else { return (0, 0) }
         var sampled = 0
         var expired = 0
@@ -291,11 +313,10 @@ struct ShardTable: ~Copyable {
             if let record = Record(bits: slots[expireCursor]), record.expiry != 0 {
                 sampled += 1
                 if record.expiry <= now {
-                    remove(at: expireCursor)
                     expired += 1
-                    // A later entry may have shifted into this slot: look at it again.
                     visited += 1
-                    continue
+                    // When the slot was emptied a later entry may have shifted in: look again.
+                    if expire(at: expireCursor, tombstoneTTL: tombstoneTTL) { continue }
                 }
             }
             visited += 1

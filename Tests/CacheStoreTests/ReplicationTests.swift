@@ -68,6 +68,35 @@ private func versioned(_ store: CacheStore, _ key: String, now: Int64 = 1_000) -
         #expect(versioned(store, "k") == nil)
     }
 
+    /// On a cluster node an expired entry becomes a tombstone with its version, so an older
+    /// copy from a replica that missed the expiry cannot be repaired back.
+    @Test func expiredEntriesBecomeTombstonesInAClusterStore() {
+        let store = CacheStore()
+        store.expiredTombstoneTTL = 5_000
+        _ = apply(store, "k", "old", version(10))
+        #expect(apply(store, "k", "new", version(20), expiry: 2_000, now: 1_000))
+        #expect(versioned(store, "k", now: 2_500)! == (nil, version(20)))
+        #expect(!apply(store, "k", "old", version(10), now: 2_500))
+        #expect(store.get("k", now: 2_500) == nil && store.count == 0)
+        // Active expiry does the same, and collects the tombstone after the TTL.
+        _ = apply(store, "j", "v", version(30), expiry: 3_000, now: 1_000)
+        for _ in 0..<10 { store.expireCycle(now: 3_000) }
+        #expect(versioned(store, "j", now: 3_000)! == (nil, version(30)))
+        for _ in 0..<10 { store.expireCycle(now: 8_000) }
+        #expect(versioned(store, "j", now: 8_000) == nil)
+    }
+
+    /// Eviction forgets data, never deletes: tombstones are not evicted.
+    @Test func evictionKeepsTombstones() {
+        let store = CacheStore(configuration: .init(shardCount: 1))
+        _ = apply(store, "gone", nil, version(50))
+        for i in 0..<50 { store.set("k\(i)", String(repeating: "x", count: 100)) }
+        store.maxMemory = 1
+        #expect(!store.makeRoom(now: 1_000))
+        #expect(store.count == 0)
+        #expect(versioned(store, "gone")! == (nil, version(50)))
+    }
+
     @Test func applyingAdvancesTheClock() {
         let store = CacheStore()
         _ = apply(store, "k", "a", version(50_000))

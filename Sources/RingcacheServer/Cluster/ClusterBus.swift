@@ -157,6 +157,11 @@ final class BusHandler: ChannelInboundHandler {
                 out.writeRESPError("ERR malformed RC.PUT")
                 return
             }
+            // A replica honours maxmemory too: evict first, or refuse (the coordinator counts a failure).
+            guard store.makeRoom(now: now) else {
+                out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
+                return
+            }
             let applied = store.applyVersioned(args[1], value: args[5], expiry: Int64(expiry), version: version, now: now,
                                                tombstoneTTL: cluster.tombstoneTTL)
             out.writeRESPInteger(applied ? 1 : 0)
@@ -177,6 +182,10 @@ final class BusHandler: ChannelInboundHandler {
         case BusCommand.siblingPut where args.count == 3:
             guard let set = SiblingSet(serialized: args[2]) else {
                 out.writeRESPError("ERR malformed RC.VPUT")
+                return
+            }
+            guard store.makeRoom(now: now) else {
+                out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
                 return
             }
             let result = cluster.siblings.apply(Array(args[1]), set, limit: cluster.maxSiblings, store: store, now: now,

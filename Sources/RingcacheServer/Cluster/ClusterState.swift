@@ -42,6 +42,7 @@ final class ClusterState: Sendable {
         self.writeQuorum = configuration.writeQuorum
         self.requestTimeout = .milliseconds(Int64(configuration.requestTimeout))
         self.tombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
+        node.store.expiredTombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
         self.linksWanted = (view.members.count - 1) * configuration.threads
         self.reconcile = configuration.reconcile
         self.maxSiblings = configuration.maxSiblings

@@ -185,7 +185,12 @@ final class Coordinator: @unchecked Sendable {
                 return local
             },
             request: .command([BusCommand.get]).appending(key),
-            decode: { Self.decodeVersioned($0).map(\.value) },
+            decode: { [store] reply in
+                let decoded = Self.decodeVersioned(reply)
+                // Versions seen from peers move this node's clock on, so its next write orders after them.
+                if let version = decoded?.value?.version { store.observe(version.timestamp) }
+                return decoded.map(\.value)
+            },
             repair: { [self] replica, value in replicate(key, value, to: replica, now: wallClockMillis()) { _ in } },
             completion: completion)
     }

@@ -73,15 +73,25 @@ final class SiblingIndex: Sendable {
         }
     }
 
-    /// Drops entries whose records are gone; called now and then so the index does not keep
-    /// keys that expired or were evicted.
+    /// Drops entries whose records are gone (expired and collected, or evicted), `limit` keys
+    /// per call from a cursor that moves on, so every entry is looked at in turn. Each key is
+    /// checked and dropped under the index lock, so an entry `apply` just wrote stays.
     func sweep(store: CacheStore, now: Int64, limit: Int = 1024) {
-        let keys = sets.withLock { Array($0.keys.prefix(limit)) }
-        for key in keys {
-            // Tombstones keep their entry: their clocks stop older siblings from coming back.
-            var gone = true
-            key.withUnsafeBytes { k in store.readVersioned(k, now: now) { gone = $0 == nil } }
-            if gone { sets.withLock { $0[key] = nil } }
+        sets.withLock { sets in
+            guard !sets.isEmpty else { return }
+            let keys = Array(sets.keys)
+            if sweepCursor.load(ordering: .relaxed) >= keys.count { sweepCursor.store(0, ordering: .relaxed) }
+            let start = sweepCursor.load(ordering: .relaxed)
+            let end = min(keys.count, start + limit)
+            for key in keys[start..<end] {
+                // Tombstones keep their entry: their clocks stop older siblings from coming back.
+                var gone = true
+                key.withUnsafeBytes { k in store.readVersioned(k, now: now) { gone = $0 == nil } }
+                if gone { sets[key] = nil }
+            }
+            sweepCursor.store(end, ordering: .relaxed)
         }
     }
+
+    private let sweepCursor = Atomic<Int>(0)
 }
