@@ -58,27 +58,34 @@ public struct WriteQuorum: Sendable {
 
     public let replicas: [Int]
     public let required: Int
-    public private(set) var acknowledged: Set<Int> = []
-    public private(set) var failed: Set<Int> = []
+    /// Bit i: `replicas[i]` acknowledged / failed. Bit sets, not `Set`s: a quorum is decided
+    /// per request, and its bookkeeping should cost no allocation.
+    private var acknowledgedMask: UInt64 = 0
+    private var failedMask: UInt64 = 0
     /// True once the outcome was given; later events only update the counts.
     public private(set) var isDecided = false
 
     public init(replicas: [Int], required: Int) {
         precondition(required >= 1 && required <= replicas.count, "W must be in 1...N")
+        precondition(replicas.count <= 64, "at most 64 replicas")
         self.replicas = replicas
         self.required = required
     }
 
+    /// The replicas that acknowledged.
+    public var acknowledged: Set<Int> { Set(replicas.indices.filter { acknowledgedMask & 1 << $0 != 0 }.map { replicas[$0] }) }
+    public var failed: Set<Int> { Set(replicas.indices.filter { failedMask & 1 << $0 != 0 }.map { replicas[$0] }) }
+
     public mutating func onAck(from replica: Int) -> Action? {
-        guard replicas.contains(replica), !failed.contains(replica) else { return nil }
-        acknowledged.insert(replica)
-        return decide(timedOut: false)
+        guard let bit = replicas.firstIndex(of: replica).map({ UInt64(1) << $0 }), failedMask & bit == 0 else { return nil }
+        acknowledgedMask |= bit
+        return decide()
     }
 
     public mutating func onFailure(from replica: Int) -> Action? {
-        guard replicas.contains(replica), !acknowledged.contains(replica) else { return nil }
-        failed.insert(replica)
-        return decide(timedOut: false)
+        guard let bit = replicas.firstIndex(of: replica).map({ UInt64(1) << $0 }), acknowledgedMask & bit == 0 else { return nil }
+        failedMask |= bit
+        return decide()
     }
 
     public mutating func onTimeout() -> Action? {
@@ -87,13 +94,13 @@ public struct WriteQuorum: Sendable {
         return .fail(noQuorum(timedOut: true))
     }
 
-    private mutating func decide(timedOut: Bool) -> Action? {
+    private mutating func decide() -> Action? {
         guard !isDecided else { return nil }
-        if acknowledged.count >= required {
+        if acknowledgedMask.nonzeroBitCount >= required {
             isDecided = true
             return .succeed
         }
-        if replicas.count - failed.count < required {
+        if replicas.count - failedMask.nonzeroBitCount < required {
             isDecided = true
             return .fail(noQuorum(timedOut: false))
         }
@@ -101,7 +108,7 @@ public struct WriteQuorum: Sendable {
     }
 
     private func noQuorum(timedOut: Bool) -> NoQuorum {
-        NoQuorum(operation: .write, needed: required, answered: acknowledged.count, failed: failed.count,
+        NoQuorum(operation: .write, needed: required, answered: acknowledgedMask.nonzeroBitCount, failed: failedMask.nonzeroBitCount,
                  replicas: replicas.count, timedOut: timedOut)
     }
 }
@@ -122,43 +129,59 @@ public struct ReadQuorum<Value: Reconcilable>: Sendable {
 
     public let replicas: [Int]
     public let required: Int
-    /// What each replica answered: its value, or nil for "no such key".
-    public private(set) var answers: [Int: Value?] = [:]
-    public private(set) var failed: Set<Int> = []
+    /// What each replica answered, by position in `replicas`: its value, or nil for "no such key".
+    private var values: [Value?]
+    private var answeredMask: UInt64 = 0
+    private var failedMask: UInt64 = 0
+    /// Replicas known to hold `newest` (they answered it, or were sent a repair of it).
+    private var currentMask: UInt64 = 0
     public private(set) var newest: Value?
     public private(set) var isDecided = false
-    /// Replicas known to hold `newest` (they answered it, or were sent a repair of it).
-    private var current: Set<Int> = []
 
     public init(replicas: [Int], required: Int) {
         precondition(required >= 1 && required <= replicas.count, "R must be in 1...N")
+        precondition(replicas.count <= 64, "at most 64 replicas")
         self.replicas = replicas
         self.required = required
+        self.values = Array(repeating: nil, count: replicas.count)
+    }
+
+    /// Replicas that answered, with their answers.
+    public var answers: [Int: Value?] {
+        Dictionary(uniqueKeysWithValues: replicas.indices.filter { answeredMask & 1 << $0 != 0 }.map { (replicas[$0], values[$0]) })
     }
 
     public mutating func onResponse(from replica: Int, _ value: Value?) -> [Action] {
-        guard replicas.contains(replica), answers[replica] == nil, !failed.contains(replica) else { return [] }
-        answers[replica] = .some(value)
+        guard let index = replicas.firstIndex(of: replica) else { return [] }
+        let bit = UInt64(1) << index
+        guard answeredMask & bit == 0, failedMask & bit == 0 else { return [] }
+        answeredMask |= bit
+        values[index] = value
         let previous = newest
         newest = Value.reconcile(newest, value)
         if newest != previous {
-            current = Set(answers.compactMap { $0.value != nil && $0.value == newest ? $0.key : nil })
+            currentMask = 0
+            for i in values.indices where answeredMask & 1 << i != 0 && values[i] != nil && values[i] == newest {
+                currentMask |= 1 << i
+            }
         } else if value != nil && value == newest {
-            current.insert(replica)
+            currentMask |= bit
         }
         var actions: [Action] = []
-        if !isDecided && answers.count >= required {
+        if !isDecided && answeredMask.nonzeroBitCount >= required {
             isDecided = true
             actions.append(.reply(newest))
         }
-        if isDecided { actions += plannedRepairs() }
+        if isDecided { plannedRepairs(into: &actions) }
         return actions
     }
 
     public mutating func onFailure(from replica: Int) -> [Action] {
-        guard replicas.contains(replica), answers[replica] == nil else { return [] }
-        failed.insert(replica)
-        guard !isDecided, replicas.count - failed.count < required else { return [] }
+        guard let index = replicas.firstIndex(of: replica) else { return [] }
+        let bit = UInt64(1) << index
+        guard answeredMask & bit == 0 else { return [] }
+        failedMask |= bit
+        guard !isDecided, replicas.count - failedMask.nonzeroBitCount < required else { return [] }
         isDecided = true
         return [.fail(noQuorum(timedOut: false))]
     }
@@ -170,18 +193,18 @@ public struct ReadQuorum<Value: Reconcilable>: Sendable {
     }
 
     /// Repairs for answered replicas that lack `newest` and were not repaired yet.
-    private mutating func plannedRepairs() -> [Action] {
-        guard let newest else { return [] }
-        var actions: [Action] = []
-        for replica in replicas where answers[replica] != nil && !current.contains(replica) {
-            current.insert(replica)
-            actions.append(.repair(replica: replica, value: newest))
+    private mutating func plannedRepairs(into actions: inout [Action]) {
+        guard let newest else { return }
+        let stale = answeredMask & ~currentMask
+        guard stale != 0 else { return }
+        for i in replicas.indices where stale & 1 << i != 0 {
+            actions.append(.repair(replica: replicas[i], value: newest))
         }
-        return actions
+        currentMask |= stale
     }
 
     private func noQuorum(timedOut: Bool) -> NoQuorum {
-        NoQuorum(operation: .read, needed: required, answered: answers.count, failed: failed.count,
+        NoQuorum(operation: .read, needed: required, answered: answeredMask.nonzeroBitCount, failed: failedMask.nonzeroBitCount,
                  replicas: replicas.count, timedOut: timedOut)
     }
 }

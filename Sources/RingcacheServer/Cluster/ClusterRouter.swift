@@ -299,6 +299,12 @@ struct ClusterRouter {
                 return .integer(cluster.countOwnedKeys(down: down, now: now))
             }) { replies in
                 finish { out in
+                    // A member counted as up that did not answer would make the figure silently
+                    // short: say so instead.
+                    let silent = replies.indices.filter { replies[$0] == nil && !down.contains($0) }
+                    guard silent.isEmpty else {
+                        return out.writeRESPError("NOQUORUM \(name) did not reach \(silent.map { cluster.members[$0].name }.joined(separator: ", "))")
+                    }
                     if name == .dbsize {
                         out.writeRESPInteger(replies.reduce(0) { total, reply in
                             if case .integer(let n)? = reply { return total + n }

@@ -132,7 +132,7 @@ final class Coordinator: @unchecked Sendable {
     ///     `.some(nil)` for "no such key").
     ///   - repair: sends the reconciled value to a replica that lacks it.
     private func quorumRead<Value: Reconcilable>(
-        _ key: [UInt8], required: Int, local: () -> Value?, request: RESPValue, decode: @escaping (RESPValue) -> Value??,
+        _ key: [UInt8], required: Int, local: () -> Value?, request: String, decode: @escaping (RESPValue) -> Value??,
         repair: @escaping (Int, Value) -> Void, completion: @escaping (Result<Value?, NoQuorum>) -> Void
     ) {
         let replicas = replicas(of: key)
@@ -159,7 +159,7 @@ final class Coordinator: @unchecked Sendable {
             if replica == cluster.selfIndex {
                 perform(operation.quorum.onResponse(from: replica, local()))
             } else {
-                links[replica]!.send(request) { reply in
+                links[replica]!.send({ Self.encodeCommand(request, key, into: &$0) }) { reply in
                     if let reply, let value = decode(reply) {
                         perform(operation.quorum.onResponse(from: replica, value))
                     } else {
@@ -184,7 +184,7 @@ final class Coordinator: @unchecked Sendable {
                 }
                 return local
             },
-            request: .command([BusCommand.get]).appending(key),
+            request: BusCommand.get,
             decode: { [store] reply in
                 let decoded = Self.decodeVersioned(reply)
                 // Versions seen from peers move this node's clock on, so its next write orders after them.
@@ -200,7 +200,7 @@ final class Coordinator: @unchecked Sendable {
         quorumRead(
             key, required: required,
             local: { [cluster] in cluster.siblings.siblings(of: key, store: cluster.node.store, now: now) },
-            request: .command([BusCommand.siblingGet]).appending(key),
+            request: BusCommand.siblingGet,
             decode: { reply in
                 switch reply {
                 case .bulkString(nil): return .some(nil)
@@ -325,21 +325,38 @@ final class Coordinator: @unchecked Sendable {
             done(existed)
             return
         }
-        let timestamp = String(value.version.timestamp.rawValue)
-        let node = String(value.version.node.rawValue)
-        let request: RESPValue
-        if let bytes = value.value {
-            request = .array([.bulk(BusCommand.put), .bulkString(ByteBuffer(bytes: key)), .bulk(timestamp), .bulk(node),
-                              .bulk(String(value.expiry)), .bulkString(ByteBuffer(bytes: bytes))])
-        } else {
-            request = .array([.bulk(BusCommand.delete), .bulkString(ByteBuffer(bytes: key)), .bulk(timestamp), .bulk(node)])
+        let encode: (inout ByteBuffer) -> Void = { buffer in
+            let timestamp = String(value.version.timestamp.rawValue)
+            let node = String(value.version.node.rawValue)
+            if let bytes = value.value {
+                buffer.writeRESPArrayHeader(6)
+                buffer.writeRESPBulk(BusCommand.put)
+                key.withUnsafeBytes { buffer.writeRESPBulk($0) }
+                buffer.writeRESPBulk(timestamp)
+                buffer.writeRESPBulk(node)
+                buffer.writeRESPBulk(String(value.expiry))
+                bytes.withUnsafeBytes { buffer.writeRESPBulk($0) }
+            } else {
+                buffer.writeRESPArrayHeader(4)
+                buffer.writeRESPBulk(BusCommand.delete)
+                key.withUnsafeBytes { buffer.writeRESPBulk($0) }
+                buffer.writeRESPBulk(timestamp)
+                buffer.writeRESPBulk(node)
+            }
         }
-        links[replica]!.send(request) { reply in
+        links[replica]!.send(encode) { reply in
             switch reply {
             case .integer(let flag)?: done(value.value == nil && flag == 1)
             default: done(nil)
             }
         }
+    }
+
+    /// `*2 $<command> $<key>` written straight into the outbound buffer.
+    static func encodeCommand(_ command: String, _ key: [UInt8], into buffer: inout ByteBuffer) {
+        buffer.writeRESPArrayHeader(2)
+        buffer.writeRESPBulk(command)
+        key.withUnsafeBytes { buffer.writeRESPBulk($0) }
     }
 
     // MARK: Fan-out
@@ -388,15 +405,6 @@ final class Coordinator: @unchecked Sendable {
         case .bulkString(nil): return (VersionedValue(version: version, value: nil, expiry: Int64(expiry)), ())
         default: return nil
         }
-    }
-}
-
-extension RESPValue {
-    /// This command with one more bulk argument.
-    func appending(_ bytes: [UInt8]) -> RESPValue {
-        guard case .array(var items?) = self else { return self }
-        items.append(.bulkString(ByteBuffer(bytes: bytes)))
-        return .array(items)
     }
 }
 

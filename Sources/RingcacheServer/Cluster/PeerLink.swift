@@ -30,7 +30,7 @@ final class PeerLink: @unchecked Sendable {
     private var channel: (any Channel)?
     private var callbacks = CircularBuffer<(sent: NIODeadline, callback: (RESPValue?) -> Void)>()
     /// Requests made while the connection is being set up; sent once the peer accepted us.
-    private var queued: [(RESPValue, (RESPValue?) -> Void)] = []
+    private var queued: [(ByteBuffer, (RESPValue?) -> Void)] = []
     private var flushScheduled = false
     private var backoff = TimeAmount.milliseconds(100)
     private var stopped = false
@@ -52,21 +52,29 @@ final class PeerLink: @unchecked Sendable {
 
     /// Sends a request; `callback` gets the reply, or nil if the link failed.
     func send(_ request: RESPValue, _ callback: @escaping (RESPValue?) -> Void) {
+        send({ request.encode(into: &$0) }, callback)
+    }
+
+    /// Sends a request that `encode` writes straight into the outbound buffer.
+    func send(_ encode: (inout ByteBuffer) -> Void, _ callback: @escaping (RESPValue?) -> Void) {
         eventLoop.preconditionInEventLoop()
+        if state == .waiting { return callback(nil) }
+        var buffer = channel?.allocator.buffer(capacity: 64) ?? ByteBuffer()
+        encode(&buffer)
         switch state {
         case .connected:
-            write(request, callback)
+            write(buffer, callback)
         case .connecting, .authenticating:
-            queued.append((request, callback))
+            queued.append((buffer, callback))
         case .idle:
             connect()
-            queued.append((request, callback))
+            queued.append((buffer, callback))
         case .waiting:
             callback(nil)
         }
     }
 
-    private func write(_ request: RESPValue, _ callback: @escaping (RESPValue?) -> Void) {
+    private func write(_ buffer: ByteBuffer, _ callback: @escaping (RESPValue?) -> Void) {
         guard let channel else { return callback(nil) }
         guard callbacks.count < Self.maximumOutstanding else {
             logger.warning("cluster bus peer has too many requests outstanding; reconnecting", metadata: ["peer": "\(host):\(port)"])
@@ -74,8 +82,6 @@ final class PeerLink: @unchecked Sendable {
             channel.close(promise: nil)
             return
         }
-        var buffer = channel.allocator.buffer(capacity: 64)
-        request.encode(into: &buffer)
         callbacks.append((.now(), callback))
         channel.write(buffer, promise: nil)
         if !flushScheduled {
@@ -118,7 +124,9 @@ final class PeerLink: @unchecked Sendable {
         }
         self.channel = channel
         state = .authenticating
-        write(authRequest) { [self] reply in
+        var handshake = channel.allocator.buffer(capacity: 64)
+        authRequest.encode(into: &handshake)
+        write(handshake) { [self] reply in
             guard case .simpleString = reply else {
                 logger.error("cluster bus peer refused our RC.AUTH (check cluster-name and cluster-secret)",
                              metadata: ["peer": "\(host):\(port)", "reply": "\(String(describing: reply))"])
