@@ -57,6 +57,7 @@ let package = Package(
             name: "ringcache",
             dependencies: [
                 "RingcacheServer",
+                "ClusterCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -181,12 +181,7 @@ public final class CacheStore: Sendable {
     public func update(_ key: UnsafeRawBufferPointer, now: Int64, _ body: (Entry?) -> Mutation) -> Bool {
         let hash = keyHash(key)
         return shard(for: hash).table.withLock { table in
-            var slot = table.find(key, hash: hash)
-            if let found = slot, table.record(at: found).isExpired(at: now) {
-                expire(&table, slot: found)
-                // Gone, or kept as a tombstone (on a cluster node) that a write replaces.
-                slot = table.find(key, hash: hash)
-            }
+            let slot = findExpiring(&table, key, hash: hash, now: now)
             let existing = slot.map { table.record(at: $0) }.flatMap { $0.isTombstone ? nil : $0 }
             let mutation = body(existing.map { Entry(value: $0.value, expiry: $0.expiry, version: $0.version) })
             switch mutation {
@@ -260,6 +255,15 @@ public final class CacheStore: Sendable {
         usedBytes.add(table.usedBytes - before, ordering: .relaxed)
     }
 
+    /// The key's slot, after expiring its entry if its time has come: then the slot is gone,
+    /// or (on a cluster node) holds the tombstone the expiry left, which a write replaces.
+    private func findExpiring(_ table: inout ShardTable, _ key: UnsafeRawBufferPointer, hash: UInt64, now: Int64) -> Int? {
+        guard let slot = table.find(key, hash: hash) else { return nil }
+        guard table.record(at: slot).isExpired(at: now) else { return slot }
+        expire(&table, slot: slot)
+        return table.find(key, hash: hash)
+    }
+
     private func expire(_ table: inout ShardTable, slot: Int) {
         let before = table.usedBytes
         let wasTombstone = table.record(at: slot).isTombstone
@@ -316,11 +320,7 @@ public final class CacheStore: Sendable {
         observe(version.timestamp)
         let hash = keyHash(key)
         return shard(for: hash).table.withLock { table in
-            var slot = table.find(key, hash: hash)
-            if let found = slot, table.record(at: found).isExpired(at: now) {
-                expire(&table, slot: found)
-                slot = table.find(key, hash: hash)
-            }
+            let slot = findExpiring(&table, key, hash: hash, now: now)
             if let found = slot {
                 let existing = table.record(at: found)
                 if existing.version >= version && !(force && existing.version != version) {

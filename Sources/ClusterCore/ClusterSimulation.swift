@@ -57,6 +57,9 @@ public struct ClusterSimulation {
         public var messagesDropped = 0
         public var crashes = 0
         public var violations: [String] = []
+
+        public init(seed: UInt64) { self.seed = seed }
+
         public var description: String {
             "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesFailed) failed; \(readsAnswered) reads answered, "
                 + "\(readsFailed) failed; \(repairs) repairs; \(messagesDropped) messages dropped; \(crashes) crashes; "
@@ -106,6 +109,8 @@ public struct ClusterSimulation {
     struct AcknowledgedWrite {
         let key: Int
         let version: Version
+        /// When the coordinator sent it: a replica can apply it and crash before the ack arrives.
+        let startedAt: Int64
         let at: Int64
         let by: Set<Int>
     }
@@ -342,7 +347,8 @@ public struct ClusterSimulation {
         switch action {
         case .succeed:
             report.writesAcknowledged += 1
-            writes.append(AcknowledgedWrite(key: key, version: value.version, at: now, by: quorum.acknowledged))
+            let startedAt = operations[id]?.startedAt ?? now
+            writes.append(AcknowledgedWrite(key: key, version: value.version, startedAt: startedAt, at: now, by: quorum.acknowledged))
         case .fail:
             report.writesFailed += 1
         }
@@ -380,8 +386,9 @@ public struct ClusterSimulation {
     private mutating func check() {
         for read in reads {
             for write in writes where write.key == read.key && write.at < read.startedAt {
+                // A replica that crashed any time after it may have applied the write lost its copy.
                 let lost = write.by.contains { node in
-                    (crashTimes[node] ?? []).contains { $0 >= write.at && $0 <= read.endedAt }
+                    (crashTimes[node] ?? []).contains { $0 >= write.startedAt && $0 <= read.endedAt }
                 }
                 if lost { continue }
                 if read.result.map({ $0.version < write.version }) ?? true {

@@ -22,7 +22,7 @@ struct Ringcache: AsyncParsableCommand {
             flags win.
             """,
         version: RingcacheServer.ringcacheVersion,
-        subcommands: [Serve.self, Cluster.self]
+        subcommands: [Serve.self, Cluster.self, Simulate.self]
     )
 }
 

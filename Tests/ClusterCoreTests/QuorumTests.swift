@@ -111,6 +111,16 @@ private func value(_ text: String?, _ millis: Int64, node: UInt32 = 1) -> Versio
         #expect(totals.repairs > 100 && totals.crashes > 100)
     }
 
+    /// Seeds that once failed: a replica applied a write and crashed before its acknowledgement
+    /// reached the coordinator, and the checker counted it as a surviving copy. They stay as
+    /// regression tests for the checker's crash window.
+    @Test(arguments: [UInt64(1292), 1459, 1791, 2091, 2174])
+    func formerlyFailingSeeds(seed: UInt64) {
+        var simulation = ClusterSimulation(seed: seed)
+        let report = simulation.run()
+        #expect(report.violations.isEmpty, "\(report.violations.first ?? "")")
+    }
+
     /// The checker is not blind: with R + W ≤ N it finds stale reads.
     @Test func weakQuorumsAreCaught() {
         var settings = ClusterSimulation.Settings()

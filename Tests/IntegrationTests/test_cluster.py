@@ -51,6 +51,14 @@ class LocalCluster:
                 assert time.monotonic() < deadline, f"{name} did not answer"
                 time.sleep(0.05)
 
+    def start_all(self):
+        for name in NAMES:
+            self.start(name)
+        # Ready once every node's links to every peer are up.
+        for name in NAMES:
+            self.wait_until(lambda: b"cluster_state:ok" in self.client(name).execute_command("CLUSTER", "INFO"))
+        return self
+
     def kill(self, name, sig=signal.SIGKILL):
         proc = self.procs.pop(name)
         proc.send_signal(sig)
@@ -81,12 +89,7 @@ class LocalCluster:
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(str(tmp_path))
-    for name in NAMES:
-        c.start(name)
-    # Ready once every node's links to every peer are up.
-    for name in NAMES:
-        c.wait_until(lambda: b"cluster_state:ok" in c.client(name).execute_command("CLUSTER", "INFO"))
+    c = LocalCluster(str(tmp_path)).start_all()
     yield c
     c.stop_all()
 
@@ -289,11 +292,7 @@ def test_keyspace_iteration_and_renames_across_nodes(cluster):
 
 @pytest.fixture
 def vclock_cluster(tmp_path):
-    c = LocalCluster(str(tmp_path), extra="reconcile vclock\nmax-siblings 3\n")
-    for name in NAMES:
-        c.start(name)
-    for name in NAMES:
-        c.wait_until(lambda: b"cluster_state:ok" in c.client(name).execute_command("CLUSTER", "INFO"))
+    c = LocalCluster(str(tmp_path), extra="reconcile vclock\nmax-siblings 3\n").start_all()
     yield c
     c.stop_all()
 
