@@ -30,6 +30,8 @@ public final class CacheStore: Sendable {
         case renamed
         case noSuchKey
         case targetExists
+        /// The target could not be written (no memory); the source is untouched.
+        case outOfMemory
     }
 
     public struct Configuration: Sendable {
@@ -368,7 +370,9 @@ public final class CacheStore: Sendable {
                 let victim: Record?
                 switch policy {
                 case .allKeysLRU: victim = table.tail
-                case .volatileLRU: victim = table.leastRecentlyUsed(volatileOnly: true, limit: .max)
+                // Bounded, like Redis's sampling: a shard whose oldest keys have no expiry is
+                // passed over rather than walked end to end under its lock.
+                case .volatileLRU: victim = table.leastRecentlyUsed(volatileOnly: true, limit: 4096)
                 case .volatileTTL: victim = table.soonestExpiring(samples: 16, using: &generator)
                 case .noEviction: victim = nil
                 }
@@ -497,7 +501,8 @@ public final class CacheStore: Sendable {
             return .putBytes(moved.value, expiry: moved.expiry)
         }
         if exists { return .targetExists }
-        if stored { remove(source, now: now) }
+        guard stored else { return .outOfMemory }
+        remove(source, now: now)
         return .renamed
     }
 }

@@ -38,6 +38,11 @@ struct Record: Equatable {
         // Ask for the whole chunk the allocator would hand out anyway, so a later value of
         // the same chunk size can be written in place on any allocator.
         guard let base = malloc(chunkSize(headerSize + key.count + valueCount) - 8) else { return nil }
+        // Slots and LRU links keep 48 bits of a pointer: refuse memory above that.
+        guard UInt64(UInt(bitPattern: base)) & highMask == 0 else {
+            free(base)
+            return nil
+        }
         let record = Record(base)
         for offset in stride(from: 0, to: headerSize, by: 8) {
             base.storeBytes(of: 0 as UInt64, toByteOffset: offset, as: UInt64.self)

@@ -268,7 +268,7 @@ struct ShardTable: ~Copyable {
             found += 1
             if best == nil || record.expiry < best!.expiry { best = record }
         }
-        return best ?? leastRecentlyUsed(volatileOnly: true, limit: .max)
+        return best ?? leastRecentlyUsed(volatileOnly: true, limit: 4096)
     }
 
     /// Removes `record` (which must be in this table).

@@ -20,7 +20,13 @@ extension ByteBuffer {
     @inlinable
     public mutating func writeRESPError(_ message: String) {
         self.writeInteger(UInt8(ascii: "-"))
-        self.writeString(message)
+        // A CR or LF from client input inside the message would split the reply: as Redis
+        // does, they become spaces.
+        if message.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A }) {
+            self.writeBytes(message.utf8.map { $0 == 0x0D || $0 == 0x0A ? UInt8(ascii: " ") : $0 })
+        } else {
+            self.writeString(message)
+        }
         self.writeCRLF()
     }
 

@@ -98,7 +98,7 @@ public struct RESPRequestParser: Sendable {
             }
             let start = cr + 2
             // Like Redis, the two bytes after the payload are skipped, not checked.
-            guard bytes.count - start >= length + 2 else { return .incomplete }
+            guard bytes.count - start - 2 >= length else { return .incomplete }
             spans.append(Span(start: start, count: length))
             position = start + length + 2
             remaining -= 1

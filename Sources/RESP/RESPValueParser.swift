@@ -79,7 +79,7 @@ public struct RESPValueParser: Sendable {
                 break
             }
             guard length >= 0, length <= limits.maxBulkLength else { throw RESPProtocolError.invalidBulkLength }
-            guard buffer.writerIndex - cursor >= length + 2 else { return nil }
+            guard buffer.writerIndex - cursor - 2 >= length else { return nil }
             let payload = buffer.getSlice(at: cursor, length: length)!
             cursor += length + 2
             switch marker {

@@ -131,6 +131,8 @@ final class ClientHandler: ChannelDuplexHandler {
     /// Close once the cluster replies still outstanding have been written (QUIT, a protocol
     /// error or the client's half-close while replies were pending).
     private var closeWhenDrained = false
+    /// True during `context.flush()`, which can fire writability events synchronously.
+    private var flushing = false
 
     init(node: NodeState, coordinator: Coordinator? = nil, logger: Logger) {
         self.processor = CommandProcessor(node: node)
@@ -222,7 +224,16 @@ final class ClientHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable && paused {
-            resume(context: context)
+            if flushing {
+                // Writable again in the middle of our own flush: go on after it returns, so the
+                // buffer being flushed is not written a second time.
+                context.eventLoop.assumeIsolated().execute { [weak self] in
+                    guard let self, let context = self.context, self.paused, context.channel.isWritable else { return }
+                    self.resume(context: context)
+                }
+            } else {
+                resume(context: context)
+            }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -268,11 +279,14 @@ final class ClientHandler: ChannelDuplexHandler {
     private func processPending(context: ChannelHandlerContext) {
         process(&pending, context: context)
         if pending.readableBytes == 0 {
-            pending.clear()
+            if pending.capacity > Self.keptBufferCapacity { pending = ByteBuffer() } else { pending.clear() }
         } else if pending.readerIndex > 64 * 1024 {
             pending.discardReadBytes()
         }
     }
+
+    /// Buffers larger than this are dropped once empty rather than kept at their peak size.
+    static let keptBufferCapacity = 1024 * 1024
 
     /// Answers every complete request in `buffer`, writing out large reply batches as it goes.
     private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
@@ -280,7 +294,13 @@ final class ClientHandler: ChannelDuplexHandler {
         processing = true
         defer {
             processing = false
-            if state?.waiting.isEmpty == false { drainWaiting() }
+            // Replies that completed during the batch are written at its end; the close or
+            // resume they may allow is decided on the next turn (not re-entrantly).
+            if state?.waiting.isEmpty == false || closeWhenDrained {
+                drainWaiting()
+                let loop = context.eventLoop.assumeIsolated()
+                loop.execute { [weak self] in self?.replyCompleted() }
+            }
         }
         while !closing && !paused && state != nil {
             let (consumed, stop) = buffer.withUnsafeReadableBytes { bytes in
@@ -329,9 +349,16 @@ final class ClientHandler: ChannelDuplexHandler {
         guard state != nil, state!.out.readableBytes > 0 else { return }
         context.write(wrapOutboundOut(state!.out), promise: nil)
         // A failed write closes the channel during flush, and channelInactive clears `state`.
+        flushing = true
         context.flush()
-        // Usually the socket took every byte during flush, so this reuses the same storage.
-        state?.out.clear()
+        flushing = false
+        // Usually the socket took every byte during flush, so this reuses the same storage;
+        // after a very large reply, give the memory back instead of keeping the peak.
+        if let capacity = state?.out.capacity, capacity > Self.keptBufferCapacity {
+            state?.out = context.channel.allocator.buffer(capacity: 16 * 1024)
+        } else {
+            state?.out.clear()
+        }
         if state != nil && !context.channel.isWritable { checkOutputLimit(context: context) }
     }
 

@@ -188,6 +188,7 @@ enum CommandTable {
         var packed: UInt128 = 0
         for i in 0..<name.count {
             var c = name[i]
+            if c == 0 { return nil }
             if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
             packed |= UInt128(c) << UInt128(i * 8)
         }

@@ -163,6 +163,7 @@ extension CommandProcessor {
         case .noSuchKey: out.writeRESPError("ERR no such key")
         case .renamed: if onlyIfAbsent { out.writeRESPInteger(1) } else { out.writeOK() }
         case .targetExists: out.writeRESPInteger(0)
+        case .outOfMemory: out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
         }
     }
 

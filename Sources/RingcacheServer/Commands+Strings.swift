@@ -337,7 +337,7 @@ extension CommandProcessor {
                 length = oldCount
                 return .none
             }
-            guard offset + patch.count <= maxLength else { return .none }
+            guard offset <= maxLength - patch.count else { return .none }
             var bytes = [UInt8](entry?.value ?? UnsafeRawBufferPointer(start: nil, count: 0))
             if bytes.count < offset + patch.count {
                 bytes.append(contentsOf: repeatElement(0, count: offset + patch.count - bytes.count))

@@ -142,7 +142,9 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "maxclients": maxClients = try integer(1...1_000_000)
         case "proto-max-bulk-len":
             let value = try memory()
-            guard value >= 1024 else { throw ConfigurationError("'proto-max-bulk-len' must be at least 1kb") }
+            guard value >= 1024, value <= Int(Int32.max) else {
+                throw ConfigurationError("'proto-max-bulk-len' must be between 1kb and 2gb (2147483647 bytes)")
+            }
             limits.maxBulkLength = value
         case "proto-max-multibulk-len": limits.maxMultibulkLength = try integer(1...Int(Int32.max))
         case "client-query-buffer-limit":

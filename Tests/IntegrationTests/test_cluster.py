@@ -320,3 +320,15 @@ def test_vector_clocks_keep_concurrent_writes_as_siblings(vclock_cluster):
         n1.execute_command("VSET", "k", "zz", "x")
     assert n1.incr("counter") == 1 and n2.incr("counter") == 2 and n3.get("counter") == b"2"
     assert n1.delete("k") == 1 and n2.get("k") is None
+
+
+def test_quit_after_a_refused_command_still_closes(cluster):
+    with socket.create_connection(("127.0.0.1", cluster.ports["n1"]), timeout=5) as s:
+        s.sendall(b"SET k v bogus\r\nGET k\r\nQUIT\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"-ERR syntax error\r\n") and data.endswith(b"+OK\r\n")

@@ -467,3 +467,18 @@ def test_errors_surface_as_response_errors_in_redis_py(r):
         r.execute_command("SET", "k", "v", "NX", "XX")
     with pytest.raises(redis.ResponseError, match="^value is not a valid float$"):
         r.incrbyfloat(b"s", 1)
+
+
+def test_setrange_with_a_huge_offset_is_an_error_not_a_crash(server):
+    r = server.client()
+    with pytest.raises(redis.exceptions.ResponseError, match="string exceeds maximum allowed size"):
+        r.setrange(b"k", 9223372036854775807, b"x")
+    assert r.ping() is True
+
+
+def test_client_input_in_error_replies_cannot_split_them(server):
+    r = server.client()
+    r.set(b"k", b"v")
+    with pytest.raises(redis.exceptions.ResponseError, match="Unsupported option"):
+        r.execute_command("EXPIRE", "k", "10", "a\r\n:1")
+    assert r.ping() is True and r.get(b"k") == b"v"
