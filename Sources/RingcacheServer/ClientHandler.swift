@@ -120,7 +120,9 @@ final class ClientHandler: ChannelDuplexHandler {
     /// True while a read batch is being processed; replies completed meanwhile are written
     /// when it ends.
     private var processing = false
-    private weak var context: ChannelHandlerContext?
+    /// Held strongly while the handler is in the pipeline (and dropped in `handlerRemoved`):
+    /// a weak reference would give the context a side table and make every retain of it slow.
+    private var context: ChannelHandlerContext?
     private var state: ConnectionState?
     /// Bytes received but not yet parsed (an incomplete request, or requests held while paused).
     private var pending: ByteBuffer
@@ -144,9 +146,15 @@ final class ClientHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if let coordinator {
-            let router = ClusterRouter(coordinator: coordinator) { [weak self] in self?.replyCompleted() }
+            // The router holds this handler until `handlerRemoved` breaks the cycle.
+            let router = ClusterRouter(coordinator: coordinator) { self.replyCompleted() }
             processor = CommandProcessor(node: processor.node, cluster: coordinator.cluster, router: router)
         }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        processor = CommandProcessor(node: processor.node)
     }
 
     /// A cluster command has its reply: write every reply that is now in order.
@@ -227,8 +235,8 @@ final class ClientHandler: ChannelDuplexHandler {
             if flushing {
                 // Writable again in the middle of our own flush: go on after it returns, so the
                 // buffer being flushed is not written a second time.
-                context.eventLoop.assumeIsolated().execute { [weak self] in
-                    guard let self, let context = self.context, self.paused, context.channel.isWritable else { return }
+                context.eventLoop.assumeIsolated().execute {
+                    guard let context = self.context, self.paused, context.channel.isWritable else { return }
                     self.resume(context: context)
                 }
             } else {
@@ -299,7 +307,7 @@ final class ClientHandler: ChannelDuplexHandler {
             if state?.waiting.isEmpty == false || closeWhenDrained {
                 drainWaiting()
                 let loop = context.eventLoop.assumeIsolated()
-                loop.execute { [weak self] in self?.replyCompleted() }
+                loop.execute { self.replyCompleted() }
             }
         }
         while !closing && !paused && state != nil {
@@ -341,7 +349,7 @@ final class ClientHandler: ChannelDuplexHandler {
         state?.session.commandsProcessed = 0
         session.client.details.withLock { details in
             details.lastInteraction = now
-            if let last = session.lastCommand { details.lastCommand = "\(last)" }
+            if let last = session.lastCommand { details.lastCommand = last }
         }
     }
 

@@ -169,6 +169,11 @@ enum CommandTable {
         return Int(truncatingIfNeeded: mixed >> UInt64(64 - slotBits))
     }
 
+    /// The command's name as COMMAND and CLIENT LIST show it.
+    static func name(of command: CommandSpec.Name) -> String {
+        all.first { $0.name == command }?.text ?? "unknown"
+    }
+
     /// The command named by `name`, in any letter case.
     @inline(__always)
     static func lookup(_ name: UnsafeRawBufferPointer) -> Entry? {

@@ -125,7 +125,9 @@ public final class NodeState: Sendable {
 final class ClientInfo: Sendable {
     struct Details {
         var name: [UInt8] = []
-        var lastCommand = "NULL"
+        /// Kept as the enum and only turned into text for CLIENT LIST: formatting it per batch
+        /// went through reflection.
+        var lastCommand: CommandSpec.Name?
         var lastInteraction: Int64
         var resp = 2
         var libName = ""
@@ -155,7 +157,7 @@ final class ClientInfo: Sendable {
             let name = String(decoding: d.name, as: UTF8.self)
             return "id=\(id) addr=\(address) laddr=\(localAddress) fd=0 name=\(name) age=\((now - createdAt) / 1000) "
                 + "idle=\((now - d.lastInteraction) / 1000) flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
-                + "argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=\(d.lastCommand) "
+                + "argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=\(d.lastCommand.map { CommandTable.name(of: $0) } ?? "NULL") "
                 + "user=default redir=-1 resp=\(d.resp) lib-name=\(d.libName) lib-ver=\(d.libVersion)"
         }
     }

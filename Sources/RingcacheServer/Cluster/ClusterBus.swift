@@ -44,7 +44,8 @@ final class BusHandler: ChannelInboundHandler {
     private let cluster: ClusterState
     private let coordinator: Coordinator?
     private let logger: Logger
-    private weak var context: ChannelHandlerContext?
+    /// Held while the handler is in the pipeline; dropped in `handlerRemoved`.
+    private var context: ChannelHandlerContext?
     /// Replies of RC.EXEC come later; later replies wait behind them, in order.
     private var waiting = CircularBuffer<PendingReply>()
     private var parser = RESPRequestParser()
@@ -61,6 +62,10 @@ final class BusHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
     }
 
     /// Writes the replies that are now in order.
@@ -222,11 +227,11 @@ final class BusHandler: ChannelInboundHandler {
             let reply = PendingReply()
             waiting.append(reply)
             let command = (3..<args.count).map { Array(args[$0]) }
-            coordinator.runHere(command, required: (read, write), now: now) { [weak self] value in
+            coordinator.runHere(command, required: (read, write), now: now) { value in
                 var buffer = ByteBuffer()
                 value.encode(into: &buffer)
                 reply.buffer = buffer
-                guard let self, let context = self.context else { return }
+                guard let context = self.context else { return }
                 self.drain()
                 if self.out.readableBytes > 0 {
                     context.writeAndFlush(self.wrapOutboundOut(self.out), promise: nil)
