@@ -299,6 +299,8 @@ final class ClientHandler: ChannelDuplexHandler {
     /// Answers every complete request in `buffer`, writing out large reply batches as it goes.
     private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
         let now = wallClockMillis()
+        // CONFIG SET of a limit applies to connections already open, from their next batch.
+        state?.parser.limits = processor.node.limits
         processing = true
         defer {
             processing = false

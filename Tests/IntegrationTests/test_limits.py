@@ -138,3 +138,10 @@ def test_slow_reader_does_not_exhaust_memory(server, target):
     r2 = server.client()
     assert r2.get(b"big") == big
     assert server.rss() - base_rss < 300 * 1024 * 1024
+
+
+def test_config_set_limits_apply_to_open_connections(raw, server):
+    r = server.client()
+    assert r.config_set("proto-max-bulk-len", "1mb") is True
+    raw.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000\r\n")
+    assert raw.read_raw().startswith(b"-ERR Protocol error: invalid bulk length")
