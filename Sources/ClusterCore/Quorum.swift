@@ -39,6 +39,16 @@ public struct NoQuorum: Error, Sendable, Hashable, CustomStringConvertible {
     public let replicas: Int
     public let timedOut: Bool
 
+    @inlinable
+    public init(operation: Operation, needed: Int, answered: Int, failed: Int, replicas: Int, timedOut: Bool) {
+        self.operation = operation
+        self.needed = needed
+        self.answered = answered
+        self.failed = failed
+        self.replicas = replicas
+        self.timedOut = timedOut
+    }
+
     public var message: String {
         "NOQUORUM \(operation.rawValue) needed \(needed) of \(replicas) replicas, \(answered) answered, "
             + "\(failed) failed\(timedOut ? ", the rest timed out" : "")"
@@ -130,14 +140,20 @@ public struct ReadQuorum<Value: Reconcilable>: Sendable {
     public let replicas: [Int]
     public let required: Int
     /// What each replica answered, by position in `replicas`: its value, or nil for "no such key".
-    private var values: [Value?]
-    private var answeredMask: UInt64 = 0
-    private var failedMask: UInt64 = 0
+    @usableFromInline var values: [Value?]
+    @usableFromInline var answeredMask: UInt64 = 0
+    @usableFromInline var failedMask: UInt64 = 0
     /// Replicas known to hold `newest` (they answered it, or were sent a repair of it).
-    private var currentMask: UInt64 = 0
-    public private(set) var newest: Value?
-    public private(set) var isDecided = false
+    @usableFromInline var currentMask: UInt64 = 0
+    @usableFromInline var reconciled: Value?
+    @usableFromInline var decided = false
 
+    /// The reconciled value of the answers so far.
+    @inlinable public var newest: Value? { reconciled }
+    /// True once the outcome was given; later answers only plan repairs.
+    @inlinable public var isDecided: Bool { decided }
+
+    @inlinable
     public init(replicas: [Int], required: Int) {
         precondition(required >= 1 && required <= replicas.count, "R must be in 1...N")
         precondition(replicas.count <= 64, "at most 64 replicas")
@@ -151,14 +167,15 @@ public struct ReadQuorum<Value: Reconcilable>: Sendable {
         Dictionary(uniqueKeysWithValues: replicas.indices.filter { answeredMask & 1 << $0 != 0 }.map { (replicas[$0], values[$0]) })
     }
 
+    @inlinable
     public mutating func onResponse(from replica: Int, _ value: Value?) -> [Action] {
         guard let index = replicas.firstIndex(of: replica) else { return [] }
         let bit = UInt64(1) << index
         guard answeredMask & bit == 0, failedMask & bit == 0 else { return [] }
         answeredMask |= bit
         values[index] = value
-        let previous = newest
-        newest = Value.reconcile(newest, value)
+        let previous = reconciled
+        reconciled = Value.reconcile(reconciled, value)
         if newest != previous {
             currentMask = 0
             for i in values.indices where answeredMask & 1 << i != 0 && values[i] != nil && values[i] == newest {
@@ -169,31 +186,34 @@ public struct ReadQuorum<Value: Reconcilable>: Sendable {
         }
         var actions: [Action] = []
         if !isDecided && answeredMask.nonzeroBitCount >= required {
-            isDecided = true
+            decided = true
             actions.append(.reply(newest))
         }
         if isDecided { plannedRepairs(into: &actions) }
         return actions
     }
 
+    @inlinable
     public mutating func onFailure(from replica: Int) -> [Action] {
         guard let index = replicas.firstIndex(of: replica) else { return [] }
         let bit = UInt64(1) << index
         guard answeredMask & bit == 0 else { return [] }
         failedMask |= bit
         guard !isDecided, replicas.count - failedMask.nonzeroBitCount < required else { return [] }
-        isDecided = true
+        decided = true
         return [.fail(noQuorum(timedOut: false))]
     }
 
+    @inlinable
     public mutating func onTimeout() -> [Action] {
         guard !isDecided else { return [] }
-        isDecided = true
+        decided = true
         return [.fail(noQuorum(timedOut: true))]
     }
 
     /// Repairs for answered replicas that lack `newest` and were not repaired yet.
-    private mutating func plannedRepairs(into actions: inout [Action]) {
+    @inlinable
+    mutating func plannedRepairs(into actions: inout [Action]) {
         guard let newest else { return }
         let stale = answeredMask & ~currentMask
         guard stale != 0 else { return }
@@ -203,7 +223,8 @@ public struct ReadQuorum<Value: Reconcilable>: Sendable {
         currentMask |= stale
     }
 
-    private func noQuorum(timedOut: Bool) -> NoQuorum {
+    @inlinable
+    func noQuorum(timedOut: Bool) -> NoQuorum {
         NoQuorum(operation: .read, needed: required, answered: answeredMask.nonzeroBitCount, failed: failedMask.nonzeroBitCount,
                  replicas: replicas.count, timedOut: timedOut)
     }

@@ -32,6 +32,8 @@ final class PeerLink: @unchecked Sendable {
     /// Requests made while the connection is being set up; sent once the peer accepted us.
     private var queued: [(ByteBuffer, (RESPValue?) -> Void)] = []
     private var flushScheduled = false
+    /// Requests of this event-loop turn, not yet written.
+    private var outbound = ByteBuffer()
     private var backoff = TimeAmount.milliseconds(100)
     private var stopped = false
     /// Told when the link comes up (+1) or goes down (-1).
@@ -59,7 +61,14 @@ final class PeerLink: @unchecked Sendable {
     func send(_ encode: (inout ByteBuffer) -> Void, _ callback: @escaping (RESPValue?) -> Void) {
         eventLoop.preconditionInEventLoop()
         if state == .waiting { return callback(nil) }
-        var buffer = channel?.allocator.buffer(capacity: 64) ?? ByteBuffer()
+        if state == .connected, channel != nil {
+            // The common case: append to this turn's outbound batch, written with one flush.
+            guard admit(callback) else { return }
+            encode(&outbound)
+            scheduleFlush()
+            return
+        }
+        var buffer = ByteBuffer()
         encode(&buffer)
         switch state {
         case .connected:
@@ -75,21 +84,40 @@ final class PeerLink: @unchecked Sendable {
     }
 
     private func write(_ buffer: ByteBuffer, _ callback: @escaping (RESPValue?) -> Void) {
-        guard let channel else { return callback(nil) }
+        guard admit(callback) else { return }
+        var buffer = buffer
+        outbound.writeBuffer(&buffer)
+        scheduleFlush()
+    }
+
+    /// Queues `callback` for the next reply, unless too many are outstanding (then the link
+    /// is reset and the callback fails).
+    private func admit(_ callback: @escaping (RESPValue?) -> Void) -> Bool {
+        guard let channel else {
+            callback(nil)
+            return false
+        }
         guard callbacks.count < Self.maximumOutstanding else {
             logger.warning("cluster bus peer has too many requests outstanding; reconnecting", metadata: ["peer": "\(host):\(port)"])
             callback(nil)
             channel.close(promise: nil)
-            return
+            return false
         }
         callbacks.append((.now(), callback))
-        channel.write(buffer, promise: nil)
-        if !flushScheduled {
-            flushScheduled = true
-            eventLoop.execute { [self] in
-                flushScheduled = false
-                self.channel?.flush()
-            }
+        return true
+    }
+
+    /// Writes this turn's requests as one buffer with one flush, once the event loop has run
+    /// everything that was ready.
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        eventLoop.execute { [self] in
+            flushScheduled = false
+            guard let channel, outbound.readableBytes > 0 else { return }
+            channel.writeAndFlush(outbound, promise: nil)
+            // Reuses the storage when the socket took it all, as the client handler does.
+            outbound.clear()
         }
     }
 
@@ -150,6 +178,7 @@ final class PeerLink: @unchecked Sendable {
 
     fileprivate func closed() {
         channel = nil
+        outbound.clear()
         if state == .connected { linkChanged(-1) }
         let failed = callbacks
         callbacks.removeAll()
