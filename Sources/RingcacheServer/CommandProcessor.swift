@@ -30,6 +30,8 @@ struct CommandProcessor {
     let router: ClusterRouter?
     var store: CacheStore { node.store }
 
+    static let emptyBuffer = ByteBuffer()
+
     init(node: NodeState, cluster: ClusterState? = nil, router: ClusterRouter? = nil) {
         self.node = node
         self.cluster = cluster
@@ -65,7 +67,8 @@ struct CommandProcessor {
         if let router {
             if ClusterRouter.routes(command.name) {
                 let reply = deferReply()
-                var errors = ByteBuffer()
+                // A copy of a shared empty buffer: no allocation unless an error is written.
+                var errors = Self.emptyBuffer
                 if !router.start(command.name, args, session: session, now: now, reply: reply, errors: &errors) {
                     reply.buffer = errors
                     router.completed()

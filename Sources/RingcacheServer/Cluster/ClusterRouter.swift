@@ -59,6 +59,8 @@ struct ClusterRouter {
 
     var cluster: ClusterState { coordinator.cluster }
 
+    static let allocator = ByteBufferAllocator()
+
     /// Commands whose keys live on other nodes and that the cluster runs.
     static func routes(_ name: CommandSpec.Name) -> Bool {
         switch name {
@@ -109,7 +111,8 @@ struct ClusterRouter {
         let keys = (1..<args.count).map { Array(args[$0]) }
         let done = completed
         let finish: ((inout ByteBuffer) -> Void) -> Void = { write in
-            var buffer = ByteBuffer()
+            // Room for a typical reply up front, so writing it does not grow the buffer twice.
+            var buffer = Self.allocator.buffer(capacity: 128)
             write(&buffer)
             reply.buffer = buffer
             done()

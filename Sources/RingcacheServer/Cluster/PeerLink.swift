@@ -130,7 +130,6 @@ final class PeerLink: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPValueDecoder()))
                     try channel.pipeline.syncOperations.addHandler(PeerLinkHandler(link: link))
                 }
             }
@@ -216,14 +215,39 @@ final class PeerLink: @unchecked Sendable {
     }
 }
 
+/// Reads the peer's replies and hands them to the link in order.
+///
+/// Replies are parsed straight from the received buffer and handed on at once, and only an
+/// incomplete tail is copied: the receive buffer is not kept past `channelRead`, so the
+/// event loop can reuse it instead of allocating a new one for every read.
 private final class PeerLinkHandler: ChannelInboundHandler {
-    typealias InboundIn = RESPValue
+    typealias InboundIn = ByteBuffer
     let link: PeerLink
+    private let parser = RESPValueParser()
+    private var tail = ByteBuffer()
 
     init(link: PeerLink) { self.link = link }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        link.received(unwrapInboundIn(data))
+        var incoming = unwrapInboundIn(data)
+        do {
+            if tail.readableBytes == 0 {
+                try deliver(&incoming)
+                if incoming.readableBytes > 0 { tail.writeBuffer(&incoming) }
+            } else {
+                tail.writeBuffer(&incoming)
+                try deliver(&tail)
+                if tail.readableBytes == 0 { tail.clear() } else { tail.discardReadBytes() }
+            }
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
+    private func deliver(_ buffer: inout ByteBuffer) throws {
+        while let reply = try parser.parse(&buffer) {
+            link.received(reply)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
