@@ -30,7 +30,14 @@ struct Simulate: ParsableCommand {
     @Option(name: .customLong("w"), help: "Write quorum.")
     var writeQuorum = 2
 
+    @Flag(help: "Simulate SWIM membership instead: join spread, crash detection, false suspicions.")
+    var membership = false
+
+    @Option(help: "Member counts for --membership, comma-separated.")
+    var members = "10,100,1000"
+
     func run() throws {
+        if membership { return runMembership() }
         var settings = ClusterSimulation.Settings()
         settings.operations = operations
         settings.replicas = replicas
@@ -61,5 +68,26 @@ struct Simulate: ParsableCommand {
         print("node crashes:         \(totals.crashes)")
         print("histories violating:  \(failing.count)\(failing.isEmpty ? "" : " (seeds \(failing.prefix(10).map(String.init).joined(separator: ", ")))")")
         if !failing.isEmpty { throw ExitCode(1) }
+    }
+
+    func runMembership() {
+        print("members  loss  join known everywhere  crash declared dead everywhere  live members falsely suspected  messages")
+        for count in members.split(separator: ",").compactMap({ Int($0) }) {
+            for loss in [0.0, 0.05] {
+                var simulation = MembershipSimulation(members: count, lossRate: loss, seed: firstSeed)
+                let result = simulation.measure()
+                let spread = result.periodsToSpreadJoin.isFinite ? String(format1(result.periodsToSpreadJoin)) + " periods" : "never"
+                print(pad(String(count), 7), pad("\(Int(loss * 100))%", 5), pad(spread, 22),
+                      pad("\(result.millisToDeclareDead) ms", 31), pad(String(result.falseSuspicions), 31), result.messages)
+            }
+        }
+    }
+
+    private func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+    }
+
+    private func format1(_ value: Double) -> String {
+        String(Double(Int(value * 10)) / 10)
     }
 }

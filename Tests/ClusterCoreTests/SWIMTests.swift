@@ -1,0 +1,62 @@
+import Testing
+
+@testable import ClusterCore
+
+@Suite struct SWIMTests {
+    /// A probe with no ack leads to indirect probes, then suspicion, then death; a suspected
+    /// member that hears of it refutes with a higher incarnation.
+    @Test func probeSuspectDeadAndRefutation() {
+        var random = SimulationRandom(seed: 1)
+        var a = SWIM.Instance(name: "a")
+        _ = a.add("b")
+        _ = a.add("c")
+        var directives = a.onTimer(.probe, now: 0, random: &random)
+        guard case .send(.ping(let sequence, _), let target)? = directives.first(where: { if case .send = $0 { return true }; return false }) else {
+            Issue.record("no ping in \(directives)")
+            return
+        }
+        directives = a.onTimer(.directTimeout(sequence: sequence), now: 300, random: &random)
+        #expect(directives.contains { if case .send(.pingRequest(_, target, _), _) = $0 { return true }; return false })
+        directives = a.onTimer(.indirectTimeout(sequence: sequence), now: 1000, random: &random)
+        #expect(a.members[target]?.status == .suspect)
+        guard case .timer(.suspicionTimeout(let name, let incarnation), _)? = directives.last else {
+            Issue.record("no suspicion timer in \(directives)")
+            return
+        }
+        _ = a.onTimer(.suspicionTimeout(member: name, incarnation: incarnation), now: 9000, random: &random)
+        #expect(a.members[target]?.status == .dead)
+
+        // The suspected side: hearing that it is suspect raises its incarnation and gossips alive.
+        var b = SWIM.Instance(name: "b")
+        _ = b.add("a")
+        let replies = b.onMessage(.ping(sequence: 7, updates: [SWIM.Member(name: "b", incarnation: 0, status: .suspect)]), from: "a", now: 0)
+        #expect(b.incarnation == 1)
+        guard case .send(.ack(7, "b", let updates), "a")? = replies.last else {
+            Issue.record("no ack in \(replies)")
+            return
+        }
+        #expect(updates.contains(SWIM.Member(name: "b", incarnation: 1, status: .alive)))
+        // And the refutation wins over the suspicion elsewhere.
+        var c = SWIM.Instance(name: "c")
+        _ = c.onMessage(.ping(sequence: 1, updates: [SWIM.Member(name: "b", incarnation: 0, status: .suspect)]), from: "a", now: 0)
+        _ = c.onMessage(.ping(sequence: 2, updates: [SWIM.Member(name: "b", incarnation: 1, status: .alive)]), from: "a", now: 1)
+        #expect(c.members["b"]?.status == .alive && c.members["b"]?.incarnation == 1)
+    }
+
+    @Test func newsOrdersByIncarnationThenStatus() {
+        let alive0 = SWIM.Member(name: "x", incarnation: 0, status: .alive)
+        #expect(alive0.isSuperseded(by: SWIM.Member(name: "x", incarnation: 0, status: .suspect)))
+        #expect(!SWIM.Member(name: "x", incarnation: 0, status: .suspect).isSuperseded(by: alive0))
+        #expect(SWIM.Member(name: "x", incarnation: 0, status: .dead).isSuperseded(by: SWIM.Member(name: "x", incarnation: 1, status: .alive)))
+    }
+
+    /// 100 members with 5% loss: a join spreads in O(log n) periods, a crash is declared
+    /// everywhere within seconds, and few live members are suspected by mistake.
+    @Test func scalesWithLogN() {
+        var simulation = MembershipSimulation(members: 100, lossRate: 0.05, seed: 42)
+        let result = simulation.measure()
+        #expect(result.periodsToSpreadJoin <= 10, "\(result)")
+        #expect(result.millisToDeclareDead > 0 && result.millisToDeclareDead <= 20_000, "\(result)")
+        #expect(result.falseSuspicions <= 5, "\(result)")
+    }
+}
