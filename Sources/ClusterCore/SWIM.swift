@@ -173,6 +173,11 @@ public enum SWIM {
         public mutating func onMessage(_ message: Message, from sender: String, now: Int64) -> [Directive] {
             var directives: [Directive] = []
             if sender != name, members[sender] == nil { directives += add(sender) }
+            if let known = members[sender], known.status != .alive {
+                // It speaks, yet we hold it suspect or dead: tell it (on our reply), so it
+                // refutes with a higher incarnation — how a restarted member comes back.
+                enqueue(known)
+            }
             switch message {
             case .ping(let sequence, let updates):
                 directives += merge(updates, now: now)

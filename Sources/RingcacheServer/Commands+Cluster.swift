@@ -95,7 +95,8 @@ extension CommandProcessor {
         } else if sub.equalsIgnoringCase("nodes") {
             let lines = members.enumerated().map { index, member in
                 let me = member.name == configuration.nodeName ? "myself," : ""
-                return "\(member.name) \(member.host):\(member.port) \(member.host):\(member.busPort) \(me)member \(ring.epoch) "
+                let state = member.name == configuration.nodeName ? "alive" : (cluster?.status(of: member.name).description ?? "alive")
+                return "\(member.name) \(member.host):\(member.port) \(member.host):\(member.busPort) \(me)\(state) \(ring.epoch) "
                     + String(Double(Int(ring.primaryShares[index] * 10_000)) / 10_000)
             }
             out.writeRESPVerbatim(lines.joined(separator: "\n") + "\n", resp3: session.resp3)

@@ -53,6 +53,12 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var maxSiblings = 8
     /// Seconds a delete is remembered so repairs cannot resurrect the key.
     public var tombstoneTTL = 3600
+    /// Gossip (SWIM over UDP on the bus port number): protocol period and ping timeout in
+    /// milliseconds, members asked to probe indirectly, suspicion length factor.
+    public var gossipInterval = 1000
+    public var gossipPingTimeout = 300
+    public var gossipIndirectProbes = 3
+    public var gossipSuspicionMultiplier = 4
 
     /// True when the node runs as a member of a cluster of more than one node.
     public var isClustered: Bool { nodes.count > 1 }
@@ -88,6 +94,10 @@ public struct NodeConfiguration: Sendable, Equatable {
             ("reconcile", reconcile.rawValue),
             ("max-siblings", String(maxSiblings)),
             ("tombstone-ttl", String(tombstoneTTL)),
+            ("gossip-interval", String(gossipInterval)),
+            ("gossip-ping-timeout", String(gossipPingTimeout)),
+            ("gossip-indirect-probes", String(gossipIndirectProbes)),
+            ("gossip-suspicion-multiplier", String(gossipSuspicionMultiplier)),
             ("save", ""),
             ("appendonly", "no"),
             ("databases", "1"),
@@ -170,6 +180,10 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "vnodes": vnodes = try integer(1...4096)
         case "max-siblings": maxSiblings = try integer(1...1024)
         case "tombstone-ttl": tombstoneTTL = try integer(1...Int(Int32.max))
+        case "gossip-interval": gossipInterval = try integer(10...600_000)
+        case "gossip-ping-timeout": gossipPingTimeout = try integer(1...600_000)
+        case "gossip-indirect-probes": gossipIndirectProbes = try integer(0...16)
+        case "gossip-suspicion-multiplier": gossipSuspicionMultiplier = try integer(1...100)
         case "reconcile":
             let text = try single().lowercased()
             guard let mode = Reconcile(rawValue: text) else {
@@ -231,6 +245,9 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
         if isClustered, let node = nodes.first(where: { $0.busPort > 65535 }) {
             throw ConfigurationError("node '\(node.name)' needs an explicit bus port: \(node.port) + 10000 is past 65535")
+        }
+        if gossipPingTimeout >= gossipInterval {
+            throw ConfigurationError("gossip-ping-timeout (\(gossipPingTimeout)) must be shorter than gossip-interval (\(gossipInterval))")
         }
         if isClustered && replicas > nodes.count {
             throw ConfigurationError("replicas (\(replicas)) cannot exceed the number of nodes (\(nodes.count))")

@@ -1,4 +1,5 @@
 import CacheStore
+import ClusterCore
 import Logging
 import NIOCore
 import NIOConcurrencyHelpers
@@ -61,6 +62,7 @@ public final class RingcacheNode: Service, Sendable {
         let port = listener.localAddress?.port ?? configuration.port
         boundPort.withLockedValue { $0 = port }
         var busListener: (any Channel)?
+        var gossip: GossipService?
         if let cluster, let me = configuration.selfAddress {
             do {
                 busListener = try await ServerBootstrap(group: group)
@@ -79,6 +81,21 @@ public final class RingcacheNode: Service, Sendable {
                 throw ConfigurationError("could not listen for the cluster bus on \(configuration.bind):\(me.busPort): \(error)")
             }
             for coordinator in coordinators.values { coordinator.start() }
+            var settings = SWIM.Settings()
+            settings.protocolPeriod = Int64(configuration.gossipInterval)
+            settings.pingTimeout = Int64(configuration.gossipPingTimeout)
+            settings.indirectProbes = configuration.gossipIndirectProbes
+            settings.suspicionMultiplier = Double(configuration.gossipSuspicionMultiplier)
+            do {
+                let service = try GossipService(cluster: cluster, settings: settings, eventLoop: group.next(), logger: logger)
+                try await service.start(host: configuration.bind, port: me.busPort)
+                gossip = service
+            } catch {
+                listener.close(promise: nil)
+                busListener?.close(promise: nil)
+                try? await group.shutdownGracefully()
+                throw ConfigurationError("could not start gossip on udp \(configuration.bind):\(me.busPort): \(error)")
+            }
             logger.info(
                 "cluster bus listening",
                 metadata: ["address": "\(configuration.bind):\(me.busPort)", "members": "\(cluster.members.count)",
@@ -113,6 +130,7 @@ public final class RingcacheNode: Service, Sendable {
         }
         periodic.cancel()
         try? await busListener?.close()
+        gossip?.stop()
         for coordinator in coordinators.values { coordinator.stop() }
         for client in state.clients.all {
             try? await client.channel?.close()

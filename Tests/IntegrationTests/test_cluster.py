@@ -332,3 +332,24 @@ def test_quit_after_a_refused_command_still_closes(cluster):
                 break
             data += chunk
     assert data.startswith(b"-ERR syntax error\r\n") and data.endswith(b"+OK\r\n")
+
+
+
+def test_gossip_declares_a_killed_node_dead_and_a_restarted_one_alive(tmp_path):
+    c = LocalCluster(str(tmp_path), extra="gossip-interval 200\ngossip-ping-timeout 80\n").start_all()
+    try:
+        def state_of(name, seen_from):
+            lines = c.client(seen_from).execute_command("CLUSTER", "NODES").decode().strip().split("\n")
+            line = next(l for l in lines if l.startswith(name + " "))
+            return line.split()[3].split(",")[-1]
+
+        assert state_of("n2", "n1") == "alive"
+        c.kill("n2")
+        c.wait_until(lambda: state_of("n2", "n1") == "dead" and state_of("n2", "n3") == "dead", timeout=15)
+        # Writes go on around the dead node.
+        assert c.client("n1").set("k", "v") is True and c.client("n3").get("k") == b"v"
+        c.start("n2")
+        c.wait_until(lambda: state_of("n2", "n1") == "alive" and state_of("n2", "n3") == "alive", timeout=15)
+        assert "member dead" in c.log("n1") and "member alive" in c.log("n1")
+    finally:
+        c.stop_all()

@@ -25,6 +25,8 @@ final class ClusterState: Sendable {
     /// Clocks and siblings of keys, under `reconcile vclock`.
     let siblings = SiblingIndex()
     var usesVectorClocks: Bool { reconcile == .vclock }
+    /// Members gossip declared dead: skipped for routing until they are heard alive again.
+    private let statuses = Mutex<[String: SWIM.Status]>([:])
     /// Bus links up, over all event loops (each loop links to every peer).
     let linksUp = Atomic<Int>(0)
     let linksWanted: Int
@@ -46,6 +48,22 @@ final class ClusterState: Sendable {
         self.linksWanted = (view.members.count - 1) * configuration.threads
         self.reconcile = configuration.reconcile
         self.maxSiblings = configuration.maxSiblings
+    }
+
+    func setStatus(_ status: SWIM.Status, of member: String) {
+        statuses.withLock { $0[member] = status }
+    }
+
+    /// What gossip last said of `member` (alive when nothing was said).
+    func status(of member: String) -> SWIM.Status {
+        statuses.withLock { $0[member] ?? .alive }
+    }
+
+    /// Members gossip declared dead, by index.
+    var deadMembers: Set<Int> {
+        let dead = statuses.withLock { statuses in Set(statuses.filter { $0.value == .dead }.keys) }
+        guard !dead.isEmpty else { return [] }
+        return Set(members.indices.filter { dead.contains(members[$0].name) })
     }
 
     /// `ok` when every link to every peer is up, else `degraded`.

@@ -97,9 +97,9 @@ final class Coordinator: @unchecked Sendable {
         for case let link? in execLinks { link.failIfStalled(olderThan: now - cluster.requestTimeout * 4) }
     }
 
-    /// Members this loop cannot reach right now.
+    /// Members this loop cannot reach right now: its link is down, or gossip declared them dead.
     var unreachable: Set<Int> {
-        Set(links.compactMap { link in link.flatMap { $0.isConnected ? nil : $0.member } })
+        Set(links.compactMap { link in link.flatMap { $0.isConnected ? nil : $0.member } }).union(cluster.deadMembers)
     }
 
     func link(to member: Int) -> PeerLink? { links[member] }
