@@ -12,8 +12,68 @@ import Darwin
 struct Cluster: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start or stop every node of a cluster.conf on this machine.",
-        subcommands: [Up.self, Down.self]
+        subcommands: [Up.self, Down.self, Status.self]
     )
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the members as a table: state, address, share of the ring, keys, memory.",
+            discussion: "States are those gossip reports at the first node that answers; keys and memory come from each node's INFO."
+        )
+
+        @Option(help: "The cluster configuration.")
+        var config = "cluster.conf"
+
+        func run() throws {
+            guard let text = Serve.readFile(config) else { throw ValidationError("cannot read configuration file '\(config)'") }
+            let configuration: NodeConfiguration
+            do {
+                configuration = try NodeConfiguration.parse(text, file: config)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            let password = configuration.requirePass
+            // Each member's state and share as the first answering node sees them.
+            var views: [String: (state: String, share: String)] = [:]
+            for node in configuration.nodes {
+                guard let nodes = ProcessControl.command(host: node.host, port: node.port, ["CLUSTER", "NODES"], password: password) else { continue }
+                for line in nodes.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+                    let fields = line.split(separator: " ").map(String.init)
+                    guard fields.count >= 6 else { continue }
+                    views[fields[0]] = (String(fields[3].split(separator: ",").last ?? ""), fields[5])
+                }
+                break
+            }
+            var rows = [["member", "address", "state", "ring share", "keys", "memory", "hints", "transfer"]]
+            for node in configuration.nodes {
+                let info = ProcessControl.command(host: node.host, port: node.port, ["INFO"], password: password)
+                let fields = info.map(Self.fields) ?? [:]
+                let keys = fields["db0"].flatMap { $0.split(separator: ",").first?.split(separator: "=").last.map(String.init) } ?? (info == nil ? "-" : "0")
+                let view = views[node.name]
+                let state = (view?.state ?? "?") + (info == nil ? " (no answer)" : "")
+                let share = view.map { String(format2(Double($0.share) ?? 0)) } ?? "-"
+                rows.append([node.name, "\(node.host):\(node.port)", state, share, keys, fields["used_memory_human"] ?? "-", "-", "-"])
+            }
+            let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+            for row in rows {
+                print(row.enumerated().map { $1 + String(repeating: " ", count: widths[$0] - $1.count) }.joined(separator: "  "))
+            }
+        }
+
+        static func fields(_ info: String) -> [String: String] {
+            var fields: [String: String] = [:]
+            // "\r\n" is one Character in Swift, so it has to be named as such.
+            for line in info.split(whereSeparator: { $0 == "\r\n" || $0 == "\n" || $0 == "\r" }) where line.contains(":") && !line.hasPrefix("#") {
+                let parts = line.split(separator: ":", maxSplits: 1).map(String.init)
+                fields[parts[0]] = parts.count > 1 ? parts[1] : ""
+            }
+            return fields
+        }
+
+        private func format2(_ share: Double) -> String {
+            "\(Double(Int(share * 1000)) / 10)%"
+        }
+    }
 
     struct Up: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -192,6 +252,61 @@ enum ProcessControl {
     static func answersPing(host: String, port: Int) -> Bool {
         guard let reply = ask(host: host, port: port, "PING") else { return false }
         return reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH")
+    }
+
+    /// Sends a command (after AUTH when a password is given) and returns a bulk or simple
+    /// string reply, or nil if the node does not answer or answers with an error.
+    static func command(host: String, port: Int, _ words: [String], password: String?) -> String? {
+        var request = ""
+        if let password { request += "*2\r\n$4\r\nAUTH\r\n$\(password.utf8.count)\r\n\(password)\r\n" }
+        request += "*\(words.count)\r\n" + words.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+        guard var reply = exchange(host: host, port: port, request, until: { bytes in
+            // Complete once the last reply (a bulk string here) has all its bytes.
+            let text = String(decoding: bytes, as: UTF8.self)
+            let replies = password == nil ? text : afterFirstLine(text)
+            guard let header = replies.split(separator: "\r\n", maxSplits: 1).first else { return false }
+            if header.hasPrefix("$"), let length = Int(header.dropFirst()) {
+                return replies.utf8.count >= header.utf8.count + 2 + max(0, length) + 2
+            }
+            return replies.contains("\r\n")
+        }) else { return nil }
+        if password != nil { reply = afterFirstLine(reply) }
+        guard let first = reply.utf8.first, first == UInt8(ascii: "$") || first == UInt8(ascii: "+") else { return nil }
+        let body = afterFirstLine(reply)
+        if first == UInt8(ascii: "+") {
+            return String(decoding: reply.utf8.dropFirst().prefix { $0 != 13 }, as: UTF8.self)
+        }
+        return String(decoding: body.utf8.dropLast(2), as: UTF8.self)
+    }
+
+    /// The text after the first CRLF (working on bytes: "\r\n" is a single Character).
+    static func afterFirstLine(_ text: String) -> String {
+        guard let newline = text.utf8.firstIndex(of: 10) else { return "" }
+        return String(decoding: text.utf8[text.utf8.index(after: newline)...], as: UTF8.self)
+    }
+
+    static func exchange(host: String, port: Int, _ request: String, until complete: ([UInt8]) -> Bool) -> String? {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else { return nil }
+        defer { freeaddrinfo(result) }
+        let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0,
+            write(fd, request, request.utf8.count) == request.utf8.count
+        else { return nil }
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while !complete(received) {
+            let count = read(fd, &chunk, chunk.count)
+            guard count > 0 else { return nil }
+            received += chunk.prefix(count)
+        }
+        return String(decoding: received, as: UTF8.self)
     }
 
     /// Sends one inline command and returns the start of the reply (up to 4 KiB).

@@ -348,6 +348,9 @@ def test_gossip_declares_a_killed_node_dead_and_a_restarted_one_alive(tmp_path):
         c.wait_until(lambda: state_of("n2", "n1") == "dead" and state_of("n2", "n3") == "dead", timeout=15)
         # Writes go on around the dead node.
         assert c.client("n1").set("k", "v") is True and c.client("n3").get("k") == b"v"
+        status = subprocess.run([_ringcache_bin(), "cluster", "status", "--config", c.conf], capture_output=True, text=True, timeout=30)
+        rows = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+        assert "dead (no answer)" in rows["n2"] and " alive " in rows["n1"], status.stdout
         c.start("n2")
         c.wait_until(lambda: state_of("n2", "n1") == "alive" and state_of("n2", "n3") == "alive", timeout=15)
         assert "member dead" in c.log("n1") and "member alive" in c.log("n1")
