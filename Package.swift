@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -39,7 +40,7 @@ let package = Package(
         ),
         .target(
             name: "ClusterCore",
-            dependencies: ["CacheStore", "CXXHash"]
+            dependencies: ["CacheStore", "CXXHash", .product(name: "HeapModule", package: "swift-collections")]
         ),
         .target(
             name: "RingcacheServer",

@@ -126,8 +126,7 @@ public struct ClusterSimulation {
     public let seed: UInt64
     private var random: SimulationRandom
     private var now: Int64 = 0
-    private var queue: [(time: Int64, sequence: Int, event: Event)] = []
-    private var sequence = 0
+    private var queue = SimulationQueue<Event>()
     private var nodes: [Node]
     private var operations: [Int: Operation] = [:]
     private var nextOperation = 0
@@ -169,8 +168,7 @@ public struct ClusterSimulation {
             schedule(.partition(side: side), after: at)
             schedule(.heal, after: at + Int64.random(in: 10...200, using: &random))
         }
-        while !queue.isEmpty {
-            let (time, _, event) = popEarliest()
+        while let (time, event) = queue.popEarliest() {
             now = time
             handle(event)
         }
@@ -181,35 +179,7 @@ public struct ClusterSimulation {
     // MARK: Events
 
     private mutating func schedule(_ event: Event, after delay: Int64) {
-        sequence += 1
-        queue.append((now + delay, sequence, event))
-        var i = queue.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard (queue[i].time, queue[i].sequence) < (queue[parent].time, queue[parent].sequence) else { break }
-            queue.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    private mutating func popEarliest() -> (Int64, Int, Event) {
-        let first = queue[0]
-        let last = queue.removeLast()
-        if !queue.isEmpty {
-            queue[0] = last
-            var i = 0
-            while true {
-                let left = 2 * i + 1
-                let right = left + 1
-                var smallest = i
-                if left < queue.count && (queue[left].time, queue[left].sequence) < (queue[smallest].time, queue[smallest].sequence) { smallest = left }
-                if right < queue.count && (queue[right].time, queue[right].sequence) < (queue[smallest].time, queue[smallest].sequence) { smallest = right }
-                if smallest == i { break }
-                queue.swapAt(i, smallest)
-                i = smallest
-            }
-        }
-        return first
+        queue.schedule(event, at: now + delay)
     }
 
     private mutating func send(_ payload: Payload, from: Int, to: Int) {

@@ -32,8 +32,7 @@ public struct MembershipSimulation {
     private var instances: [SWIM.Instance]
     private var index: [String: Int] = [:]
     private var crashed: Set<Int> = []
-    private var queue: [(time: Int64, sequence: Int, event: Event)] = []
-    private var sequence = 0
+    private var queue = SimulationQueue<Event>()
     private var now: Int64 = 0
     private let lossRate: Double
     private var messages = 0
@@ -92,39 +91,11 @@ public struct MembershipSimulation {
     }
 
     private mutating func schedule(_ event: Event, at time: Int64) {
-        sequence += 1
-        queue.append((time, sequence, event))
-        var i = queue.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard (queue[i].time, queue[i].sequence) < (queue[parent].time, queue[parent].sequence) else { break }
-            queue.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    private mutating func pop() -> (Int64, Event) {
-        let first = queue[0]
-        let last = queue.removeLast()
-        if !queue.isEmpty {
-            queue[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < queue.count && (queue[l].time, queue[l].sequence) < (queue[m].time, queue[m].sequence) { m = l }
-                if r < queue.count && (queue[r].time, queue[r].sequence) < (queue[m].time, queue[m].sequence) { m = r }
-                if m == i { break }
-                queue.swapAt(i, m)
-                i = m
-            }
-        }
-        return (first.time, first.event)
+        queue.schedule(event, at: time)
     }
 
     private mutating func run(until end: Int64) {
-        while let next = queue.first, next.time <= end {
-            let (time, event) = pop()
+        while let next = queue.nextTime, next <= end, let (time, event) = queue.popEarliest() {
             now = time
             switch event {
             case .timer(let member, let timer):

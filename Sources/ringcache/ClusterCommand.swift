@@ -309,24 +309,8 @@ enum ProcessControl {
         return String(decoding: received, as: UTF8.self)
     }
 
-    /// Sends one inline command and returns the start of the reply (up to 4 KiB).
+    /// Sends one inline command and returns what the first read brings back.
     static func ask(host: String, port: Int, _ command: String) -> String? {
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else { return nil }
-        defer { freeaddrinfo(result) }
-        let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else { return nil }
-        let request = command + "\r\n"
-        guard write(fd, request, request.utf8.count) == request.utf8.count else { return nil }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = read(fd, &buffer, buffer.count)
-        guard count > 0 else { return nil }
-        return String(decoding: buffer.prefix(count), as: UTF8.self)
+        exchange(host: host, port: port, command + "\r\n") { !$0.isEmpty }
     }
 }
