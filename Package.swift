@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "CacheStore", targets: ["CacheStore"]),
         .library(name: "ClusterCore", targets: ["ClusterCore"]),
         .library(name: "RingcacheServer", targets: ["RingcacheServer"]),
+        .library(name: "RingcacheClient", targets: ["RingcacheClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -56,10 +57,20 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        .target(
+            name: "RingcacheClient",
+            dependencies: [
+                "RESP",
+                "ClusterCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "ringcache",
             dependencies: [
                 "RingcacheServer",
+                "RingcacheClient",
                 "ClusterCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -85,6 +96,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "RingcacheClientTests",
+            dependencies: [
+                "RingcacheClient",
+                "RESP",
+                "ClusterCore",
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
     ],

@@ -13,7 +13,7 @@ extension CommandProcessor {
         var i = 1
         while i < args.count {
             guard i + 1 < args.count, let level = ConsistencyLevel(args[i + 1]) else {
-                out.writeRESPError("ERR syntax error: CONSISTENCY [READ ONE|QUORUM|ALL|<n>] [WRITE ONE|QUORUM|ALL|<n>]")
+                out.writeRESPError("ERR syntax error: CONSISTENCY [READ DEFAULT|ONE|QUORUM|ALL|<n>] [WRITE DEFAULT|ONE|QUORUM|ALL|<n>]")
                 return
             }
             if args[i].equalsIgnoringCase("read") {
@@ -21,7 +21,7 @@ extension CommandProcessor {
             } else if args[i].equalsIgnoringCase("write") {
                 write = level
             } else {
-                out.writeRESPError("ERR syntax error: CONSISTENCY [READ ONE|QUORUM|ALL|<n>] [WRITE ONE|QUORUM|ALL|<n>]")
+                out.writeRESPError("ERR syntax error: CONSISTENCY [READ DEFAULT|ONE|QUORUM|ALL|<n>] [WRITE DEFAULT|ONE|QUORUM|ALL|<n>]")
                 return
             }
             i += 2

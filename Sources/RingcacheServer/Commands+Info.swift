@@ -92,6 +92,9 @@ extension CommandProcessor {
                 "read_quorum:\(cluster?.readQuorum ?? 1)",
                 "write_quorum:\(cluster?.writeQuorum ?? 1)",
                 "tombstones:\(store.tombstoneCount)",
+                "keys_coordinated_as_replica:\(node.keysCoordinatedAsReplica.load(ordering: .relaxed))",
+                "keys_coordinated_not_replica:\(node.keysCoordinatedNotReplica.load(ordering: .relaxed))",
+                "read_modify_writes_forwarded:\(node.readModifyWritesForwarded.load(ordering: .relaxed))",
             ]
         case "replication":
             lines = [

@@ -29,6 +29,12 @@ public final class NodeState: Sendable {
     let clientsClosedForOutput = Atomic<Int>(0)
     let readRepairs = Atomic<Int>(0)
     let quorumFailures = Atomic<Int>(0)
+    /// Keys this node coordinated as one of their replicas, and as none of them (an extra hop
+    /// a ring-aware client avoids).
+    let keysCoordinatedAsReplica = Atomic<Int>(0)
+    let keysCoordinatedNotReplica = Atomic<Int>(0)
+    /// Read-modify-write commands sent on to the key's first replica.
+    let readModifyWritesForwarded = Atomic<Int>(0)
 
     /// The client record for commands a node runs on behalf of a peer (read-modify-write).
     let internalClient: ClientInfo

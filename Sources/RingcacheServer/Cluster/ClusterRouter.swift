@@ -30,7 +30,8 @@ enum ConsistencyLevel: Equatable, Sendable, CustomStringConvertible {
     }
 
     init?(_ bytes: UnsafeRawBufferPointer) {
-        if bytes.equalsIgnoringCase("one") { self = .one }
+        if bytes.equalsIgnoringCase("default") { self = .configured }
+        else if bytes.equalsIgnoringCase("one") { self = .one }
         else if bytes.equalsIgnoringCase("quorum") { self = .quorum }
         else if bytes.equalsIgnoringCase("all") { self = .all }
         else if let n = bytes.asInteger, n >= 1 { self = .count(n) }

@@ -111,6 +111,15 @@ final class Coordinator: @unchecked Sendable {
         key.withUnsafeBytes { cluster.ring.preferenceList(forKey: $0).members }
     }
 
+    /// Counts a key coordinated here as owned by this node or not (INFO's ring-routing figures).
+    private func countCoordinated(_ replicas: [Int]) {
+        if replicas.contains(cluster.selfIndex) {
+            cluster.node.keysCoordinatedAsReplica.add(1, ordering: .relaxed)
+        } else {
+            cluster.node.keysCoordinatedNotReplica.add(1, ordering: .relaxed)
+        }
+    }
+
     // MARK: Quorum reads
 
     private final class ReadOperation<Value: Reconcilable> {
@@ -136,6 +145,7 @@ final class Coordinator: @unchecked Sendable {
         repair: @escaping (Int, Value) -> Void, completion: @escaping (Result<Value?, NoQuorum>) -> Void
     ) {
         let replicas = replicas(of: key)
+        countCoordinated(replicas)
         let operation = ReadOperation(quorum: ReadQuorum<Value>(replicas: replicas, required: min(required, replicas.count)), completion: completion)
         let perform: ([ReadQuorum<Value>.Action]) -> Void = { [self] actions in
             for action in actions {
@@ -237,6 +247,7 @@ final class Coordinator: @unchecked Sendable {
     private func quorumWrite(_ key: [UInt8], required: Int, replicate: (Int, @escaping (Bool?) -> Void) -> Void,
                              completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
         let replicas = replicas(of: key)
+        countCoordinated(replicas)
         let operation = WriteOperation(quorum: WriteQuorum(replicas: replicas, required: min(required, replicas.count)), completion: completion)
         operation.timeout = armTimeout { [self] in finish(operation, operation.quorum.onTimeout()) }
         for replica in replicas {

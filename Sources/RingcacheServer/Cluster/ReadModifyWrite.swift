@@ -31,6 +31,7 @@ extension Coordinator {
             runHere(args, required: required, now: now, completion: completion)
             return
         }
+        cluster.node.readModifyWritesForwarded.add(1, ordering: .relaxed)
         let request = RESPValue.array([.bulk(BusCommand.exec), .bulk(String(required.read)), .bulk(String(required.write))]
             + args.map { .bulkString(ByteBuffer(bytes: $0)) })
         execLink(to: primary)?.send(request) { reply in
