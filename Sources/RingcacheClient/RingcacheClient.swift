@@ -155,19 +155,33 @@ public final class RingcacheClient: Sendable {
 
     // MARK: Topology
 
-    /// Reads `CLUSTER NODES` and `CLUSTER RING` through `pool`. A node without cluster support
-    /// (a plain Redis server) is taken as a single node owning everything.
-    private static func readTopology(through pool: NodePool, seed: Topology.Node) async throws -> Topology {
-        let nodesReply = try await pool.send(CommandEncoder.command("CLUSTER", ["NODES"]), consistency: nil)
-        if case .error(let message) = nodesReply {
+    /// Reads `CLUSTER NODES` through `pool`; nil from a node without cluster support (a plain
+    /// Redis server).
+    private static func readNodes(through pool: NodePool) async throws -> (nodes: [Topology.Node], epoch: UInt64)? {
+        let reply = try await pool.send(CommandEncoder.command("CLUSTER", ["NODES"]), consistency: nil)
+        if case .error(let message) = reply {
             let text = String(buffer: message)
-            if text.hasPrefix("NOAUTH") || text.hasPrefix("WRONGPASS") { throw RingcacheError(reply: text, node: seed.name) }
-            return Topology(single: seed)
+            if text.hasPrefix("NOAUTH") || text.hasPrefix("WRONGPASS") { throw RingcacheError(reply: text, node: pool.node.name) }
+            return nil
         }
-        guard let text = nodesReply.string else { throw RingcacheError(.protocol, "CLUSTER NODES did not answer text", node: seed.name) }
-        let (nodes, epoch) = try Topology.parseNodes(text)
-        let ringReply = try await pool.send(CommandEncoder.command("CLUSTER", ["RING"]), consistency: nil)
-        return try Topology(nodes: nodes, epoch: epoch, ranges: Topology.parseRing(ringReply))
+        guard let text = reply.string else { throw RingcacheError(.protocol, "CLUSTER NODES did not answer text", node: pool.node.name) }
+        return try Topology.parseNodes(text)
+    }
+
+    /// Reads the ring through `pool`: its shape (`CLUSTER RING SHAPE`), from which the client
+    /// builds the same ring as the servers, or else every run of `CLUSTER RING`.
+    private static func readRing(through pool: NodePool, nodes: [Topology.Node], epoch: UInt64) async throws -> Topology {
+        let shape = try await pool.send(CommandEncoder.command("CLUSTER", ["RING", "SHAPE"]), consistency: nil)
+        if case .error = shape {
+            let runs = try await pool.send(CommandEncoder.command("CLUSTER", ["RING"]), consistency: nil)
+            return try Topology(nodes: nodes, epoch: epoch, ranges: Topology.parseRing(runs))
+        }
+        return try Topology(nodes: nodes, shape: Topology.parseShape(shape))
+    }
+
+    private static func readTopology(through pool: NodePool, seed: Topology.Node) async throws -> Topology {
+        guard let (nodes, epoch) = try await readNodes(through: pool) else { return Topology(single: seed) }
+        return try await readRing(through: pool, nodes: nodes, epoch: epoch)
     }
 
     private func startRefreshing() {
@@ -190,39 +204,42 @@ public final class RingcacheClient: Sendable {
         refresher.withLock { $0 = task }
     }
 
-    /// Reads the topology again from a node that is up, and swaps it in if it changed.
+    /// Reads the members' states again from a node that is up; reads the ring too when the
+    /// members or the ring epoch changed.
     public func refresh() async {
-        let (pools, closed) = state.withLock { state in
+        let (pools, current, closed) = state.withLock { state in
             state.refreshRequested = false
-            return (state.pools, state.closed)
+            return (state.pools, state.topology, state.closed)
         }
         guard !closed else { return }
         let now = ContinuousClock.now
         for pool in pools.shuffled() where pool.wouldAllow(now: now) {
-            guard let fresh = try? await Self.readTopology(through: pool, seed: pool.node) else { continue }
+            guard let (nodes, epoch) = try? await Self.readNodes(through: pool) else { continue }
+            if epoch == current.epoch, current.sameMembers(as: nodes) {
+                state.withLock { state in
+                    if state.topology.epoch == epoch { state.topology.updateStates(from: nodes) }
+                }
+                return
+            }
+            guard let fresh = try? await Self.readRing(through: pool, nodes: nodes, epoch: epoch) else { continue }
             install(fresh)
             return
         }
     }
 
+    /// Swaps in a new topology, keeping the pools (connections, breakers) of nodes that stay.
     private func install(_ fresh: Topology) {
         let retired: [NodePool] = state.withLock { state in
-            guard !state.closed, fresh != state.topology else { return [] }
-            var reused: [NodePool] = []
-            var kept = Set<ObjectIdentifier>()
+            guard !state.closed else { return [] }
+            var pools: [NodePool] = []
             for node in fresh.nodes {
-                if let pool = state.pools.first(where: {
-                    $0.node.name == node.name && $0.node.host == node.host && $0.node.port == node.port
-                }) {
-                    reused.append(pool)
-                    kept.insert(ObjectIdentifier(pool))
-                } else {
-                    reused.append(NodePool(node: node, settings: configuration, group: group))
-                }
+                pools.append(state.pools.first { $0.node.name == node.name && $0.node.host == node.host && $0.node.port == node.port }
+                    ?? NodePool(node: node, settings: configuration, group: group))
             }
+            let kept = Set(pools.map(ObjectIdentifier.init))
             let retired = state.pools.filter { !kept.contains(ObjectIdentifier($0)) }
             state.topology = fresh
-            state.pools = reused
+            state.pools = pools
             return retired
         }
         for pool in retired { pool.close() }
@@ -255,9 +272,8 @@ public final class RingcacheClient: Sendable {
                     && pool.allowRequest(now: now)
             }
             if case .position(let position) = route {
-                for index in state.topology.owners(ofPosition: position) where usable(index) {
-                    return state.pools[index]
-                }
+                let owner = state.topology.withOwners(ofPosition: position) { owners in owners.first { usable(Int($0)) } }
+                if let owner { return state.pools[Int(owner)] }
             }
             let count = state.pools.count
             let start = Int.random(in: 0..<count)

@@ -100,6 +100,15 @@ extension CommandProcessor {
                     + String(Double(Int(ring.primaryShares[index] * 10_000)) / 10_000)
             }
             out.writeRESPVerbatim(lines.joined(separator: "\n") + "\n", resp3: session.resp3)
+        } else if sub.equalsIgnoringCase("ring"), args.count == 3, args[2].equalsIgnoringCase("shape") {
+            // What the ring is built from, so that a client can build the same ring itself:
+            // [epoch, vnodes, replicas, [member names in ring order]].
+            out.writeRESPArrayHeader(4)
+            out.writeRESPInteger(Int(ring.epoch))
+            out.writeRESPInteger(ring.vnodes)
+            out.writeRESPInteger(ring.replicas)
+            out.writeRESPArrayHeader(ring.members.count)
+            for member in ring.members { out.writeRESPBulk(member) }
         } else if sub.equalsIgnoringCase("ring") {
             // Runs of partitions with the same replicas: [first position, last position, [replica names]].
             let ranges = ring.ranges

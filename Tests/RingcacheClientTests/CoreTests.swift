@@ -81,6 +81,23 @@ import Testing
         }
     }
 
+    /// A ring rebuilt from CLUSTER RING SHAPE, whatever order CLUSTER NODES lists the nodes in.
+    @Test func aRingBuiltFromItsShapeMatchesTheServersRing() throws {
+        let names = ["n1", "n2", "n3", "n4", "n5"]
+        let ring = HashRing(members: names, vnodes: 8, replicas: 3, epoch: 2)
+        let shape = RESPValue.array([.integer(2), .integer(8), .integer(3), .array(names.map { .bulk($0) })])
+        let listed = names.reversed().enumerated().map { Topology.Node(name: $1, host: "127.0.0.1", port: 7001 + $0) }
+        let topology = try Topology(nodes: listed, shape: Topology.parseShape(shape))
+        #expect(topology.nodes.map(\.name) == names)
+        for i in 0..<2000 {
+            let key = "key:\(i)"
+            #expect(topology.owners(of: key) == ring.preferenceList(forKey: key).members)
+        }
+        #expect(throws: RingcacheError.self) {
+            try Topology(nodes: Array(listed.prefix(2)), shape: Topology.parseShape(shape))
+        }
+    }
+
     @Test func readsClusterNodes() throws {
         let text = """
             n1 127.0.0.1:7001 127.0.0.1:17001 myself,alive 3 0.3333
