@@ -154,6 +154,15 @@ public struct RESPRequestParser: Sendable {
         return spans.isEmpty ? .skip(consumed: newline + 1) : .request(consumed: newline + 1)
     }
 
+    /// Splits a command line into arguments as redis-cli and inline requests do (see
+    /// `splitArguments`); nil on unbalanced quotes.
+    public static func splitCommandLine(_ line: [UInt8]) -> [[UInt8]]? {
+        var output: [UInt8] = []
+        var spans: [Span] = []
+        guard line.withUnsafeBytes({ splitArguments($0, into: &output, spans: &spans) }) else { return nil }
+        return spans.map { Array(output[$0.start..<($0.start + $0.count)]) }
+    }
+
     /// Splits a line into arguments the way Redis's `sdssplitargs` does: whitespace
     /// separates, double quotes take `\n \r \t \b \a \\ \" \xHH`, single quotes take `\'`.
     /// Returns false on unbalanced quotes or a closing quote followed by a non-space.

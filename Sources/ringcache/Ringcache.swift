@@ -22,7 +22,7 @@ struct Ringcache: AsyncParsableCommand {
             flags win.
             """,
         version: RingcacheServer.ringcacheVersion,
-        subcommands: [Serve.self, Cluster.self, Simulate.self]
+        subcommands: [Serve.self, Cluster.self, Cli.self, Bench.self, Simulate.self]
     )
 }
 
