@@ -118,7 +118,8 @@ extension RingcacheClient {
         case .ifAbsent: command.append("NX")
         case .ifPresent: command.append("XX")
         }
-        let reply = try await execute(command.buffer, route: Self.route(for: key), idempotent: condition == .always, consistency: consistency)
+        let reply = try await execute(command.buffer, route: Self.route(for: key, serialized: condition != .always),
+                                      idempotent: condition == .always, consistency: consistency)
         if case .bulkString(nil) = reply { return false }
         if case .null = reply { return false }
         return true
@@ -137,12 +138,12 @@ extension RingcacheClient {
     /// retried once sent: a retry could count twice.
     public func incr(_ key: some RingcacheBytes, by amount: Int64 = 1, consistency: Consistency? = nil) async throws -> Int64 {
         let payload = amount == 1 ? CommandEncoder.command("INCR", [key]) : CommandEncoder.command("INCRBY", [key, String(amount)])
-        return try Self.integer(await execute(payload, route: Self.route(for: key), idempotent: false, consistency: consistency))
+        return try Self.integer(await execute(payload, route: Self.route(for: key, serialized: true), idempotent: false, consistency: consistency))
     }
 
     public func decr(_ key: some RingcacheBytes, by amount: Int64 = 1, consistency: Consistency? = nil) async throws -> Int64 {
         let payload = amount == 1 ? CommandEncoder.command("DECR", [key]) : CommandEncoder.command("DECRBY", [key, String(amount)])
-        return try Self.integer(await execute(payload, route: Self.route(for: key), idempotent: false, consistency: consistency))
+        return try Self.integer(await execute(payload, route: Self.route(for: key, serialized: true), idempotent: false, consistency: consistency))
     }
 
     // MARK: Keys
@@ -172,7 +173,7 @@ extension RingcacheClient {
     public func expire(_ key: some RingcacheBytes, ttl: Duration, consistency: Consistency? = nil) async throws -> Bool {
         // PEXPIREAT with an absolute time, so that a retry sets the same deadline: idempotent.
         let deadline = Int64(Date().timeIntervalSince1970 * 1000) + Int64(Self.milliseconds(ttl))!
-        let reply = try await execute(CommandEncoder.command("PEXPIREAT", [key, String(deadline)]), route: Self.route(for: key),
+        let reply = try await execute(CommandEncoder.command("PEXPIREAT", [key, String(deadline)]), route: Self.route(for: key, serialized: true),
                                       idempotent: true, consistency: consistency)
         return try Self.integer(reply) == 1
     }
@@ -252,25 +253,38 @@ extension RingcacheClient {
         guard !command.isEmpty else { throw RingcacheError(.server, "ERR empty command") }
         var encoder = CommandEncoder(count: command.count)
         for part in command { encoder.append(part) }
-        let route = routingKey.map { key in Route.position(key.withBytes { HashRing.position(of: $0) }) } ?? .any
+        let name = command[0].withBytes { String(decoding: $0, as: UTF8.self) }.uppercased()
+        let serialized = Self.readModifyWrite.contains(name)
+            || (name == "SET" && command.dropFirst(3).contains { $0.withBytes { ["NX", "XX", "GET", "KEEPTTL"].contains(String(decoding: $0, as: UTF8.self).uppercased()) } })
+        let route = routingKey.map { key in Route.position(key.withBytes { HashRing.position(of: $0) }, serialized: serialized) } ?? .any
         return RingcacheReply(try await execute(encoder.buffer, route: route, idempotent: idempotent, consistency: consistency))
     }
 
     // MARK: Helpers
 
-    /// Groups key indices by the node the first key of each group routes to, keeping order.
+    /// Commands the cluster runs at the key's first replica.
+    static let readModifyWrite: Set<String> = [
+        "SETNX", "GETSET", "GETDEL", "GETEX", "INCR", "DECR", "INCRBY", "DECRBY", "INCRBYFLOAT", "APPEND", "GETRANGE", "SUBSTR",
+        "SETRANGE", "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "EXPIRETIME", "PEXPIRETIME", "PERSIST",
+    ]
+
+    /// Groups key indices by the node each key goes to (the favoured node where it holds the
+    /// key, else the key's first replica), keeping their order; each group is routed by its
+    /// first key, which picks that same node.
     private func groupByOwner(_ keys: [some RingcacheBytes]) -> [(Route, [Int])] {
-        var groups: [Int: (Route, [Int])] = [:]
-        var order: [Int] = []
-        let topology = self.topology
+        var groups: [Int32: (Route, [Int])] = [:]
+        var order: [Int32] = []
+        let (topology, home) = placement
         for (index, key) in keys.enumerated() {
             let position = key.withBytes { HashRing.position(of: $0) }
-            let owner = configuration.routing == .ringAware ? topology.owners(ofPosition: position).first ?? 0 : 0
-            if groups[owner] == nil {
-                groups[owner] = (.position(position), [])
-                order.append(owner)
+            let target = configuration.routing == .firstSeed ? 0 : topology.withOwners(ofPosition: position) { owners in
+                home.flatMap { owners.contains($0) ? $0 : nil } ?? owners.first ?? 0
             }
-            groups[owner]!.1.append(index)
+            if groups[target] == nil {
+                groups[target] = (.position(position, serialized: false), [])
+                order.append(target)
+            }
+            groups[target]!.1.append(index)
         }
         return order.map { groups[$0]! }
     }

@@ -68,6 +68,11 @@ public final class RingcacheClient: Sendable {
         /// breaker opens).
         public var topologyRefreshInterval: Duration = .seconds(2)
         public var routing = Routing.ringAware
+        /// The node to favour among a key's replicas (reads and plain writes go to it whenever it
+        /// holds the key, so its batches stay large); a random node when nil, so that many
+        /// clients spread out. Read-modify-write calls always go to the key's first replica,
+        /// which is where the cluster runs them.
+        public var preferredNode: String?
         /// The consistency of calls that do not name one.
         public var consistency = Consistency.default
         /// The event loops to run on; the shared NIO singleton when nil.
@@ -85,6 +90,8 @@ public final class RingcacheClient: Sendable {
     private struct State {
         var topology: Topology
         var pools: [NodePool]
+        /// Index of the favoured node in `topology.nodes`.
+        var home: Int32?
         var closed = false
         var refreshRequested = false
     }
@@ -94,7 +101,9 @@ public final class RingcacheClient: Sendable {
         self.configuration = configuration
         self.group = group
         let pools = topology.nodes.map { NodePool(node: $0, settings: configuration, group: group) }
-        state = Mutex(State(topology: topology, pools: pools))
+        let home = configuration.preferredNode.flatMap { name in topology.nodes.firstIndex { $0.name == name } }
+            ?? Int.random(in: 0..<topology.nodes.count)
+        state = Mutex(State(topology: topology, pools: pools, home: Int32(home)))
     }
 
     /// Connects to a cluster through its seeds (`host:port` each): reads the ring from the first
@@ -147,6 +156,9 @@ public final class RingcacheClient: Sendable {
 
     /// The cluster as the client last read it.
     public var topology: Topology { state.withLock { $0.topology } }
+
+    /// The topology and the favoured node's index in it.
+    var placement: (Topology, Int32?) { state.withLock { ($0.topology, $0.home) } }
 
     /// A node's circuit breaker, by the name `CLUSTER NODES` gives it.
     public func breaker(of node: String) -> CircuitBreaker? {
@@ -238,6 +250,8 @@ public final class RingcacheClient: Sendable {
             }
             let kept = Set(pools.map(ObjectIdentifier.init))
             let retired = state.pools.filter { !kept.contains(ObjectIdentifier($0)) }
+            let homeName = state.home.map { state.topology.nodes[Int($0)].name }
+            state.home = (fresh.nodes.firstIndex { $0.name == homeName } ?? Int.random(in: 0..<fresh.nodes.count)).map(Int32.init)
             state.topology = fresh
             state.pools = pools
             return retired
@@ -249,19 +263,21 @@ public final class RingcacheClient: Sendable {
 
     /// Where one request may go.
     enum Route {
-        /// A key's ring position: its replicas, primary first.
-        case position(UInt64)
+        /// A key's ring position: one of its replicas; its first one for a read-modify-write
+        /// command (`serialized`), which the cluster runs there.
+        case position(UInt64, serialized: Bool)
         /// Any node.
         case any
     }
 
-    static func route(for key: some RingcacheBytes) -> Route {
-        .position(key.withBytes { HashRing.position(of: $0) })
+    static func route(for key: some RingcacheBytes, serialized: Bool = false) -> Route {
+        .position(key.withBytes { HashRing.position(of: $0) }, serialized: serialized)
     }
 
-    /// Picks the node for a request: the first replica whose breaker lets it through and that
-    /// gossip does not call dead, skipping nodes that already failed this call; failing that,
-    /// any such node (every node can coordinate).
+    /// Picks the node for a request: among the key's replicas whose breakers let them through,
+    /// that gossip does not call dead and that did not fail this call already, the favoured
+    /// node if it is one (not for serialized calls), else the first; failing that, any such
+    /// node (every node can coordinate).
     private func choose(_ route: Route, excluding tried: [ObjectIdentifier]) throws(RingcacheError) -> NodePool {
         let now = ContinuousClock.now
         return try state.withLock { state throws(RingcacheError) in
@@ -271,8 +287,11 @@ public final class RingcacheClient: Sendable {
                 return state.topology.nodes[index].state != "dead" && !tried.contains(ObjectIdentifier(pool))
                     && pool.allowRequest(now: now)
             }
-            if case .position(let position) = route {
-                let owner = state.topology.withOwners(ofPosition: position) { owners in owners.first { usable(Int($0)) } }
+            if case .position(let position, let serialized) = route {
+                let owner = state.topology.withOwners(ofPosition: position) { owners -> Int32? in
+                    if !serialized, let home = state.home, owners.contains(home), usable(Int(home)) { return home }
+                    return owners.first { usable(Int($0)) }
+                }
                 if let owner { return state.pools[Int(owner)] }
             }
             let count = state.pools.count

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NIOPosix
 import RingcacheClient
 
 /// A load generator that goes through RingcacheClient: what an embedding application sees.
@@ -57,6 +58,18 @@ struct Bench: AsyncParsableCommand {
         configuration.routing = routing == .ring ? .ringAware : .firstSeed
         configuration.connectionsPerNode = connections
         configuration.password = password
+        // One event loop for every connection, and the callers run on it too: no call or
+        // reply crosses a thread (the way redis-benchmark runs, single-threaded).
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        configuration.eventLoopGroup = group
+        let executor = EventLoopTaskExecutor(group.next())
+        try await withTaskExecutorPreference(executor) {
+            try await load(configuration)
+        }
+        try await group.shutdownGracefully()
+    }
+
+    private func load(_ configuration: RingcacheClient.Configuration) async throws {
         let client = try await RingcacheClient.connect(seeds.split(separator: ",").map(String.init), configuration: configuration)
         let value = [UInt8](repeating: UInt8(ascii: "x"), count: valueSize)
         let keys = (0..<keyspace).map { Array("key:\($0)".utf8) }

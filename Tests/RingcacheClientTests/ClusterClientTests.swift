@@ -124,6 +124,7 @@ struct Point: Codable, Equatable {
         defer { cluster.stopAll() }
         try await cluster.startAll()
         var configuration = RingcacheClient.Configuration()
+        configuration.preferredNode = "n2"
         configuration.breakerFailureThreshold = 2
         configuration.breakerOpenDuration = .milliseconds(300)
         configuration.requestTimeout = .milliseconds(800)

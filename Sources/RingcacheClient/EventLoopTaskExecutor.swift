@@ -1,0 +1,18 @@
+import NIOCore
+
+/// A task executor that runs jobs on one NIO event loop. Tasks that prefer it
+/// (`withTaskExecutorPreference`) run on the thread that owns their connections, so a call and
+/// its reply never cross threads: for a client on a one-thread event-loop group, the fastest
+/// way to drive it.
+public final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+    public let eventLoop: any EventLoop
+
+    public init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        eventLoop.execute { [self] in job.runSynchronously(on: asUnownedTaskExecutor()) }
+    }
+}
