@@ -9,6 +9,7 @@ public protocol RingcacheBytes: Sendable {
 }
 
 extension RingcacheBytes {
+    /// Writes `$<length>\r\n<bytes>\r\n`.
     public func writeBulk(into buffer: inout ByteBuffer) {
         withBytes { bytes in
             buffer.writeStaticString("$")

@@ -5,16 +5,21 @@
 /// (each costs nothing, instead of a timeout). Then it lets one probe through (half-open): a
 /// success closes it, a failure opens it again.
 public struct CircuitBreaker: Sendable, Hashable {
+    /// Where the breaker stands.
     public enum State: Sendable, Hashable {
         case closed(consecutiveFailures: Int)
         case open(until: ContinuousClock.Instant)
         case halfOpen(probeInFlight: Bool)
     }
 
+    /// The current state; starts closed.
     public private(set) var state: State = .closed(consecutiveFailures: 0)
+    /// Consecutive failures that open a closed breaker.
     public let failureThreshold: Int
+    /// How long an open breaker refuses requests before it lets a probe through.
     public let openDuration: Duration
 
+    /// A closed breaker.
     public init(failureThreshold: Int = 3, openDuration: Duration = .seconds(2)) {
         precondition(failureThreshold >= 1, "a breaker needs at least one failure to open")
         self.failureThreshold = failureThreshold
@@ -46,16 +51,19 @@ public struct CircuitBreaker: Sendable, Hashable {
         }
     }
 
+    /// Waiting for the answer to its probe, or ready to let one through.
     public var isHalfOpen: Bool {
         if case .halfOpen = state { return true }
         return false
     }
 
+    /// Refusing requests (until its open period ends).
     public var isOpen: Bool {
         if case .open = state { return true }
         return false
     }
 
+    /// Letting every request through.
     public var isClosed: Bool {
         if case .closed = state { return true }
         return false
@@ -89,9 +97,12 @@ public struct CircuitBreaker: Sendable, Hashable {
 /// Exponential backoff with full jitter: attempt n waits a random time in
 /// [0, min(cap, base·2ⁿ)], so clients that failed together do not retry together.
 public struct Backoff: Sendable, Hashable {
+    /// The ceiling of the first wait; it doubles with each attempt.
     public var base: Duration
+    /// The largest ceiling.
     public var cap: Duration
 
+    /// Backoff from `base`, doubling up to `cap`.
     public init(base: Duration, cap: Duration) {
         self.base = base
         self.cap = cap
@@ -109,6 +120,7 @@ public struct Backoff: Sendable, Hashable {
         ceiling(attempt: attempt) * min(max(unit, 0), 1)
     }
 
+    /// A random wait for `attempt`.
     public func delay(attempt: Int) -> Duration {
         delay(attempt: attempt, unit: Double.random(in: 0...1))
     }

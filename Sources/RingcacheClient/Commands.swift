@@ -23,15 +23,20 @@ public enum KeyTTL: Sendable, Hashable {
 /// ``RingcacheClient/vset(_:_:context:ttl:consistency:)`` so the write supersedes exactly the
 /// values that were read. Opaque; `empty` for a key never read.
 public struct CausalContext: Sendable, Hashable, CustomStringConvertible {
+    /// The hex token VGET returned (empty for a key that had no value).
     public let token: String
+    /// A context from its token, e.g. one kept between requests.
     public init(token: String) { self.token = token }
+    /// The context of a key never read: a VSET with it supersedes nothing.
     public static let empty = CausalContext(token: "")
+    /// The token, or `(empty)`.
     public var description: String { token.isEmpty ? "(empty)" : token }
 }
 
 /// A key's concurrent values (siblings) and the context that covers them all. Under
 /// `reconcile lww` there is at most one value.
 public struct Siblings: Sendable, Hashable {
+    /// Covers every value below: hand it to VSET to replace them all.
     public var context: CausalContext
     /// A deleted sibling is nil.
     public var values: [[UInt8]?]
@@ -141,6 +146,7 @@ extension RingcacheClient {
         return try Self.integer(await execute(payload, route: Self.route(for: key, serialized: true), idempotent: false, consistency: consistency))
     }
 
+    /// Subtracts `amount` from the integer at `key` (0 if absent) and returns the result; never retried once sent.
     public func decr(_ key: some RingcacheBytes, by amount: Int64 = 1, consistency: Consistency? = nil) async throws -> Int64 {
         let payload = amount == 1 ? CommandEncoder.command("DECR", [key]) : CommandEncoder.command("DECRBY", [key, String(amount)])
         return try Self.integer(await execute(payload, route: Self.route(for: key, serialized: true), idempotent: false, consistency: consistency))
@@ -164,6 +170,7 @@ extension RingcacheClient {
         try await sumPerOwner("EXISTS", keys, consistency: consistency)
     }
 
+    /// Whether `key` exists.
     public func exists(_ key: some RingcacheBytes, consistency: Consistency? = nil) async throws -> Bool {
         try await exists([key], consistency: consistency) > 0
     }

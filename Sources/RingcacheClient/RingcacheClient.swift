@@ -47,26 +47,33 @@ public final class RingcacheClient: Sendable {
         case firstSeed
     }
 
+    /// How the client connects, times out, retries and routes; every field has a default.
     public struct Configuration: Sendable {
         /// For `AUTH`, when the nodes have `requirepass`.
         public var username: String?
+        /// `AUTH [username] password` on every new connection.
         public var password: String?
         /// Pipelined connections per node.
         public var connectionsPerNode = 2
+        /// How long a connect may take.
         public var connectTimeout: Duration = .seconds(1)
         /// A request without a reply by then fails with `.timeout`, and its connection is closed.
         public var requestTimeout: Duration = .seconds(2)
         /// Extra attempts for idempotent calls (and for any call that was never sent).
         public var retries = 2
+        /// Waits between attempts of one call.
         public var retryBackoff = Backoff(base: .milliseconds(20), cap: .milliseconds(500))
+        /// Waits between failed connects to one node.
         public var reconnectBackoff = Backoff(base: .milliseconds(50), cap: .seconds(2))
         /// Consecutive transport failures that open a node's breaker, and how long it stays open
         /// before one probe may go through.
         public var breakerFailureThreshold = 3
+        /// How long an open breaker keeps requests away from its node.
         public var breakerOpenDuration: Duration = .seconds(2)
         /// How often the ring and the members' states are read again (also at once when a
         /// breaker opens).
         public var topologyRefreshInterval: Duration = .seconds(2)
+        /// Ring-aware, or everything through the first seed.
         public var routing = Routing.ringAware
         /// The node to favour among a key's replicas (reads and plain writes go to it whenever it
         /// holds the key, so its batches stay large); a random node when nil, so that many
@@ -81,6 +88,7 @@ public final class RingcacheClient: Sendable {
         public init() {}
     }
 
+    /// The settings the client was connected with.
     public let configuration: Configuration
     private let group: any EventLoopGroup
     private let seeds: [Topology.Node]

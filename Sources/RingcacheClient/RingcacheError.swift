@@ -1,6 +1,7 @@
 /// Why a call failed. `code` says what kind of failure it was; `message` is the server's text
 /// or a description of the transport failure; `node` names the node that was asked, if any.
 public struct RingcacheError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of failure.
     public enum Code: Sendable, Hashable {
         /// Too few replicas answered for the consistency level (`NOQUORUM`).
         case noQuorum
@@ -26,10 +27,14 @@ public struct RingcacheError: Error, Sendable, Hashable, CustomStringConvertible
         case shutdown
     }
 
+    /// What kind of failure it was.
     public let code: Code
+    /// The server's error reply, or what went wrong on the way.
     public let message: String
+    /// The node the call went to, when one was chosen.
     public let node: String?
 
+    /// An error of `code`.
     public init(_ code: Code, _ message: String, node: String? = nil) {
         self.code = code
         self.message = message
