@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ClusterCore", targets: ["ClusterCore"]),
         .library(name: "RingcacheServer", targets: ["RingcacheServer"]),
         .library(name: "RingcacheClient", targets: ["RingcacheClient"]),
+        .library(name: "Persistence", targets: ["Persistence"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -44,9 +45,14 @@ let package = Package(
             dependencies: ["CacheStore", "CXXHash", .product(name: "HeapModule", package: "swift-collections")]
         ),
         .target(
+            name: "Persistence",
+            dependencies: ["CSQLite", "CXXHash", "CacheStore"]
+        ),
+        .target(
             name: "RingcacheServer",
             dependencies: [
                 "RESP",
+                "Persistence",
                 "CacheStore",
                 "ClusterCore",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -86,6 +92,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore"]),
+        .testTarget(name: "PersistenceTests", dependencies: ["Persistence", "CacheStore"]),
         .testTarget(name: "ClusterCoreTests", dependencies: ["ClusterCore", "CacheStore"]),
         .testTarget(
             name: "RingcacheServerTests",

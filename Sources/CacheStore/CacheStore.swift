@@ -41,13 +41,19 @@ public final class CacheStore: Sendable {
         public var maxMemory: Int
         public var evictionPolicy: EvictionPolicy
         public var node: NodeID
+        /// Told of every write and delete (a durable tier under the store); nil for none.
+        public var journal: (any StoreJournal)?
 
-        public init(shardCount: Int = 64, maxMemory: Int = 0, evictionPolicy: EvictionPolicy = .allKeysLRU, node: NodeID = NodeID(rawValue: 0)) {
+        public init(
+            shardCount: Int = 64, maxMemory: Int = 0, evictionPolicy: EvictionPolicy = .allKeysLRU, node: NodeID = NodeID(rawValue: 0),
+            journal: (any StoreJournal)? = nil
+        ) {
             precondition(shardCount > 0 && shardCount & (shardCount - 1) == 0, "shardCount must be a power of two")
             self.shardCount = shardCount
             self.maxMemory = maxMemory
             self.evictionPolicy = evictionPolicy
             self.node = node
+            self.journal = journal
         }
     }
 
@@ -66,6 +72,7 @@ public final class CacheStore: Sendable {
     private let evictionCursor = Atomic<Int>(0)
     private let expiryTombstoneTTL = Atomic<Int64>(0)
     private let counters = Counters()
+    private let journal: (any StoreJournal)?
 
     /// Running totals for INFO.
     final class Counters: Sendable {
@@ -77,6 +84,7 @@ public final class CacheStore: Sendable {
         shardBits = configuration.shardCount.trailingZeroBitCount
         shards = (0..<configuration.shardCount).map { _ in Shard(shardBits: configuration.shardCount.trailingZeroBitCount) }
         node = configuration.node
+        journal = configuration.journal
         maxMemoryBytes = Atomic(configuration.maxMemory)
         policyIndex = Atomic(EvictionPolicy.allCases.firstIndex(of: configuration.evictionPolicy)!)
         usedBytes.store(shards.count * ShardTable.minimumCapacity * 8, ordering: .relaxed)
@@ -190,18 +198,28 @@ public final class CacheStore: Sendable {
             case .none:
                 return true
             case .delete:
-                if let slot, existing != nil { remove(&table, slot: slot) }
+                if let slot, existing != nil {
+                    remove(&table, slot: slot)
+                    journal?.removed(key: key)
+                }
                 return true
             case .setExpiry(let expiry):
                 guard let existing else { return true }
                 table.setExpiry(existing, expiry)
                 existing.version = nextVersion(now: now)
+                journal?.stored(key: key, value: existing.value, expiry: expiry, version: existing.version)
                 return true
             case .put(let value, let expiry):
-                return store(&table, key: key, hash: hash, slot: slot, value: value, expiry: expiry, version: nextVersion(now: now), now: now)
+                let version = nextVersion(now: now)
+                guard store(&table, key: key, hash: hash, slot: slot, value: value, expiry: expiry, version: version, now: now) else { return false }
+                journal?.stored(key: key, value: value, expiry: expiry, version: version)
+                return true
             case .putBytes(let bytes, let expiry):
-                return bytes.withUnsafeBytes {
-                    store(&table, key: key, hash: hash, slot: slot, value: $0, expiry: expiry, version: nextVersion(now: now), now: now)
+                let version = nextVersion(now: now)
+                return bytes.withUnsafeBytes { value in
+                    guard store(&table, key: key, hash: hash, slot: slot, value: value, expiry: expiry, version: version, now: now) else { return false }
+                    journal?.stored(key: key, value: value, expiry: expiry, version: version)
+                    return true
                 }
             }
         }
@@ -313,12 +331,15 @@ public final class CacheStore: Sendable {
     ///     milliseconds after the delete's timestamp (the same moment on every replica).
     ///   - force: store it even if the store holds a higher version (vector-clock mode, where
     ///     causality and not the timestamp decides).
+    ///   - durable: false for an entry that comes from the durable tier (loading, a read
+    ///     through): it is not reported to the journal.
     /// - Returns: true if the write was newer (or forced) and is now stored.
     @discardableResult
     public func applyVersioned(
         _ key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, expiry: Int64, version: Version, now: Int64,
-        tombstoneTTL: Int64, force: Bool = false
+        tombstoneTTL: Int64, force: Bool = false, durable: Bool = true
     ) -> Bool {
+        let journal = durable ? self.journal : nil
         observe(version.timestamp)
         let hash = keyHash(key)
         return shard(for: hash).table.withLock { table in
@@ -333,11 +354,15 @@ public final class CacheStore: Sendable {
             if effectiveExpiry != 0 && effectiveExpiry <= now {
                 // Already expired (or a tombstone past its time): it only removes older data.
                 if let slot { remove(&table, slot: slot) }
+                journal?.removed(key: key)
                 return true
             }
-            return store(
+            guard store(
                 &table, key: key, hash: hash, slot: slot, value: value ?? UnsafeRawBufferPointer(start: nil, count: 0),
                 expiry: effectiveExpiry, version: version, now: now, tombstone: value == nil)
+            else { return false }
+            journal?.stored(key: key, value: value, expiry: effectiveExpiry, version: version)
+            return true
         }
     }
 
@@ -472,6 +497,7 @@ public final class CacheStore: Sendable {
 
     /// Removes every key.
     public func removeAll() {
+        journal?.removedAll()
         for shard in shards {
             shard.table.withLock { table in
                 let before = table.usedBytes

@@ -1,0 +1,477 @@
+import CSQLite
+import CXXHash
+import CacheStore
+import Dispatch
+import Foundation
+import Synchronization
+
+/// When a committed batch is synced to disk.
+public enum FsyncPolicy: String, Sendable, CaseIterable {
+    /// Every commit is synced (synchronous=FULL) and writes are acknowledged after it.
+    case always
+    /// Commits are synced at least once a second.
+    case everysec
+    /// The operating system decides.
+    case no
+}
+
+/// Why the durable tier could not start. The database is never changed when this is thrown.
+public struct PersistenceError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+}
+
+/// An entry as the durable tier holds it.
+public struct DiskEntry: Sendable {
+    /// nil for a tombstone.
+    public var value: [UInt8]?
+    public var expiry: Int64
+    public var version: Version
+}
+
+/// The durable tier under a node's memory: an SQLite database in WAL mode that follows every
+/// change of the store (it is the store's ``StoreJournal``).
+///
+/// Changes are queued by the event loops (a copy of the bytes, nothing else) and committed in
+/// batches by one writer thread (group commit). The same thread answers read-throughs, after
+/// committing what was queued before them, so a read never misses an acknowledged write; and
+/// at start it loads the most recently written entries into memory, a chunk at a time between
+/// commits, so the node answers at once.
+public final class DurableTier: StoreJournal, @unchecked Sendable {
+    public let path: String
+    public let fsync: FsyncPolicy
+    /// Past this many queued bytes, callers should stop taking writes (``isCongested``).
+    public let queueLimit: Int
+
+    // Touched by the writer thread only (and by init before it starts).
+    private let database: SQLiteDatabase
+    private var written: Int64 = 0
+    private var upsert: SQLiteDatabase.Statement!
+    private var delete: SQLiteDatabase.Statement!
+    private var lookup: SQLiteDatabase.Statement!
+
+    private let queue = Mutex(Queue())
+    private let wake = DispatchSemaphore(value: 0)
+    private let queuedBytes = Atomic<Int>(0)
+    private let failure = Mutex<String?>(nil)
+    private let stopped = DispatchSemaphore(value: 0)
+
+    /// The sequence number of the last change committed.
+    public let committedSequence = Atomic<UInt64>(0)
+    public let rows = Atomic<Int>(0)
+    public let diskBytes = Atomic<Int>(0)
+    public let commits = Atomic<Int>(0)
+    public let lastCommitMillis = Atomic<Int64>(0)
+    public let lastCommitMicros = Atomic<Int>(0)
+    public let readThroughs = Atomic<Int>(0)
+    public let purgedRows = Atomic<Int>(0)
+    public let writeErrors = Atomic<Int>(0)
+    /// True until every row was looked at by the start-up load.
+    public let loading = Atomic<Bool>(true)
+    /// Rows on disk that memory may not hold: set when the load stopped at the memory budget.
+    public let diskHasMore = Atomic<Bool>(false)
+    public let loadedRows = Atomic<Int>(0)
+
+    private struct Queue {
+        var log: [UInt8] = []
+        var sequence: UInt64 = 0
+        var reads: [(key: [UInt8], done: @Sendable (DiskEntry?) -> Void)] = []
+        var waiters: [(sequence: UInt64, done: @Sendable (Bool) -> Void)] = []
+        var stopping = false
+        var writerAsleep = false
+    }
+
+    static let applicationID: Int64 = 0x5243_4348  // "RCCH"
+    static let formatVersion: Int64 = 1
+
+    /// Opens (or creates) the database at `path`. Refuses, without changing it, a file that
+    /// is not a ringcache database, is damaged, unreadable, or in use by another process.
+    public init(path: String, fsync: FsyncPolicy, queueLimit: Int = 64 << 20) throws(PersistenceError) {
+        self.path = path
+        self.fsync = fsync
+        self.queueLimit = queueLimit
+        let exists = access(path, F_OK) == 0
+        do {
+            database = try SQLiteDatabase(path: path, create: !exists)
+        } catch {
+            throw PersistenceError(description: "cannot open the database \(path): \(error.message)")
+        }
+        do {
+            try database.execute("PRAGMA locking_mode=EXCLUSIVE")
+            let application = try database.integer("PRAGMA application_id")
+            let objects = try database.integer("SELECT count(*) FROM sqlite_master")
+            if application != Self.applicationID && !(application == 0 && objects == 0) {
+                throw PersistenceError(description: "\(path) is not a ringcache database (application_id \(application), \(objects) schema objects); it was left untouched: move it away or set another `dir`")
+            }
+            // Takes the exclusive lock now: another process holding the file fails here.
+            try database.execute("BEGIN EXCLUSIVE; COMMIT")
+            try database.execute("PRAGMA journal_mode=WAL")
+            let synchronous = switch fsync {
+            case .always: "FULL"
+            case .everysec: "NORMAL"
+            case .no: "OFF"
+            }
+            try database.execute("PRAGMA synchronous=\(synchronous)")
+            if application == 0 {
+                try database.execute("""
+                    CREATE TABLE entries(
+                        key BLOB PRIMARY KEY, value BLOB, version INTEGER NOT NULL, node INTEGER NOT NULL,
+                        expiry INTEGER NOT NULL, tombstone INTEGER NOT NULL, position INTEGER NOT NULL, written INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX entries_position ON entries(position);
+                    CREATE INDEX entries_written ON entries(written);
+                    CREATE INDEX entries_expiry ON entries(expiry) WHERE expiry != 0;
+                    PRAGMA application_id=\(Self.applicationID);
+                    PRAGMA user_version=\(Self.formatVersion);
+                    """)
+            } else {
+                let format = try database.integer("PRAGMA user_version")
+                guard format == Self.formatVersion else {
+                    throw PersistenceError(description: "\(path) has format \(format); this ringcache reads format \(Self.formatVersion); left untouched")
+                }
+            }
+            written = try database.integer("SELECT coalesce(max(written), 0) FROM entries")
+            rows.store(Int(try database.integer("SELECT count(*) FROM entries")), ordering: .relaxed)
+            upsert = try database.prepare(
+                "INSERT OR REPLACE INTO entries(key, value, version, node, expiry, tombstone, position, written) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            delete = try database.prepare("DELETE FROM entries WHERE key = ?")
+            lookup = try database.prepare("SELECT value, version, node, expiry, tombstone FROM entries WHERE key = ?")
+        } catch let error as PersistenceError {
+            database.close()
+            throw error
+        } catch let error as SQLiteError {
+            database.close()
+            if error.isBusy {
+                throw PersistenceError(description: "\(path) is in use by another process (\(error.message)); is another node running on it?")
+            }
+            if error.isCorrupt {
+                throw PersistenceError(description: "\(path) is damaged or not a database (\(error.message)); it was left untouched: move it away or set another `dir`")
+            }
+            throw PersistenceError(description: "cannot use the database \(path): \(error.message)")
+        } catch {
+            database.close()
+            throw PersistenceError(description: "cannot use the database \(path): \(error)")
+        }
+        updateDiskBytes()
+    }
+
+    // MARK: Journal (event loops)
+
+    public func stored(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, expiry: Int64, version: Version) {
+        append { log in
+            log.append(1)
+            Self.appendBytes(key, to: &log)
+            if let value {
+                log.append(1)
+                Self.appendBytes(value, to: &log)
+            } else {
+                log.append(0)
+            }
+            Self.append(expiry, to: &log)
+            Self.append(version.timestamp.rawValue, to: &log)
+            Self.append(version.node.rawValue, to: &log)
+        }
+    }
+
+    public func removed(key: UnsafeRawBufferPointer) {
+        append { log in
+            log.append(2)
+            Self.appendBytes(key, to: &log)
+        }
+    }
+
+    public func removedAll() {
+        append { $0.append(3) }
+    }
+
+    private func append(_ encode: (inout [UInt8]) -> Void) {
+        let wakeWriter = queue.withLock { queue in
+            let before = queue.log.count
+            encode(&queue.log)
+            queue.sequence += 1
+            queuedBytes.add(queue.log.count - before, ordering: .relaxed)
+            defer { queue.writerAsleep = false }
+            return queue.writerAsleep
+        }
+        if wakeWriter { wake.signal() }
+    }
+
+    private static func append<T: FixedWidthInteger>(_ value: T, to log: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) { log.append(contentsOf: $0) }
+    }
+
+    private static func appendBytes(_ bytes: UnsafeRawBufferPointer, to log: inout [UInt8]) {
+        append(UInt32(bytes.count), to: &log)
+        log.append(contentsOf: bytes)
+    }
+
+    /// The sequence number of the last change queued.
+    public var queuedSequence: UInt64 { queue.withLock { $0.sequence } }
+    public var queueDepth: Int { queuedBytes.load(ordering: .relaxed) }
+    /// Writes should wait: the writer is behind by more than ``queueLimit`` bytes.
+    public var isCongested: Bool { queuedBytes.load(ordering: .relaxed) > queueLimit }
+    /// Why commits fail (a full disk, an I/O error), or nil while they succeed.
+    public var failureReason: String? { failure.withLock { $0 } }
+    public var isLoading: Bool { loading.load(ordering: .relaxed) }
+    public var hasMoreOnDisk: Bool { diskHasMore.load(ordering: .relaxed) }
+
+    /// Read-throughs are needed: memory may lack rows the disk holds.
+    public var mayHoldMore: Bool { loading.load(ordering: .relaxed) || diskHasMore.load(ordering: .relaxed) }
+
+    /// Calls `done(true)` once every change up to `sequence` is committed (at once if it is),
+    /// or `done(false)` if the commit holding it failed. Called on the writer thread.
+    public func whenCommitted(_ sequence: UInt64, _ done: @escaping @Sendable (Bool) -> Void) {
+        let now: Bool? = queue.withLock { queue in
+            if committedSequence.load(ordering: .acquiring) >= sequence { return true }
+            queue.waiters.append((sequence, done))
+            return nil
+        }
+        if let now { done(now) }
+    }
+
+    /// Looks `key` up on disk, after every change queued before this call is committed.
+    public func read(_ key: [UInt8], _ done: @escaping @Sendable (DiskEntry?) -> Void) {
+        let wakeWriter = queue.withLock { queue in
+            queue.reads.append((key, done))
+            defer { queue.writerAsleep = false }
+            return queue.writerAsleep
+        }
+        if wakeWriter { wake.signal() }
+    }
+
+    // MARK: Writer thread
+
+    /// Starts the writer thread; it loads the store first (up to the store's `maxMemory`).
+    public func start(loadingInto store: CacheStore) {
+        let thread = Thread { [self] in run(store: store) }
+        thread.name = "ringcache-sqlite"
+        thread.start()
+    }
+
+    /// Commits what is queued and stops the writer; returns once it has.
+    public func stop() {
+        queue.withLock { $0.stopping = true }
+        wake.signal()
+        stopped.wait()
+    }
+
+    private func run(store: CacheStore) {
+        var loadCursor = Int64.max
+        var retry: (log: [UInt8], sequence: UInt64)?
+        var lastHousekeeping = ContinuousClock.now
+        while true {
+            let loadingNow = loading.load(ordering: .relaxed)
+            let sleep = queue.withLock { queue -> Bool in
+                let idle = queue.log.isEmpty && queue.reads.isEmpty && !queue.stopping && !loadingNow
+                queue.writerAsleep = idle
+                return idle
+            }
+            if sleep { _ = wake.wait(timeout: .now() + .milliseconds(retry == nil ? 1000 : 500)) }
+            var (log, sequence, reads, stopping) = queue.withLock { queue in
+                defer {
+                    queue.log = []
+                    queue.log.reserveCapacity(4096)
+                    queue.reads = []
+                    queue.writerAsleep = false
+                }
+                return (queue.log, queue.sequence, queue.reads, queue.stopping)
+            }
+            queuedBytes.store(0, ordering: .relaxed)
+            if let pending = retry {
+                log = pending.log + log
+                if log.count == pending.log.count { sequence = pending.sequence }
+            }
+            if !log.isEmpty {
+                if commit(log) {
+                    retry = nil
+                    if failure.withLock({ $0 }) != nil { failure.withLock { $0 = nil } }
+                    finishWaiters(upTo: sequence, success: true)
+                } else {
+                    retry = (log, sequence)
+                    finishWaiters(upTo: sequence, success: false)
+                    if !stopping { Thread.sleep(forTimeInterval: 0.2) }
+                }
+            }
+            for read in reads { read.done(lookUp(read.key)) }
+            if loadingNow { loadCursor = loadChunk(into: store, below: loadCursor) }
+            if ContinuousClock.now - lastHousekeeping >= .seconds(1) {
+                lastHousekeeping = .now
+                housekeeping()
+            }
+            if stopping && queue.withLock({ $0.log.isEmpty && $0.reads.isEmpty }) && (retry == nil || stoppingGaveUp(&retry)) {
+                break
+            }
+        }
+        if fsync != .no { try? database.execute("PRAGMA wal_checkpoint(TRUNCATE)") }
+        database.close()
+        stopped.signal()
+    }
+
+    /// At shutdown a batch that cannot be committed is dropped after one more try.
+    private func stoppingGaveUp(_ retry: inout (log: [UInt8], sequence: UInt64)?) -> Bool {
+        if let pending = retry, commit(pending.log) { retry = nil }
+        return true
+    }
+
+    private func finishWaiters(upTo sequence: UInt64, success: Bool) {
+        let due: [@Sendable (Bool) -> Void] = queue.withLock { queue in
+            if success { committedSequence.store(sequence, ordering: .releasing) }
+            let due = queue.waiters.filter { $0.sequence <= sequence }.map(\.done)
+            queue.waiters.removeAll { $0.sequence <= sequence }
+            return due
+        }
+        for done in due { done(success) }
+    }
+
+    /// Applies one batch of changes in one transaction. False (and rolled back) on an error.
+    private func commit(_ log: [UInt8]) -> Bool {
+        let started = ContinuousClock.now
+        do {
+            try database.execute("BEGIN IMMEDIATE")
+            try log.withUnsafeBytes { try apply($0) }
+            try database.execute("COMMIT")
+        } catch {
+            try? database.execute("ROLLBACK")
+            writeErrors.add(1, ordering: .relaxed)
+            failure.withLock { $0 = (error as? SQLiteError)?.message ?? "\(error)" }
+            return false
+        }
+        commits.add(1, ordering: .relaxed)
+        lastCommitMillis.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
+        let took = ContinuousClock.now - started
+        lastCommitMicros.store(Int(took.components.seconds * 1_000_000 + took.components.attoseconds / 1_000_000_000_000), ordering: .relaxed)
+        return true
+    }
+
+    /// Writes the changes encoded in `bytes` (inside the caller's transaction).
+    private func apply(_ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        func integer<T: FixedWidthInteger>(_ type: T.Type) -> T {
+            var value = T.zero
+            withUnsafeMutableBytes(of: &value) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + MemoryLayout<T>.size)])) }
+            offset += MemoryLayout<T>.size
+            return T(littleEndian: value)
+        }
+        func slice() -> UnsafeRawBufferPointer {
+            let count = Int(integer(UInt32.self))
+            defer { offset += count }
+            return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
+        }
+        while offset < bytes.count {
+            let kind = bytes[offset]
+            offset += 1
+            switch kind {
+            case 1:
+                let key = slice()
+                let hasValue = bytes[offset] == 1
+                offset += 1
+                let value = hasValue ? slice() : nil
+                let expiry = integer(Int64.self)
+                let timestamp = integer(UInt64.self)
+                let node = integer(UInt32.self)
+                written += 1
+                upsert.bind(1, key)
+                upsert.bind(2, value)
+                upsert.bind(3, Int64(bitPattern: timestamp))
+                upsert.bind(4, Int64(node))
+                upsert.bind(5, expiry)
+                upsert.bind(6, hasValue ? 0 : 1)
+                upsert.bind(7, Int64(bitPattern: ringcache_xxh3_64(key.baseAddress, key.count)))
+                upsert.bind(8, written)
+                _ = try upsert.step()
+            case 2:
+                delete.bind(1, slice())
+                _ = try delete.step()
+            default:
+                try database.execute("DELETE FROM entries")
+            }
+        }
+    }
+
+    private func lookUp(_ key: [UInt8]) -> DiskEntry? {
+        readThroughs.add(1, ordering: .relaxed)
+        defer { lookup.reset() }
+        let found: DiskEntry? = key.withUnsafeBytes { bytes in
+            lookup.bind(1, bytes)
+            guard (try? lookup.step()) == true else { return nil }
+            return row(lookup, value: 0, version: 1, node: 2, expiry: 3, tombstone: 4)
+        }
+        guard let found, found.expiry == 0 || found.expiry > Self.wallMillis() else { return nil }
+        return found
+    }
+
+    private func row(_ statement: SQLiteDatabase.Statement, value: Int32, version: Int32, node: Int32, expiry: Int32, tombstone: Int32) -> DiskEntry {
+        DiskEntry(
+            value: statement.int64(tombstone) != 0 ? nil : Array(statement.blob(value)),
+            expiry: statement.int64(expiry),
+            version: Version(timestamp: HLCTimestamp(rawValue: UInt64(bitPattern: statement.int64(version))),
+                             node: NodeID(rawValue: UInt32(truncatingIfNeeded: statement.int64(node)))))
+    }
+
+    /// Loads up to 5,000 rows written before `cursor` (newest first) into `store`; returns the
+    /// new cursor. Ends the load when the rows run out or memory reaches its budget.
+    private func loadChunk(into store: CacheStore, below cursor: Int64) -> Int64 {
+        guard let statement = try? database.prepare(
+            "SELECT key, value, version, node, expiry, tombstone, written FROM entries WHERE written < ? ORDER BY written DESC LIMIT 5000")
+        else {
+            loading.store(false, ordering: .relaxed)
+            diskHasMore.store(true, ordering: .relaxed)
+            return cursor
+        }
+        statement.bind(1, cursor)
+        var next = cursor
+        var count = 0
+        let now = Self.wallMillis()
+        let budget = store.maxMemory
+        while (try? statement.step()) == true {
+            count += 1
+            next = statement.int64(6)
+            let entry = row(statement, value: 1, version: 2, node: 3, expiry: 4, tombstone: 5)
+            if entry.expiry != 0 && entry.expiry <= now { continue }
+            let key = statement.blob(0)
+            if let value = entry.value {
+                value.withUnsafeBytes {
+                    _ = store.applyVersioned(key, value: $0, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: 0, durable: false)
+                }
+            } else {
+                _ = store.applyVersioned(key, value: nil, expiry: entry.expiry, version: entry.version, now: now,
+                                         tombstoneTTL: entry.expiry - entry.version.timestamp.millis, durable: false)
+            }
+            loadedRows.add(1, ordering: .relaxed)
+            if budget > 0 && store.usedMemory >= budget / 100 * 95 {
+                diskHasMore.store(true, ordering: .relaxed)
+                loading.store(false, ordering: .relaxed)
+                return next
+            }
+        }
+        if count < 5000 { loading.store(false, ordering: .relaxed) }
+        return next
+    }
+
+    /// Once a second: sync (everysec), purge expired rows, refresh the figures.
+    private func housekeeping() {
+        if fsync == .everysec { _ = try? database.execute("PRAGMA wal_checkpoint(PASSIVE)") }
+        let now = Self.wallMillis()
+        if (try? database.execute(
+            "DELETE FROM entries WHERE key IN (SELECT key FROM entries WHERE expiry != 0 AND expiry < \(now) LIMIT 10000)")) != nil {
+            let changes = Int(sqlite3_changes(database.handle))
+            if changes > 0 { purgedRows.add(changes, ordering: .relaxed) }
+        }
+        if let count = try? database.integer("SELECT count(*) FROM entries") { rows.store(Int(count), ordering: .relaxed) }
+        updateDiskBytes()
+    }
+
+    private func updateDiskBytes() {
+        var total = 0
+        for file in [path, path + "-wal"] {
+            var info = stat()
+            if stat(file, &info) == 0 { total += Int(info.st_size) }
+        }
+        diskBytes.store(total, ordering: .relaxed)
+    }
+
+    static func wallMillis() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,108 @@
+import CacheStore
+import Foundation
+import Testing
+
+@testable import Persistence
+
+@Suite struct DurableTierTests {
+    let directory: String = {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ringcache-tier-\(UUID().uuidString)").path
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }()
+
+    func now() -> Int64 { DurableTier.wallMillis() }
+
+    func withTier(_ fsync: FsyncPolicy = .always, maxMemory: Int = 0, _ body: (DurableTier, CacheStore) throws -> Void) throws {
+        let tier = try DurableTier(path: directory + "/node.db", fsync: fsync)
+        let store = CacheStore(configuration: .init(maxMemory: maxMemory, journal: tier))
+        tier.start(loadingInto: store)
+        defer { tier.stop() }
+        try body(tier, store)
+    }
+
+    func waitForCommit(_ tier: DurableTier) {
+        let done = DispatchSemaphore(value: 0)
+        tier.whenCommitted(tier.queuedSequence) { _ in done.signal() }
+        done.wait()
+    }
+
+    func value(_ store: CacheStore, _ key: String) -> String? {
+        var result: String?
+        Array(key.utf8).withUnsafeBytes { key in
+            store.read(key, now: now()) { entry in result = entry.map { String(decoding: $0.value, as: UTF8.self) } }
+        }
+        return result
+    }
+
+    func set(_ store: CacheStore, _ key: String, _ value: String, expiry: Int64 = 0) {
+        Array(key.utf8).withUnsafeBytes { k in Array(value.utf8).withUnsafeBytes { v in _ = store.set(k, v, expiry: expiry, now: now()) } }
+    }
+
+    @Test func changesSurviveAReopenWithTheirVersions() throws {
+        var versions: [Version] = []
+        try withTier { tier, store in
+            for i in 0..<1000 { set(store, "k\(i)", "v\(i)") }
+            set(store, "gone", "x")
+            Array("gone".utf8).withUnsafeBytes { _ = store.remove($0, now: now()) }
+            set(store, "short", "x", expiry: now() + 50)
+            set(store, "long", "y", expiry: now() + 3_600_000)
+            Array("k1".utf8).withUnsafeBytes { key in store.readVersioned(key, now: now()) { versions.append($0!.version) } }
+            waitForCommit(tier)
+            let committed = tier.committedSequence.load(ordering: .relaxed)
+            #expect(committed == tier.queuedSequence)
+        }
+        Thread.sleep(forTimeInterval: 0.1)
+        try withTier { tier, store in
+            while tier.isLoading { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(value(store, "k999") == "v999")
+            #expect(value(store, "gone") == nil)
+            #expect(value(store, "short") == nil, "an expired row is not loaded")
+            #expect(value(store, "long") == "y")
+            #expect(store.count == 1001)
+            Array("k1".utf8).withUnsafeBytes { key in store.readVersioned(key, now: now()) { #expect($0?.version == versions[0]) } }
+            #expect(!tier.hasMoreOnDisk)
+        }
+    }
+
+    @Test func loadingStopsAtTheMemoryBudgetAndTheRestReadsThrough() throws {
+        try withTier(.everysec) { tier, store in
+            for i in 0..<20_000 { set(store, "key:\(i)", String(repeating: "x", count: 100)) }
+            waitForCommit(tier)
+        }
+        try withTier(.everysec, maxMemory: 1 << 20) { tier, store in
+            while tier.isLoading { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(tier.hasMoreOnDisk)
+            #expect(store.count > 1000 && store.count < 20_000)
+            #expect(value(store, "key:19999") != nil, "the newest rows are loaded first")
+            let done = DispatchSemaphore(value: 0)
+            let found = Mutex<DiskEntry?>(nil)
+            tier.read(Array("key:0".utf8)) { entry in
+                found.withLock { $0 = entry }
+                done.signal()
+            }
+            done.wait()
+            #expect(found.withLock { $0?.value?.count } == 100)
+        }
+    }
+
+    @Test func refusesAFileThatIsNotARingcacheDatabase() throws {
+        let path = directory + "/node.db"
+        let garbage = Array(repeating: UInt8(0x41), count: 8192)
+        _ = FileManager.default.createFile(atPath: path, contents: Data(garbage))
+        #expect(throws: PersistenceError.self) { try DurableTier(path: path, fsync: .always) }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(garbage), "the file was changed")
+    }
+
+    @Test func refusesADatabaseThatAnotherConnectionHolds() throws {
+        try withTier { _, _ in
+            #expect {
+                try DurableTier(path: directory + "/node.db", fsync: .always)
+            } throws: { error in
+                "\(error)".contains("in use by another process")
+            }
+        }
+    }
+}
+
+import Synchronization
