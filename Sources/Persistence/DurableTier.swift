@@ -247,6 +247,17 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         thread.start()
     }
 
+    /// Commits what is queued and stops the writer, without blocking the caller's thread.
+    public func stopped() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let thread = Thread { [self] in
+                stop()
+                continuation.resume()
+            }
+            thread.start()
+        }
+    }
+
     /// Commits what is queued and stops the writer; returns once it has.
     public func stop() {
         queue.withLock { $0.stopping = true }

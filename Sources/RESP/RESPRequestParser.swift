@@ -282,6 +282,22 @@ public struct RESPArguments {
     }
 }
 
+extension RESPArguments {
+    /// Calls `body` with arguments made of owned bytes: a request kept to run later.
+    public static func withArguments<R>(_ parts: [[UInt8]], _ body: (RESPArguments) throws -> R) rethrows -> R {
+        var spans: [RESPRequestParser.Span] = []
+        spans.reserveCapacity(parts.count)
+        var joined: [UInt8] = []
+        for part in parts {
+            spans.append(RESPRequestParser.Span(start: joined.count, count: part.count))
+            joined.append(contentsOf: part)
+        }
+        return try joined.withUnsafeBytes { bytes in
+            try spans.withUnsafeBufferPointer { try body(RESPArguments(base: bytes.baseAddress, spans: $0)) }
+        }
+    }
+}
+
 /// Decimal integers as Redis reads and writes them.
 public enum RESPInteger {
     /// Strict parse: optional `-`, digits without leading zeros, no overflow.

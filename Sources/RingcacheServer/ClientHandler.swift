@@ -60,6 +60,11 @@ struct ConnectionState {
         bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64
     ) -> (consumed: Int, stop: Stop) {
         var offset = 0
+        if let barrier = session.barrier {
+            // A read-through holds this connection's later requests until it has answered.
+            guard barrier.buffer != nil else { return (0, .tooManyWaiting) }
+            session.barrier = nil
+        }
         while true {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
             switch parser.next(rest, authenticated: session.authenticated) {
@@ -96,6 +101,7 @@ struct ConnectionState {
                 }
                 offset += consumed
                 if session.closeAfterWrite { return (offset, .close) }
+                if session.barrier != nil { return (offset, .tooManyWaiting) }
                 if out.readableBytes >= outputChunk { return (offset, .outputFull) }
                 if waiting.count >= maximumWaiting { return (offset, .tooManyWaiting) }
             }
@@ -149,6 +155,12 @@ final class ClientHandler: ChannelDuplexHandler {
             // The router holds this handler until `handlerRemoved` breaks the cycle.
             let router = ClusterRouter(coordinator: coordinator) { self.replyCompleted() }
             processor = CommandProcessor(node: processor.node, cluster: coordinator.cluster, router: router)
+        } else if processor.node.durable != nil {
+            // Replies that wait on the SQLite tier (read-through, fsync always) complete on
+            // this loop; the processor holds this handler until `handlerRemoved`.
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            processor.loop = context.eventLoop
+            processor.completed = { handler.value.replyCompleted() }
         }
     }
 
@@ -165,7 +177,8 @@ final class ClientHandler: ChannelDuplexHandler {
         guard let waiting = state?.waiting else { return }
         if closeWhenDrained {
             if waiting.isEmpty { context.close(promise: nil) }
-        } else if paused && waiting.count < ConnectionState.maximumWaiting / 2 && context.channel.isWritable {
+        } else if paused && waiting.count < ConnectionState.maximumWaiting / 2 && context.channel.isWritable
+            && state?.session.barrier.map({ $0.buffer != nil }) ?? true {
             resume(context: context)
         }
     }

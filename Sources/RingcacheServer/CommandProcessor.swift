@@ -16,6 +16,9 @@ struct Session {
     /// CONSISTENCY READ/WRITE for this connection.
     var readConsistency = ConsistencyLevel.configured
     var writeConsistency = ConsistencyLevel.configured
+    /// A reply the connection's later requests must wait for (a read through to disk), so
+    /// that they run after it.
+    var barrier: PendingReply?
 }
 
 /// Runs parsed requests against a node and writes each reply into the outbound buffer.
@@ -29,6 +32,10 @@ struct CommandProcessor {
     /// Runs key commands across the cluster; nil for a standalone node.
     let router: ClusterRouter?
     var store: CacheStore { node.store }
+    /// For replies that wait on the durable tier: the connection's event loop, and what to
+    /// call once such a reply is ready (set by the handler on a node with persistence).
+    var loop: (any EventLoop)?
+    var completed: (@Sendable () -> Void)?
 
     static let emptyBuffer = ByteBuffer()
 
@@ -60,8 +67,25 @@ struct CommandProcessor {
         }
         session.lastCommand = command.name
         session.commandsProcessed += 1
+        if let durable = node.durable, router == nil {
+            if command.flags.contains(.write), let reason = durable.failureReason {
+                out.writeRESPError("MISCONF the SQLite tier cannot write (\(reason)); writes are refused until it can")
+                return
+            }
+            // Memory may lack rows the disk holds while loading, after a partial load or once
+            // anything was evicted; then a key missing from memory is looked up on disk first
+            // (except by writes that replace it whole).
+            if durable.mayHoldMore || store.evictedKeys > 0, !Self.replacesWhole(command.name, args.count),
+               readThrough(command, args, durable, &session, now: now, deferReply: deferReply) {
+                return
+            }
+        }
         if command.flags.contains(.denyOOM) && !store.makeRoom(now: now) {
             out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
+            return
+        }
+        if let durable = node.durable, durable.fsync == .always, router == nil, command.flags.contains(.write) {
+            acknowledgeWhenDurable(command, args, durable, &session, out: &out, now: now, deferReply: deferReply)
             return
         }
         if let router {
@@ -80,6 +104,20 @@ struct CommandProcessor {
                 return
             }
         }
+        dispatch(command, args, &session, &out, now)
+    }
+
+    /// Writes that set their keys whatever they held, so need no read-through first.
+    static func replacesWhole(_ name: CommandSpec.Name, _ count: Int) -> Bool {
+        switch name {
+        case .set: count == 3
+        case .setex, .psetex, .mset: true
+        default: false
+        }
+    }
+
+    /// Runs a command on this node's store.
+    func dispatch(_ command: CommandTable.Entry, _ args: RESPArguments, _ session: inout Session, _ out: inout ByteBuffer, _ now: Int64) {
         switch command.name {
         case .get: get(args, session, &out, now)
         case .set: set(args, session, &out, now)

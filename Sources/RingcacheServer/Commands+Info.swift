@@ -13,7 +13,7 @@ import Darwin
 
 extension CommandProcessor {
     func info(_ args: RESPArguments, _ session: Session, _ out: inout ByteBuffer, _ now: Int64) {
-        let known = ["server", "clients", "memory", "stats", "keyspace", "cluster", "replication"]
+        let known = ["server", "clients", "memory", "persistence", "stats", "keyspace", "cluster", "replication"]
         var wanted: [String] = []
         for i in 1..<args.count {
             let section = args[i].asString.lowercased()
@@ -96,6 +96,27 @@ extension CommandProcessor {
                 "keys_coordinated_not_replica:\(node.keysCoordinatedNotReplica.load(ordering: .relaxed))",
                 "read_modify_writes_forwarded:\(node.readModifyWritesForwarded.load(ordering: .relaxed))",
             ]
+        case "persistence":
+            lines = ["# Persistence", "persistence:\(node.durable == nil ? "off" : "sqlite")", "loading:\(node.durable?.isLoading == true ? 1 : 0)"]
+            if let durable = node.durable {
+                lines += [
+                    "persistence_fsync:\(durable.fsync.rawValue)",
+                    "db_path:\(durable.path)",
+                    "db_rows:\(durable.rows.load(ordering: .relaxed))",
+                    "db_bytes_on_disk:\(durable.diskBytes.load(ordering: .relaxed))",
+                    "db_queue_bytes:\(durable.queueDepth)",
+                    "db_queued_changes:\(durable.queuedSequence - durable.committedSequence.load(ordering: .relaxed))",
+                    "db_commits:\(durable.commits.load(ordering: .relaxed))",
+                    "db_last_commit_time:\(durable.lastCommitMillis.load(ordering: .relaxed) / 1000)",
+                    "db_last_commit_latency_usec:\(durable.lastCommitMicros.load(ordering: .relaxed))",
+                    "db_loaded_rows:\(durable.loadedRows.load(ordering: .relaxed))",
+                    "db_more_on_disk:\(durable.hasMoreOnDisk ? 1 : 0)",
+                    "db_read_throughs:\(durable.readThroughs.load(ordering: .relaxed))",
+                    "db_purged_rows:\(durable.purgedRows.load(ordering: .relaxed))",
+                    "db_write_errors:\(durable.writeErrors.load(ordering: .relaxed))",
+                    "db_last_write_status:\(durable.failureReason == nil ? "ok" : "err")",
+                ]
+            }
         case "replication":
             lines = [
                 "# Replication",

@@ -1,3 +1,4 @@
+import Persistence
 import NIOCore
 import CacheStore
 import RESP
@@ -59,6 +60,15 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var gossipPingTimeout = 300
     public var gossipIndirectProbes = 3
     public var gossipSuspicionMultiplier = 4
+    /// `persistence sqlite|off`: the durable tier under memory.
+    public var persistence = false
+    /// `dir`: where the database goes (`ringcache-<node>.db`).
+    public var dir = "."
+    /// `persistence-fsync always|everysec|no`.
+    public var persistenceFsync = FsyncPolicy.everysec
+
+    /// The database file of this node.
+    public var databasePath: String { (dir.hasSuffix("/") ? dir : dir + "/") + "ringcache-\(nodeName).db" }
 
     /// True when the node runs as a member of a cluster of more than one node.
     public var isClustered: Bool { nodes.count > 1 }
@@ -98,6 +108,9 @@ public struct NodeConfiguration: Sendable, Equatable {
             ("gossip-ping-timeout", String(gossipPingTimeout)),
             ("gossip-indirect-probes", String(gossipIndirectProbes)),
             ("gossip-suspicion-multiplier", String(gossipSuspicionMultiplier)),
+            ("persistence", persistence ? "sqlite" : "off"),
+            ("dir", dir),
+            ("persistence-fsync", persistenceFsync.rawValue),
             ("save", ""),
             ("appendonly", "no"),
             ("databases", "1"),
@@ -184,6 +197,22 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "gossip-ping-timeout": gossipPingTimeout = try integer(1...600_000)
         case "gossip-indirect-probes": gossipIndirectProbes = try integer(0...16)
         case "gossip-suspicion-multiplier": gossipSuspicionMultiplier = try integer(1...100)
+        case "persistence":
+            let text = try single().lowercased()
+            guard text == "sqlite" || text == "off" else {
+                throw ConfigurationError("'persistence' must be sqlite or off, got '\(text)'")
+            }
+            persistence = text == "sqlite"
+        case "dir":
+            let text = try single()
+            guard !text.isEmpty else { throw ConfigurationError("'dir' needs a directory") }
+            dir = text
+        case "persistence-fsync":
+            let text = try single().lowercased()
+            guard let policy = FsyncPolicy(rawValue: text) else {
+                throw ConfigurationError("'persistence-fsync' must be always, everysec or no, got '\(text)'")
+            }
+            persistenceFsync = policy
         case "reconcile":
             let text = try single().lowercased()
             guard let mode = Reconcile(rawValue: text) else {

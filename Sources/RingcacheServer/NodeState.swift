@@ -1,3 +1,4 @@
+import Persistence
 import CacheStore
 import NIOCore
 import RESP
@@ -7,6 +8,8 @@ import Synchronization
 /// change, the connected clients and the counters that INFO reports.
 public final class NodeState: Sendable {
     public let store: CacheStore
+    /// The SQLite tier under the store (`persistence sqlite`), or nil.
+    public let durable: DurableTier?
     let configuration: Mutex<NodeConfiguration>
     let clients = ClientRegistry()
     let startedAt: Int64
@@ -39,12 +42,14 @@ public final class NodeState: Sendable {
     /// The client record for commands a node runs on behalf of a peer (read-modify-write).
     let internalClient: ClientInfo
 
-    public init(configuration: NodeConfiguration, now: Int64) {
+    public init(configuration: NodeConfiguration, now: Int64, durable: DurableTier? = nil) {
+        self.durable = durable
         self.store = CacheStore(
             configuration: .init(
                 maxMemory: configuration.maxMemory,
                 evictionPolicy: configuration.evictionPolicy,
-                node: NodeID(name: configuration.nodeName)
+                node: NodeID(name: configuration.nodeName),
+                journal: durable
             )
         )
         self.configuration = Mutex(configuration)

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOConcurrencyHelpers
 import NIOPosix
+import Persistence
 import ServiceLifecycle
 
 /// A running node: the client listener and the periodic work (active expiry, idle
@@ -14,10 +15,20 @@ public final class RingcacheNode: Service, Sendable {
     private let logger: Logger
     private let boundPort = NIOLockedValueBox<Int?>(nil)
 
-    public init(configuration: NodeConfiguration, logger: Logger) {
+    /// Opens the node's database when it has `persistence sqlite`: a damaged, foreign, locked
+    /// or unreadable file stops the start with a message, untouched.
+    public init(configuration: NodeConfiguration, logger: Logger) throws(ConfigurationError) {
         self.configuration = configuration
         self.logger = logger
-        self.state = NodeState(configuration: configuration, now: wallClockMillis())
+        var durable: DurableTier?
+        if configuration.persistence {
+            do {
+                durable = try DurableTier(path: configuration.databasePath, fsync: configuration.persistenceFsync)
+            } catch {
+                throw ConfigurationError("persistence: \(error.description)")
+            }
+        }
+        self.state = NodeState(configuration: configuration, now: wallClockMillis(), durable: durable)
     }
 
     /// The port the listener bound (useful with port 0), once it is listening.
@@ -27,6 +38,10 @@ public final class RingcacheNode: Service, Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         let state = self.state
         let logger = self.logger
+        if let durable = state.durable {
+            durable.start(loadingInto: state.store)
+            logger.info("persistence: sqlite", metadata: ["path": "\(durable.path)", "fsync": "\(durable.fsync.rawValue)", "rows": "\(durable.rows.load(ordering: .relaxed))"])
+        }
         // In a cluster: the ring from the member list, and a coordinator with its own peer
         // links on every event loop.
         let cluster = configuration.isClustered
@@ -57,6 +72,7 @@ public final class RingcacheNode: Service, Sendable {
             listener = try await bootstrap.bind(host: configuration.bind, port: configuration.port).get()
         } catch {
             try? await group.shutdownGracefully()
+            if let durable = state.durable { await durable.stopped() }
             throw ConfigurationError("could not listen on \(configuration.bind):\(configuration.port): \(error)")
         }
         let port = listener.localAddress?.port ?? configuration.port
@@ -136,6 +152,10 @@ public final class RingcacheNode: Service, Sendable {
             try? await client.channel?.close()
         }
         try await group.shutdownGracefully()
+        if let durable = state.durable {
+            await durable.stopped()
+            logger.info("persistence: queue committed and database closed")
+        }
         logger.info("ringcache node '\(configuration.nodeName)' stopped")
     }
 }

@@ -79,6 +79,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "trace, debug, info (default), notice, warning, error or critical.")
     var loglevel: String?
 
+    @Option(help: "sqlite: keep every write in an SQLite database under memory; off (default).")
+    var persistence: String?
+
+    @Option(help: "Directory of the database, ringcache-<node>.db (default .).")
+    var dir: String?
+
+    @Option(name: .customLong("persistence-fsync"), help: "always, everysec (default) or no.")
+    var persistenceFsync: String?
+
     func run() async throws {
         let configuration: NodeConfiguration
         do {
@@ -93,7 +102,13 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "ringcache")
-        let node = RingcacheNode(configuration: configuration, logger: logger)
+        let node: RingcacheNode
+        do {
+            node = try RingcacheNode(configuration: configuration, logger: logger)
+        } catch {
+            FileHandleOutput.standardError("ringcache: \(error)\n")
+            throw ExitCode(1)
+        }
         let group = ServiceGroup(
             configuration: .init(services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
@@ -130,6 +145,7 @@ struct Serve: AsyncParsableCommand {
             ("proto-max-bulk-len", protoMaxBulkLen), ("proto-max-multibulk-len", protoMaxMultibulkLen.map(String.init)),
             ("client-query-buffer-limit", clientQueryBufferLimit), ("client-output-buffer-limit", clientOutputBufferLimit),
             ("hz", hz.map(String.init)), ("loglevel", loglevel),
+            ("persistence", persistence), ("dir", dir), ("persistence-fsync", persistenceFsync),
         ]
         for case let (name, value?) in flags {
             do {

@@ -1,0 +1,131 @@
+import CacheStore
+import NIOCore
+import Persistence
+import RESP
+
+extension CommandProcessor {
+    /// The keys a command names, by its key positions.
+    static func keys(of command: CommandTable.Entry, _ args: RESPArguments) -> [[UInt8]] {
+        let spec = command.spec
+        guard spec.firstKey > 0, spec.firstKey < args.count else { return [] }
+        let last = spec.lastKey < 0 ? args.count + spec.lastKey : min(spec.lastKey, args.count - 1)
+        guard last >= spec.firstKey else { return [] }
+        return stride(from: spec.firstKey, through: last, by: max(1, spec.keyStep)).map { Array(args[$0]) }
+    }
+
+    /// What a read-through carries from the event loop to the writer thread and back.
+    private struct Deferred {
+        let processor: CommandProcessor
+        let reply: PendingReply
+        var session: Session
+        let request: [[UInt8]]
+        let command: CommandTable.Entry
+        let completed: @Sendable () -> Void
+        var remaining: Int
+    }
+
+    /// When memory may lack rows the disk holds: a command whose keys are not all in memory
+    /// first reads them through from SQLite (off the event loop), then runs; the connection's
+    /// later requests wait for it. Returns false when the command can run now.
+    func readThrough(
+        _ command: CommandTable.Entry, _ args: RESPArguments, _ durable: DurableTier, _ session: inout Session, now: Int64,
+        deferReply: () -> PendingReply
+    ) -> Bool {
+        guard let loop, let completed else { return false }
+        let missing = Self.keys(of: command, args).filter { key in key.withUnsafeBytes { !store.contains($0, now: now) } }
+        guard !missing.isEmpty else { return false }
+        let reply = deferReply()
+        session.barrier = reply
+        var later = session
+        later.barrier = nil
+        let deferred = NIOLoopBoundBox(
+            Deferred(processor: self, reply: reply, session: later, request: (0..<args.count).map { Array(args[$0]) }, command: command,
+                     completed: completed, remaining: missing.count),
+            eventLoop: loop)
+        for key in missing {
+            durable.read(key) { entry in
+                loop.execute {
+                    deferred.value.processor.load(key, entry)
+                    deferred.value.remaining -= 1
+                    if deferred.value.remaining == 0 { Self.finishReadThrough(deferred, durable: durable, loop: loop) }
+                }
+            }
+        }
+        return true
+    }
+
+    /// Puts an entry read from disk into memory (a newer one there wins).
+    private func load(_ key: [UInt8], _ entry: DiskEntry?) {
+        guard let entry else { return }
+        let now = wallClockMillis()
+        let ttl = entry.value == nil ? entry.expiry - entry.version.timestamp.millis : 0
+        key.withUnsafeBytes { key in
+            if let value = entry.value {
+                value.withUnsafeBytes {
+                    _ = store.applyVersioned(key, value: $0, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: ttl, durable: false)
+                }
+            } else {
+                _ = store.applyVersioned(key, value: nil, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: ttl, durable: false)
+            }
+        }
+    }
+
+    /// Runs the command whose keys are now in memory and completes its reply (after the
+    /// commit, under `persistence-fsync always`).
+    private static func finishReadThrough(_ deferred: NIOLoopBoundBox<Deferred>, durable: DurableTier, loop: any EventLoop) {
+        let now = wallClockMillis()
+        let command = deferred.value.command
+        let processor = deferred.value.processor
+        var out = ByteBuffer()
+        let before = durable.queuedSequence
+        RESPArguments.withArguments(deferred.value.request) { args in
+            if command.flags.contains(.denyOOM) && !processor.store.makeRoom(now: now) {
+                out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
+            } else {
+                processor.dispatch(command, args, &deferred.value.session, &out, now)
+            }
+        }
+        let sequence = durable.queuedSequence
+        guard durable.fsync == .always, sequence > before else {
+            deferred.value.reply.buffer = out
+            deferred.value.completed()
+            return
+        }
+        let written = out
+        durable.whenCommitted(sequence) { committed in
+            loop.execute {
+                deferred.value.reply.buffer = committed ? written : Self.notCommitted(durable)
+                deferred.value.completed()
+            }
+        }
+    }
+
+    static func notCommitted(_ durable: DurableTier) -> ByteBuffer {
+        var error = ByteBuffer()
+        error.writeRESPError(
+            "MISCONF the write was applied in memory but could not be committed to SQLite (\(durable.failureReason ?? "error")); it is retried")
+        return error
+    }
+
+    /// `persistence-fsync always`: the write runs now and its reply is held until the batch
+    /// holding it is committed (or turns into an error if that commit failed).
+    func acknowledgeWhenDurable(
+        _ command: CommandTable.Entry, _ args: RESPArguments, _ durable: DurableTier, _ session: inout Session, out: inout ByteBuffer,
+        now: Int64, deferReply: () -> PendingReply
+    ) {
+        let before = durable.queuedSequence
+        let start = out.writerIndex
+        dispatch(command, args, &session, &out, now)
+        let sequence = durable.queuedSequence
+        guard sequence > before, let loop, let completed else { return }
+        let written = out.getSlice(at: start, length: out.writerIndex - start) ?? ByteBuffer()
+        out.moveWriterIndex(to: start)
+        let reply = NIOLoopBound(deferReply(), eventLoop: loop)
+        durable.whenCommitted(sequence) { committed in
+            loop.execute {
+                reply.value.buffer = committed ? written : Self.notCommitted(durable)
+                completed()
+            }
+        }
+    }
+}
