@@ -313,6 +313,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             }
         }
         if fsync != .no { try? database.execute("PRAGMA wal_checkpoint(TRUNCATE)") }
+        // Statements first: a connection with live statements closes only when they go, and
+        // holds its lock until then.
+        upsert = nil
+        delete = nil
+        lookup = nil
         database.close()
         stopped.signal()
     }
