@@ -3,6 +3,43 @@ import NIOCore
 import Persistence
 import RESP
 
+extension NodeState {
+    /// Whether `key` must be looked up on disk before it is read or written: memory may lack
+    /// rows the disk holds (loading, a partial load, evictions) and holds nothing for it.
+    func needsReadThrough(_ key: UnsafeRawBufferPointer, now: Int64) -> Bool {
+        guard let durable, durable.mayHoldMore || store.evictedKeys > 0 else { return false }
+        return !store.contains(key, now: now)
+    }
+
+    /// Looks `key` up on disk, puts what it finds into memory (a newer entry there wins), then
+    /// calls `then` on `loop`.
+    func loadFromDisk(_ key: [UInt8], on loop: any EventLoop, then: @escaping () -> Void) {
+        guard let durable else { return then() }
+        let next = NIOLoopBound(then, eventLoop: loop)
+        let store = self.store
+        durable.read(key) { entry in
+            loop.execute {
+                if let entry { Self.load(key, entry, into: store) }
+                next.value()
+            }
+        }
+    }
+
+    static func load(_ key: [UInt8], _ entry: DiskEntry, into store: CacheStore) {
+        let now = wallClockMillis()
+        let ttl = entry.value == nil ? entry.expiry - entry.version.timestamp.millis : 0
+        key.withUnsafeBytes { key in
+            if let value = entry.value {
+                value.withUnsafeBytes {
+                    _ = store.applyVersioned(key, value: $0, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: ttl, durable: false)
+                }
+            } else {
+                _ = store.applyVersioned(key, value: nil, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: ttl, durable: false)
+            }
+        }
+    }
+}
+
 extension CommandProcessor {
     /// The keys a command names, by its key positions.
     static func keys(of command: CommandTable.Entry, _ args: RESPArguments) -> [[UInt8]] {
@@ -45,29 +82,13 @@ extension CommandProcessor {
         for key in missing {
             durable.read(key) { entry in
                 loop.execute {
-                    deferred.value.processor.load(key, entry)
+                    if let entry { NodeState.load(key, entry, into: deferred.value.processor.store) }
                     deferred.value.remaining -= 1
                     if deferred.value.remaining == 0 { Self.finishReadThrough(deferred, durable: durable, loop: loop) }
                 }
             }
         }
         return true
-    }
-
-    /// Puts an entry read from disk into memory (a newer one there wins).
-    private func load(_ key: [UInt8], _ entry: DiskEntry?) {
-        guard let entry else { return }
-        let now = wallClockMillis()
-        let ttl = entry.value == nil ? entry.expiry - entry.version.timestamp.millis : 0
-        key.withUnsafeBytes { key in
-            if let value = entry.value {
-                value.withUnsafeBytes {
-                    _ = store.applyVersioned(key, value: $0, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: ttl, durable: false)
-                }
-            } else {
-                _ = store.applyVersioned(key, value: nil, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: ttl, durable: false)
-            }
-        }
     }
 
     /// Runs the command whose keys are now in memory and completes its reply (after the

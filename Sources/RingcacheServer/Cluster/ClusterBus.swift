@@ -95,7 +95,10 @@ final class BusHandler: ChannelInboundHandler {
             case .request(let consumed):
                 pending.withUnsafeReadableBytes { bytes in
                     parser.withArguments(in: bytes) { arguments in
-                        if waiting.isEmpty {
+                        if authenticated, arguments.count >= 2, Self.touchesOneKey(arguments[0]),
+                           cluster.node.needsReadThrough(arguments[1], now: now) {
+                            readThrough(arguments)
+                        } else if waiting.isEmpty {
                             handle(arguments, now: now, context: context)
                         } else {
                             let queued = waiting.count
@@ -128,6 +131,34 @@ final class BusHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         out.clear()
         context.close(promise: nil)
+    }
+
+    /// Bus commands about one key (its name second), which read or replace what the node holds.
+    static func touchesOneKey(_ name: UnsafeRawBufferPointer) -> Bool {
+        let text = name.asString
+        return text == BusCommand.get || text == BusCommand.put || text == BusCommand.delete || text == BusCommand.siblingGet
+            || text == BusCommand.siblingPut
+    }
+
+    /// Loads the key from disk first, then handles the request; its reply keeps its place.
+    private func readThrough(_ args: RESPArguments) {
+        guard let context else { return }
+        let reply = PendingReply()
+        waiting.append(reply)
+        let request = (0..<args.count).map { Array(args[$0]) }
+        cluster.node.loadFromDisk(request[1], on: context.eventLoop) { [self] in
+            guard let context = self.context else { return }
+            let saved = out
+            out = ByteBuffer()
+            RESPArguments.withArguments(request) { handle($0, now: wallClockMillis(), context: context) }
+            reply.buffer = out
+            out = saved
+            drain()
+            if out.readableBytes > 0 {
+                context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+                out.clear()
+            }
+        }
     }
 
     private func handle(_ args: RESPArguments, now: Int64, context: ChannelHandlerContext) {

@@ -141,7 +141,7 @@ final class Coordinator: @unchecked Sendable {
     ///     `.some(nil)` for "no such key").
     ///   - repair: sends the reconciled value to a replica that lacks it.
     private func quorumRead<Value: Reconcilable>(
-        _ key: [UInt8], required: Int, local: () -> Value?, request: String, decode: @escaping (RESPValue) -> Value??,
+        _ key: [UInt8], required: Int, local: @escaping () -> Value?, request: String, decode: @escaping (RESPValue) -> Value??,
         repair: @escaping (Int, Value) -> Void, completion: @escaping (Result<Value?, NoQuorum>) -> Void
     ) {
         let replicas = replicas(of: key)
@@ -167,7 +167,12 @@ final class Coordinator: @unchecked Sendable {
         operation.timeout = armTimeout { perform(operation.quorum.onTimeout()) }
         for replica in replicas {
             if replica == cluster.selfIndex {
-                perform(operation.quorum.onResponse(from: replica, local()))
+                if key.withUnsafeBytes({ cluster.node.needsReadThrough($0, now: wallClockMillis()) }) {
+                    // This replica's copy may be on disk only: it answers once it is loaded.
+                    cluster.node.loadFromDisk(key, on: eventLoop) { perform(operation.quorum.onResponse(from: replica, local())) }
+                } else {
+                    perform(operation.quorum.onResponse(from: replica, local()))
+                }
             } else {
                 links[replica]!.send({ Self.encodeCommand(request, key, into: &$0) }) { reply in
                     if let reply, let value = decode(reply) {
