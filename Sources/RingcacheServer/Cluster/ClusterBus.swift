@@ -2,6 +2,7 @@ import CacheStore
 import ClusterCore
 import Logging
 import NIOCore
+import Persistence
 import RESP
 
 /// The internal commands replicas answer on the cluster bus, RESP-framed like client
@@ -98,6 +99,8 @@ final class BusHandler: ChannelInboundHandler {
                         if authenticated, arguments.count >= 2, Self.touchesOneKey(arguments[0]),
                            cluster.node.needsReadThrough(arguments[1], now: now) {
                             readThrough(arguments)
+                        } else if let durable = cluster.node.durable, durable.fsync == .always {
+                            handleDurably(arguments, durable, now: now, context: context)
                         } else if waiting.isEmpty {
                             handle(arguments, now: now, context: context)
                         } else {
@@ -131,6 +134,42 @@ final class BusHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         out.clear()
         context.close(promise: nil)
+    }
+
+    /// `persistence-fsync always`: a write is acknowledged to its coordinator only once the
+    /// SQLite batch holding it is committed (a failed commit answers an error).
+    private func handleDurably(_ args: RESPArguments, _ durable: DurableTier, now: Int64, context: ChannelHandlerContext) {
+        let before = durable.queuedSequence
+        let saved = out
+        out = ByteBuffer()
+        handle(args, now: now, context: context)
+        let reply = out
+        out = saved
+        let sequence = durable.queuedSequence
+        guard sequence > before else {
+            if waiting.isEmpty { out.writeImmutableBuffer(reply) } else { waiting.append(PendingReply(buffer: reply)) }
+            return
+        }
+        let pending = PendingReply()
+        waiting.append(pending)
+        let loop = context.eventLoop
+        let state = NIOLoopBound((handler: self, pending: pending), eventLoop: loop)
+        durable.whenCommitted(sequence) { committed in
+            loop.execute {
+                state.value.pending.buffer = committed ? reply : CommandProcessor.notCommitted(durable)
+                state.value.handler.flushReady()
+            }
+        }
+    }
+
+    /// Writes the replies that are now in order.
+    private func flushReady() {
+        guard let context else { return }
+        drain()
+        if out.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            out.clear()
+        }
     }
 
     /// Bus commands about one key (its name second), which read or replace what the node holds.

@@ -319,11 +319,25 @@ final class Coordinator: @unchecked Sendable {
         writeSiblings(key, SiblingSet([sibling]), required: required, now: now, completion: completion)
     }
 
+    /// This replica's acknowledgement of a write: at once, or under `persistence-fsync always`
+    /// once the SQLite batch holding it is committed (a failed commit counts as no answer).
+    private func acknowledgeLocalWrite(since before: UInt64?, _ existed: Bool, done: @escaping (Bool?) -> Void) {
+        guard let durable = cluster.node.durable, durable.fsync == .always, let before, durable.queuedSequence > before else {
+            return done(existed)
+        }
+        let next = NIOLoopBound(done, eventLoop: eventLoop)
+        let loop = eventLoop
+        durable.whenCommitted(durable.queuedSequence) { committed in
+            loop.execute { next.value(committed ? existed : nil) }
+        }
+    }
+
     /// Applies siblings at one replica; `done` as for ``replicate(_:_:to:now:done:)``.
     private func replicateSiblings(_ key: [UInt8], _ set: SiblingSet, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
         if replica == cluster.selfIndex {
+            let before = cluster.node.durable?.queuedSequence
             let result = cluster.siblings.apply(key, set, limit: cluster.maxSiblings, store: store, now: now, tombstoneTTL: cluster.tombstoneTTL)
-            done(result.existed)
+            acknowledgeLocalWrite(since: before, result.existed, done: done)
             return
         }
         let request = RESPValue.array([.bulk(BusCommand.siblingPut), .bulkString(ByteBuffer(bytes: key)), .bulkString(ByteBuffer(bytes: set.serialized))])
@@ -337,8 +351,9 @@ final class Coordinator: @unchecked Sendable {
     private func replicate(_ key: [UInt8], _ value: VersionedValue, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
         if replica == cluster.selfIndex {
             let existed = value.value == nil && key.withUnsafeBytes { store.contains($0, now: now) }
+            let before = cluster.node.durable?.queuedSequence
             cluster.applyLocally(key, value, now: now)
-            done(existed)
+            acknowledgeLocalWrite(since: before, existed, done: done)
             return
         }
         let encode: (inout ByteBuffer) -> Void = { buffer in
