@@ -86,6 +86,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     }
 
     static let applicationID: Int64 = 0x5243_4348  // "RCCH"
+    /// Queued bytes past which writers wait; `RINGCACHE_SQLITE_QUEUE_LIMIT` overrides it (tests).
+    public static let defaultQueueLimit: Int = {
+        if let text = getenv("RINGCACHE_SQLITE_QUEUE_LIMIT"), let value = Int(String(cString: text)), value > 0 { return value }
+        return 64 << 20
+    }()
     /// How long a batch gathers under everysec and no: rows written to the same B-tree page
     /// within it cost one page write; half a second keeps everysec's promise (what a kill -9
     /// can lose is what arrived since the last commit) with room for the commit itself.
@@ -96,7 +101,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
 
     /// Opens (or creates) the database at `path`. Refuses, without changing it, a file that
     /// is not a ringcache database, is damaged, unreadable, or in use by another process.
-    public init(path: String, fsync: FsyncPolicy, queueLimit: Int = 64 << 20) throws(PersistenceError) {
+    public init(path: String, fsync: FsyncPolicy, queueLimit: Int = DurableTier.defaultQueueLimit) throws(PersistenceError) {
         self.path = path
         self.fsync = fsync
         self.queueLimit = queueLimit
@@ -296,10 +301,12 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             // Group commit: unless writes wait for it (always), let a batch gather for a few
             // milliseconds, so that each page written to the WAL carries many rows.
             if fsync != .always, !loadingNow {
-                let since = ContinuousClock.now - lastCommit
-                if since < Self.gatherTime && queuedBytes.load(ordering: .relaxed) < 16 << 20 {
-                    let wait = (Self.gatherTime - since).components
-                    Thread.sleep(forTimeInterval: Double(wait.seconds) + Double(wait.attoseconds) / 1e18)
+                // Checked every 5 ms: a queue that fills up (writers about to wait) or a read
+                // that waits ends the gathering early.
+                let full = min(16 << 20, queueLimit / 2)
+                while ContinuousClock.now - lastCommit < Self.gatherTime, queuedBytes.load(ordering: .relaxed) < full,
+                      queue.withLock({ $0.reads.isEmpty && !$0.stopping }) {
+                    Thread.sleep(forTimeInterval: 0.005)
                 }
             }
             var (log, sequence, reads, stopping) = queue.withLock { queue in

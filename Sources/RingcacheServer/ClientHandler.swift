@@ -259,6 +259,21 @@ final class ClientHandler: ChannelDuplexHandler {
         context.fireChannelWritabilityChanged()
     }
 
+    /// Pauses reading until the SQLite tier's queue is below its limit again (checked every
+    /// 10 ms): back-pressure instead of a queue that grows without bound.
+    private func waitForDisk(context: ChannelHandlerContext) {
+        paused = true
+        processor.node.diskPauses.add(1, ordering: .relaxed)
+        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) {
+            guard let context = self.context, self.paused, !self.closing else { return }
+            if self.processor.node.durable?.isCongested == true {
+                self.waitForDisk(context: context)
+            } else if context.channel.isWritable {
+                self.resume(context: context)
+            }
+        }
+    }
+
     /// Goes on with held requests and reads after a pause.
     private func resume(context: ChannelHandlerContext) {
         paused = false
@@ -326,6 +341,12 @@ final class ClientHandler: ChannelDuplexHandler {
             }
         }
         while !closing && !paused && state != nil {
+            if let durable = processor.node.durable, durable.isCongested {
+                // The SQLite writer is behind: requests wait in the socket until it catches up.
+                touch(now: now)
+                waitForDisk(context: context)
+                return
+            }
             let (consumed, stop) = buffer.withUnsafeReadableBytes { bytes in
                 ConnectionState.run(&state!, bytes: bytes, processor: processor, now: now)
             }

@@ -31,6 +31,8 @@ public final class NodeState: Sendable {
     let protocolErrors = Atomic<Int>(0)
     let clientsClosedForOutput = Atomic<Int>(0)
     let readRepairs = Atomic<Int>(0)
+    /// Times a client stopped being read because the SQLite writer was behind.
+    let diskPauses = Atomic<Int>(0)
     let quorumFailures = Atomic<Int>(0)
     /// Keys this node coordinated as one of their replicas, and as none of them (an extra hop
     /// a ring-aware client avoids).

@@ -37,9 +37,10 @@ class Node:
         return [_ringcache_bin(), "serve", "--port", str(self.port), "--persistence", "sqlite", "--dir", self.directory,
                 "--persistence-fsync", self.fsync] + self.extra
 
-    def start(self, wait=True):
+    def start(self, wait=True, env=None):
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, **(env or {})))
         if wait:
             deadline = time.monotonic() + 20
             while True:
@@ -99,6 +100,10 @@ def test_a_restarted_node_comes_back_with_its_data(node):
     time.sleep(0.4)
     n.start()
     c = n.client()
+    deadline = time.monotonic() + 20
+    while n.info()["loading"] == 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert c.get("k1999") == b"v1999"
     assert c.get("k5") is None
     assert c.get("short") is None
@@ -188,6 +193,27 @@ def test_eviction_never_deletes_from_sqlite_and_misses_read_through(node):
     assert c.get("key:10") == b"new"
     assert c.get("key:5") == (value + "5").encode()
     assert c.get("counter") == b"42"
+
+
+def test_writers_wait_for_a_writer_thread_that_is_behind(node):
+    # A 200 kB queue limit: pipelined 1 kB writes outrun the writer thread's gathering.
+    n = node("everysec").start(env={"RINGCACHE_SQLITE_QUEUE_LIMIT": "200000"})
+    c = n.client()
+    for batch in range(10):
+        p = c.pipeline(transaction=False)
+        for i in range(1000):
+            p.set(f"big:{batch}:{i}", "x" * 1000)
+        assert all(p.execute())
+    info = n.info()
+    assert info["db_backpressure_pauses"] > 0
+    assert info["db_queue_bytes"] <= 2_000_000
+    n.stop()
+    n.start()
+    deadline = time.monotonic() + 20
+    while n.info()["loading"] == 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert n.client().dbsize() == 10_000
 
 
 def test_a_large_database_starts_answering_at_once(node):
