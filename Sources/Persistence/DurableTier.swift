@@ -303,7 +303,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             if fsync != .always, !loadingNow {
                 // Checked every 5 ms: a queue that fills up (writers about to wait) or a read
                 // that waits ends the gathering early.
-                let full = min(16 << 20, queueLimit / 2)
+                let full = queueLimit / 2
                 while ContinuousClock.now - lastCommit < Self.gatherTime, queuedBytes.load(ordering: .relaxed) < full,
                       queue.withLock({ $0.reads.isEmpty && !$0.stopping }) {
                     Thread.sleep(forTimeInterval: 0.005)
