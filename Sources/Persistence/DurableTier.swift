@@ -153,7 +153,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             written = try database.integer("SELECT coalesce(max(written), 0) FROM entries")
             rows.store(Int(try database.integer("SELECT count(*) FROM entries")), ordering: .relaxed)
             upsert = try database.prepare(
-                "INSERT OR REPLACE INTO entries(key, value, version, node, expiry, tombstone, position, written) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                """
+                INSERT INTO entries(key, value, version, node, expiry, tombstone, position, written) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(position, key) DO UPDATE SET value = excluded.value, version = excluded.version, node = excluded.node,
+                    expiry = excluded.expiry, tombstone = excluded.tombstone, written = excluded.written
+                """)
             delete = try database.prepare("DELETE FROM entries WHERE position = ? AND key = ?")
             lookup = try database.prepare("SELECT value, version, node, expiry, tombstone FROM entries WHERE position = ? AND key = ?")
         } catch let error as PersistenceError {
