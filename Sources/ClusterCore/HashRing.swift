@@ -114,6 +114,14 @@ public struct HashRing: Sendable {
         }
     }
 
+    /// Every member ranked for the key at `position`, best first: the preference list, then
+    /// the members a sloppy quorum falls back to, in the same (rendezvous) order.
+    public func ranking(forPosition position: UInt64) -> [Int] {
+        let partition = partition(ofPosition: position)
+        let scored = members.enumerated().map { (member: $0.offset, score: Self.score(seed: Self.hash($0.element), partition: partition)) }
+        return scored.sorted { $0.score != $1.score ? $0.score > $1.score : $0.member < $1.member }.map(\.member)
+    }
+
     /// First position of a partition.
     public func start(ofPartition partition: Int) -> UInt64 {
         UInt64(partition) << UInt64(64 - partitionBits)

@@ -95,6 +95,11 @@ extension CommandProcessor {
                 "keys_coordinated_as_replica:\(node.keysCoordinatedAsReplica.load(ordering: .relaxed))",
                 "keys_coordinated_not_replica:\(node.keysCoordinatedNotReplica.load(ordering: .relaxed))",
                 "read_modify_writes_forwarded:\(node.readModifyWritesForwarded.load(ordering: .relaxed))",
+                "sloppy_quorum:\(cluster?.sloppyQuorum == true ? "yes" : "no")",
+                "hints_pending:\(cluster?.hints.pending ?? 0)",
+                "hints_pending_bytes:\(cluster?.hints.pendingBytes ?? 0)",
+                "hints_delivered:\(cluster?.hints.delivered.load(ordering: .relaxed) ?? 0)",
+                "hints_dropped:\(cluster?.hints.dropped.load(ordering: .relaxed) ?? 0)",
             ]
         case "persistence":
             lines = ["# Persistence", "persistence:\(node.durable == nil ? "off" : "sqlite")", "loading:\(node.durable?.isLoading == true ? 1 : 0)"]

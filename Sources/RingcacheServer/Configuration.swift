@@ -60,6 +60,13 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var gossipPingTimeout = 300
     public var gossipIndirectProbes = 3
     public var gossipSuspicionMultiplier = 4
+    /// `sloppy-quorum yes|no`: a write for an unreachable replica goes to the next healthy node
+    /// as a hint (hinted handoff) and counts toward W.
+    public var sloppyQuorum = false
+    /// Bounds of the hints a node keeps for others: count, bytes, age in seconds.
+    public var hintMaxCount = 100_000
+    public var hintMaxBytes = 64 << 20
+    public var hintMaxAge = 3600
     /// `persistence sqlite|off`: the durable tier under memory.
     public var persistence = false
     /// `dir`: where the database goes (`ringcache-<node>.db`).
@@ -108,6 +115,10 @@ public struct NodeConfiguration: Sendable, Equatable {
             ("gossip-ping-timeout", String(gossipPingTimeout)),
             ("gossip-indirect-probes", String(gossipIndirectProbes)),
             ("gossip-suspicion-multiplier", String(gossipSuspicionMultiplier)),
+            ("sloppy-quorum", sloppyQuorum ? "yes" : "no"),
+            ("hint-max-count", String(hintMaxCount)),
+            ("hint-max-bytes", String(hintMaxBytes)),
+            ("hint-max-age", String(hintMaxAge)),
             ("persistence", persistence ? "sqlite" : "off"),
             ("dir", dir),
             ("persistence-fsync", persistenceFsync.rawValue),
@@ -197,6 +208,13 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "gossip-ping-timeout": gossipPingTimeout = try integer(1...600_000)
         case "gossip-indirect-probes": gossipIndirectProbes = try integer(0...16)
         case "gossip-suspicion-multiplier": gossipSuspicionMultiplier = try integer(1...100)
+        case "sloppy-quorum":
+            let text = try single().lowercased()
+            guard text == "yes" || text == "no" else { throw ConfigurationError("'sloppy-quorum' must be yes or no, got '\(text)'") }
+            sloppyQuorum = text == "yes"
+        case "hint-max-count": hintMaxCount = try integer(0...100_000_000)
+        case "hint-max-bytes": hintMaxBytes = try memory()
+        case "hint-max-age": hintMaxAge = try integer(1...Int(Int32.max))
         case "persistence":
             let text = try single().lowercased()
             guard text == "sqlite" || text == "off" else {

@@ -78,6 +78,7 @@ public final class RingcacheNode: Service, Sendable {
         let port = listener.localAddress?.port ?? configuration.port
         boundPort.withLockedValue { $0 = port }
         var busListener: (any Channel)?
+        var hintReplay: RepeatedTask?
         var gossip: GossipService?
         if let cluster, let me = configuration.selfAddress {
             do {
@@ -97,6 +98,12 @@ public final class RingcacheNode: Service, Sendable {
                 throw ConfigurationError("could not listen for the cluster bus on \(configuration.bind):\(me.busPort): \(error)")
             }
             for coordinator in coordinators.values { coordinator.start() }
+            if let replayer = coordinators.values.first {
+                // Hinted handoff: hints kept for others go to their owners once they are back.
+                hintReplay = replayer.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                    replayer.replayHints()
+                }
+            }
             var settings = SWIM.Settings()
             settings.protocolPeriod = Int64(configuration.gossipInterval)
             settings.pingTimeout = Int64(configuration.gossipPingTimeout)
@@ -145,6 +152,7 @@ public final class RingcacheNode: Service, Sendable {
             listener.close(promise: nil)
         }
         periodic.cancel()
+        hintReplay?.cancel()
         try? await busListener?.close()
         gossip?.stop()
         for coordinator in coordinators.values { coordinator.stop() }

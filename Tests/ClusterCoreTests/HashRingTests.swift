@@ -36,6 +36,19 @@ import Testing
         #expect(HashRing(members: ["solo"], replicas: 3).preferenceList(forKey: "x").members == [0])
     }
 
+    /// The full ranking a sloppy quorum falls back along starts with the preference list and
+    /// names every member once.
+    @Test func rankingExtendsThePreferenceList() {
+        let ring = HashRing(members: Self.names(7), vnodes: 16, replicas: 3)
+        for i in 0..<2_000 {
+            let key = Array("k\(i)".utf8)
+            let position = key.withUnsafeBytes { HashRing.position(of: $0) }
+            let ranking = ring.ranking(forPosition: position)
+            #expect(Array(ranking.prefix(3)) == ring.preferenceList(forPosition: position).members)
+            #expect(Set(ranking) == Set(0..<7))
+        }
+    }
+
     /// Adding member n+1 moves about 1/(n+1) of the keys, and only onto the new member.
     @Test(arguments: [3, 9, 24])
     func addingAMemberMovesOnlyItsShare(members: Int) {

@@ -34,6 +34,9 @@ enum BusCommand {
     /// `RC.EXEC <read quorum> <write quorum> <command> <key> [args…]` → the command's reply,
     /// run here as the key's first healthy replica (read-modify-write commands).
     static let exec = "RC.EXEC"
+    /// `RC.HINT <owner index> <key> <timestamp> <node> <expiry> [value]`: keep this write for
+    /// the member `owner` (no value: a delete) and replay it when the owner is back.
+    static let hint = "RC.HINT"
 }
 
 /// Serves one inbound bus connection: authenticates the peer, then applies replica reads
@@ -307,6 +310,19 @@ final class BusHandler: ChannelInboundHandler {
                     context.writeAndFlush(self.wrapOutboundOut(self.out), promise: nil)
                     self.out.clear()
                 }
+            }
+        case BusCommand.hint where args.count == 6 || args.count == 7:
+            guard let owner = args[1].asInteger, cluster.members.indices.contains(owner), owner != cluster.selfIndex,
+                  let version = Self.version(args[3], args[4]), let expiry = args[5].asInteger
+            else {
+                out.writeRESPError("ERR malformed RC.HINT")
+                return
+            }
+            let value = VersionedValue(version: version, value: args.count == 7 ? Array(args[6]) : nil, expiry: Int64(expiry))
+            if cluster.hints.add(owner: owner, key: Array(args[2]), value: value, now: now) {
+                out.writeRESPInteger(1)
+            } else {
+                out.writeRESPError("ERR hint store full")
             }
         case "PING":
             out.writeRESPRaw("+PONG\r\n")

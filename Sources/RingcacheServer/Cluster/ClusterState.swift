@@ -24,6 +24,10 @@ final class ClusterState: Sendable {
     let maxSiblings: Int
     /// Clocks and siblings of keys, under `reconcile vclock`.
     let siblings = SiblingIndex()
+    /// `sloppy-quorum yes`: writes for unreachable replicas go to stand-ins as hints.
+    let sloppyQuorum: Bool
+    /// Hints this node keeps for other members.
+    let hints: HintStore
     var usesVectorClocks: Bool { reconcile == .vclock }
     /// Members gossip declared dead: skipped for routing until they are heard alive again.
     private let statuses = Mutex<[String: SWIM.Status]>([:])
@@ -48,6 +52,9 @@ final class ClusterState: Sendable {
         self.linksWanted = (view.members.count - 1) * configuration.threads
         self.reconcile = configuration.reconcile
         self.maxSiblings = configuration.maxSiblings
+        self.sloppyQuorum = configuration.sloppyQuorum
+        self.hints = HintStore(limits: .init(count: configuration.hintMaxCount, bytes: configuration.hintMaxBytes,
+                                             age: Int64(configuration.hintMaxAge) * 1000))
     }
 
     func setStatus(_ status: SWIM.Status, of member: String) {

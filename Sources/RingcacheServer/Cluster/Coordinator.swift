@@ -283,8 +283,74 @@ final class Coordinator: @unchecked Sendable {
     /// under last-write-wins; succeeds at `required` acknowledgements. The result says whether
     /// any replica that answered held a live value before (for DEL's count).
     func write(_ key: [UInt8], _ value: VersionedValue, required: Int, now: Int64, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
-        quorumWrite(key, required: required, replicate: { [self] replica, done in replicate(key, value, to: replica, now: now, done: done) },
-                    completion: completion)
+        let standIns = cluster.sloppyQuorum ? standIns(for: key) : [:]
+        quorumWrite(key, required: required, replicate: { [self] replica, done in
+            if let standIn = standIns[replica] {
+                hint(key, value, owner: replica, to: standIn, now: now, done: done)
+            } else {
+                replicate(key, value, to: replica, now: now, done: done)
+            }
+        }, completion: completion)
+    }
+
+    // MARK: Hinted handoff
+
+    /// For each replica of `key` this loop cannot reach, the next healthy member in the key's
+    /// ranking (past the preference list) that keeps the write as a hint for it.
+    private func standIns(for key: [UInt8]) -> [Int: Int] {
+        let replicas = replicas(of: key)
+        let down = unreachable.subtracting([cluster.selfIndex])
+        let missing = replicas.filter { down.contains($0) }
+        guard !missing.isEmpty else { return [:] }
+        let ranking = key.withUnsafeBytes { cluster.ring.ranking(forPosition: HashRing.position(of: $0)) }
+        var fallbacks = ranking.filter { !replicas.contains($0) && !down.contains($0) }.makeIterator()
+        var standIns: [Int: Int] = [:]
+        for owner in missing {
+            guard let standIn = fallbacks.next() else { break }
+            standIns[owner] = standIn
+        }
+        return standIns
+    }
+
+    /// Gives `value` to `standIn` to keep for `owner`; `done(false)` once it has (the stand-in's
+    /// acknowledgement counts for the owner), nil if it could not.
+    private func hint(_ key: [UInt8], _ value: VersionedValue, owner: Int, to standIn: Int, now: Int64, done: @escaping (Bool?) -> Void) {
+        if standIn == cluster.selfIndex {
+            done(cluster.hints.add(owner: owner, key: key, value: value, now: now) ? false : nil)
+            return
+        }
+        var parts: [RESPValue] = [
+            .bulk(BusCommand.hint), .bulk(String(owner)), .bulkString(ByteBuffer(bytes: key)),
+            .bulk(String(value.version.timestamp.rawValue)), .bulk(String(value.version.node.rawValue)), .bulk(String(value.expiry)),
+        ]
+        if let bytes = value.value { parts.append(.bulkString(ByteBuffer(bytes: bytes))) }
+        links[standIn]!.send(.array(parts)) { reply in
+            if case .integer? = reply { done(false) } else { done(nil) }
+        }
+    }
+
+    /// Replays the hints kept for members that are reachable again (up to 1,000 per member
+    /// per call); those that fail go back to the store for the next call.
+    func replayHints() {
+        let now = wallClockMillis()
+        let down = unreachable
+        for owner in cluster.hints.owners where !down.contains(owner) && owner != cluster.selfIndex {
+            let batch = cluster.hints.take(for: owner, limit: 1000, now: now, tombstoneTTL: cluster.tombstoneTTL)
+            guard !batch.isEmpty else { continue }
+            var failed: [HintStore.Hint] = []
+            var outstanding = batch.count
+            for hint in batch {
+                replicate(hint.key, hint.value, to: owner, now: now) { [cluster] answer in
+                    if answer == nil {
+                        failed.append(hint)
+                    } else {
+                        cluster.hints.delivered.add(1, ordering: .relaxed)
+                    }
+                    outstanding -= 1
+                    if outstanding == 0 { cluster.hints.giveBack(failed) }
+                }
+            }
+        }
     }
 
     /// Writes siblings of `key` (usually one new sibling) to all its replicas under vector clocks.

@@ -1,0 +1,99 @@
+import ClusterCore
+import Synchronization
+
+/// Writes this node holds for replicas that were unreachable (hinted handoff, with
+/// `sloppy-quorum yes`): each names its owner, and is replayed to it once it is back. Bounded
+/// in count, bytes and age; a hint whose entry has expired is dropped, not replayed.
+final class HintStore: Sendable {
+    struct Hint: Sendable {
+        let owner: Int
+        let key: [UInt8]
+        let value: VersionedValue
+        let stored: Int64
+        var bytes: Int { key.count + (value.value?.count ?? 0) + 64 }
+    }
+
+    struct Limits: Sendable {
+        var count: Int
+        var bytes: Int
+        /// Milliseconds.
+        var age: Int64
+    }
+
+    let limits: Limits
+    private let state = Mutex(State())
+    let delivered = Atomic<Int>(0)
+    let dropped = Atomic<Int>(0)
+
+    private struct State {
+        var hints: [Int: [Hint]] = [:]
+        var count = 0
+        var bytes = 0
+    }
+
+    init(limits: Limits) {
+        self.limits = limits
+    }
+
+    var pending: Int { state.withLock { $0.count } }
+    var pendingBytes: Int { state.withLock { $0.bytes } }
+
+    /// Keeps a hint; false (and counted as dropped) when the store is full.
+    func add(owner: Int, key: [UInt8], value: VersionedValue, now: Int64) -> Bool {
+        let hint = Hint(owner: owner, key: key, value: value, stored: now)
+        let kept = state.withLock { state in
+            guard state.count < limits.count, state.bytes + hint.bytes <= limits.bytes else { return false }
+            state.hints[owner, default: []].append(hint)
+            state.count += 1
+            state.bytes += hint.bytes
+            return true
+        }
+        if !kept { dropped.add(1, ordering: .relaxed) }
+        return kept
+    }
+
+    /// Owners with hints waiting.
+    var owners: [Int] { state.withLock { Array($0.hints.keys) } }
+
+    /// Takes up to `limit` hints for `owner` out of the store, dropping those that expired or
+    /// grew too old; the caller gives back those it could not deliver.
+    func take(for owner: Int, limit: Int, now: Int64, tombstoneTTL: Int64) -> [Hint] {
+        var expired = 0
+        let taken: [Hint] = state.withLock { state in
+            guard var list = state.hints[owner] else { return [] }
+            var out: [Hint] = []
+            var keep: [Hint] = []
+            for hint in list {
+                let expiry = hint.value.value == nil ? hint.value.version.timestamp.millis + tombstoneTTL : hint.value.expiry
+                if (expiry != 0 && expiry <= now) || now - hint.stored > limits.age {
+                    expired += 1
+                    state.count -= 1
+                    state.bytes -= hint.bytes
+                } else if out.count < limit {
+                    out.append(hint)
+                    state.count -= 1
+                    state.bytes -= hint.bytes
+                } else {
+                    keep.append(hint)
+                }
+            }
+            list = keep
+            state.hints[owner] = list.isEmpty ? nil : list
+            return out
+        }
+        if expired > 0 { dropped.add(expired, ordering: .relaxed) }
+        return taken
+    }
+
+    /// Returns hints that could not be delivered.
+    func giveBack(_ hints: [Hint]) {
+        guard !hints.isEmpty else { return }
+        state.withLock { state in
+            for hint in hints {
+                state.hints[hint.owner, default: []].append(hint)
+                state.count += 1
+                state.bytes += hint.bytes
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+"""Hinted handoff (`sloppy-quorum yes`) on a real 3-node cluster with N=2, W=2: a write for a
+dead replica goes to a stand-in as a hint, and reaches the replica once it is back.
+ringcache only."""
+
+import pytest
+import redis
+
+from test_cluster import LocalCluster
+
+
+@pytest.fixture(autouse=True)
+def _ringcache_only(target):
+    if target != "ringcache":
+        pytest.skip("ringcache cluster behaviour")
+
+
+def _sum(c, names, field):
+    return sum(int(c.client(n).info("cluster")[field]) for n in names)
+
+
+def _write_with_n2_dead(tmp_path, sloppy):
+    c = LocalCluster(str(tmp_path), extra=f"replicas 2\nread-quorum 1\nwrite-quorum 2\nsloppy-quorum {sloppy}\n").start_all()
+    c.kill("n2")
+    n1 = c.client("n1")
+    c.wait_until(lambda: b"cluster_state:degraded" in n1.execute_command("CLUSTER", "INFO"))
+    failed = 0
+    for i in range(300):
+        try:
+            assert n1.set(f"key:{i}", f"v{i}")
+        except redis.exceptions.ResponseError as e:
+            assert str(e).startswith("NOQUORUM"), e
+            failed += 1
+    return c, failed
+
+
+def test_without_a_sloppy_quorum_writes_for_a_dead_replica_fail(tmp_path):
+    c, failed = _write_with_n2_dead(tmp_path, "no")
+    try:
+        assert failed > 100, "about two thirds of the keys have n2 as a replica"
+        assert _sum(c, ["n1", "n3"], "hints_pending") == 0
+    finally:
+        c.stop_all()
+
+
+def test_hints_keep_writes_for_a_dead_replica_and_reach_it_when_it_returns(tmp_path):
+    c, failed = _write_with_n2_dead(tmp_path, "yes")
+    try:
+        assert failed == 0
+        pending = _sum(c, ["n1", "n3"], "hints_pending")
+        assert 100 < pending < 300
+        c.start("n2")
+        c.wait_until(lambda: _sum(c, ["n1", "n3"], "hints_pending") == 0, timeout=20)
+        assert _sum(c, ["n1", "n3"], "hints_delivered") == pending
+        assert _sum(c, ["n1", "n3"], "hints_dropped") == 0
+        # Read at ONE through n2: where n2 is a replica its own copy answers first, so this
+        # sees what the hints brought it (no read repair has touched these keys).
+        n2 = c.client("n2")
+        n2.execute_command("CONSISTENCY", "READ", "ONE")
+        assert int(n2.info("replication")["read_repairs"]) == 0
+        for i in range(300):
+            assert n2.get(f"key:{i}") == f"v{i}".encode()
+    finally:
+        c.stop_all()
