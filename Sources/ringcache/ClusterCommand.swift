@@ -52,7 +52,9 @@ struct Cluster: ParsableCommand {
                 let view = views[node.name]
                 let state = (view?.state ?? "?") + (info == nil ? " (no answer)" : "")
                 let share = view.map { String(format2(Double($0.share) ?? 0)) } ?? "-"
-                rows.append([node.name, "\(node.host):\(node.port)", state, share, keys, fields["used_memory_human"] ?? "-", "-", "-"])
+                // Hints this node keeps for others (sloppy quorum), and its own SQLite rows.
+                let hints = fields["hints_pending"] ?? "-"
+                rows.append([node.name, "\(node.host):\(node.port)", state, share, keys, fields["used_memory_human"] ?? "-", hints, "-"])
             }
             let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
             for row in rows {
