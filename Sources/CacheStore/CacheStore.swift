@@ -448,6 +448,14 @@ public final class CacheStore: Sendable {
     // MARK: Keyspace
 
     /// Calls `body` with every live key, one shard at a time. `body` must not use the store.
+    /// Calls `body` with every unexpired entry's key, version and whether it is a tombstone
+    /// (what anti-entropy compares); reads do not count as uses.
+    public func forEachVersion(now: Int64, _ body: (UnsafeRawBufferPointer, Version, Bool) -> Void) {
+        for shard in shards {
+            shard.table.withLock { $0.forEachVersion(now: now, body) }
+        }
+    }
+
     public func forEachKey(now: Int64, _ body: (UnsafeRawBufferPointer) -> Void) {
         for shard in shards {
             shard.table.withLock { $0.forEachKey(now: now, body) }

@@ -335,6 +335,13 @@ struct ShardTable: ~Copyable {
         }
     }
 
+    /// Calls `body` for every unexpired record, tombstones included, without marking it used.
+    func forEachVersion(now: Int64, _ body: (UnsafeRawBufferPointer, Version, Bool) -> Void) {
+        for i in 0..<capacity {
+            if let record = Record(bits: slots[i]), !record.isExpired(at: now) { body(record.key, record.version, record.isTombstone) }
+        }
+    }
+
     /// A live record picked at random, or nil after a bounded number of tries.
     func randomRecord(now: Int64, using generator: inout some RandomNumberGenerator) -> Record? {
         guard count > tombstoneCount else { return nil }

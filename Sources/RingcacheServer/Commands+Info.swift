@@ -100,6 +100,9 @@ extension CommandProcessor {
                 "hints_pending_bytes:\(cluster?.hints.pendingBytes ?? 0)",
                 "hints_delivered:\(cluster?.hints.delivered.load(ordering: .relaxed) ?? 0)",
                 "hints_dropped:\(cluster?.hints.dropped.load(ordering: .relaxed) ?? 0)",
+                "anti_entropy_rounds:\(node.antiEntropyRounds.load(ordering: .relaxed))",
+                "anti_entropy_pulled:\(node.antiEntropyPulled.load(ordering: .relaxed))",
+                "anti_entropy_pushed:\(node.antiEntropyPushed.load(ordering: .relaxed))",
             ]
         case "persistence":
             lines = ["# Persistence", "persistence:\(node.durable == nil ? "off" : "sqlite")", "loading:\(node.durable?.isLoading == true ? 1 : 0)"]

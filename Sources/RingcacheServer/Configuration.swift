@@ -67,6 +67,8 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var hintMaxCount = 100_000
     public var hintMaxBytes = 64 << 20
     public var hintMaxAge = 3600
+    /// Milliseconds between anti-entropy rounds (Merkle digests with every peer); 0 for none.
+    public var antiEntropyInterval = 10_000
     /// `persistence sqlite|off`: the durable tier under memory.
     public var persistence = false
     /// `dir`: where the database goes (`ringcache-<node>.db`).
@@ -116,6 +118,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             ("gossip-indirect-probes", String(gossipIndirectProbes)),
             ("gossip-suspicion-multiplier", String(gossipSuspicionMultiplier)),
             ("sloppy-quorum", sloppyQuorum ? "yes" : "no"),
+            ("anti-entropy-interval", String(antiEntropyInterval)),
             ("hint-max-count", String(hintMaxCount)),
             ("hint-max-bytes", String(hintMaxBytes)),
             ("hint-max-age", String(hintMaxAge)),
@@ -213,6 +216,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             guard text == "yes" || text == "no" else { throw ConfigurationError("'sloppy-quorum' must be yes or no, got '\(text)'") }
             sloppyQuorum = text == "yes"
         case "hint-max-count": hintMaxCount = try integer(0...100_000_000)
+        case "anti-entropy-interval": antiEntropyInterval = try integer(0...86_400_000)
         case "hint-max-bytes": hintMaxBytes = try memory()
         case "hint-max-age": hintMaxAge = try integer(1...Int(Int32.max))
         case "persistence":

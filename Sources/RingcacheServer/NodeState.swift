@@ -31,6 +31,10 @@ public final class NodeState: Sendable {
     let protocolErrors = Atomic<Int>(0)
     let clientsClosedForOutput = Atomic<Int>(0)
     let readRepairs = Atomic<Int>(0)
+    /// Anti-entropy rounds run, and entries they pulled from peers and pushed to them.
+    let antiEntropyRounds = Atomic<Int>(0)
+    let antiEntropyPulled = Atomic<Int>(0)
+    let antiEntropyPushed = Atomic<Int>(0)
     /// Times a client stopped being read because the SQLite writer was behind.
     let diskPauses = Atomic<Int>(0)
     let quorumFailures = Atomic<Int>(0)

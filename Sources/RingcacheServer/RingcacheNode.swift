@@ -79,6 +79,7 @@ public final class RingcacheNode: Service, Sendable {
         boundPort.withLockedValue { $0 = port }
         var busListener: (any Channel)?
         var hintReplay: RepeatedTask?
+        var antiEntropy: RepeatedTask?
         var gossip: GossipService?
         if let cluster, let me = configuration.selfAddress {
             do {
@@ -102,6 +103,12 @@ public final class RingcacheNode: Service, Sendable {
                 // Hinted handoff: hints kept for others go to their owners once they are back.
                 hintReplay = replayer.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
                     replayer.replayHints()
+                }
+                if configuration.antiEntropyInterval > 0 {
+                    let interval = TimeAmount.milliseconds(Int64(configuration.antiEntropyInterval))
+                    antiEntropy = replayer.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                        replayer.antiEntropyRound()
+                    }
                 }
             }
             var settings = SWIM.Settings()
@@ -153,6 +160,7 @@ public final class RingcacheNode: Service, Sendable {
         }
         periodic.cancel()
         hintReplay?.cancel()
+        antiEntropy?.cancel()
         try? await busListener?.close()
         gossip?.stop()
         for coordinator in coordinators.values { coordinator.stop() }

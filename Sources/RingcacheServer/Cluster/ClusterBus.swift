@@ -37,6 +37,12 @@ enum BusCommand {
     /// `RC.HINT <owner index> <key> <timestamp> <node> <expiry> [value]`: keep this write for
     /// the member `owner` (no value: a delete) and replay it when the owner is back.
     static let hint = "RC.HINT"
+    /// `RC.TREE <requester index> <bits>`: the Merkle bucket digests of the entries this node
+    /// and the requester both replicate (anti-entropy).
+    static let tree = "RC.TREE"
+    /// `RC.BUCKET <requester index> <bits> <bucket> ...`: those entries' keys and versions,
+    /// as key, timestamp, node triples.
+    static let bucket = "RC.BUCKET"
 }
 
 /// Serves one inbound bus connection: authenticates the peer, then applies replica reads
@@ -323,6 +329,27 @@ final class BusHandler: ChannelInboundHandler {
                 out.writeRESPInteger(1)
             } else {
                 out.writeRESPError("ERR hint store full")
+            }
+        case BusCommand.tree where args.count == 3:
+            guard let peer = args[1].asInteger, cluster.members.indices.contains(peer), args[2].asInteger == ClusterState.antiEntropyBits else {
+                out.writeRESPError("ERR malformed RC.TREE")
+                return
+            }
+            let digest = cluster.digest(sharedWith: peer, now: now)
+            out.writeRESPArrayHeader(digest.buckets.count)
+            for bucket in digest.buckets { out.writeRESPBulk(String(bucket)) }
+        case BusCommand.bucket where args.count >= 4:
+            guard let peer = args[1].asInteger, cluster.members.indices.contains(peer), args[2].asInteger == ClusterState.antiEntropyBits else {
+                out.writeRESPError("ERR malformed RC.BUCKET")
+                return
+            }
+            let buckets = Set((3..<args.count).compactMap { args[$0].asInteger })
+            let entries = cluster.entries(sharedWith: peer, buckets: buckets, now: now)
+            out.writeRESPArrayHeader(entries.count * 3)
+            for (key, version, _) in entries {
+                key.withUnsafeBytes { out.writeRESPBulk($0) }
+                out.writeRESPBulk(String(version.timestamp.rawValue))
+                out.writeRESPBulk(String(version.node.rawValue))
             }
         case "PING":
             out.writeRESPRaw("+PONG\r\n")

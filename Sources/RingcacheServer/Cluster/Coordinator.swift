@@ -414,7 +414,7 @@ final class Coordinator: @unchecked Sendable {
 
     /// Applies `value` at one replica. `done` gets whether a live value was there before
     /// (writes of a value report false), or nil if the replica could not be reached.
-    private func replicate(_ key: [UInt8], _ value: VersionedValue, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
+    func replicate(_ key: [UInt8], _ value: VersionedValue, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
         if replica == cluster.selfIndex {
             let existed = value.value == nil && key.withUnsafeBytes { store.contains($0, now: now) }
             let before = cluster.node.durable?.queuedSequence
