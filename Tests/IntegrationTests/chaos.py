@@ -1,0 +1,259 @@
+"""Fault injection on a real cluster in network namespaces: three nodes on their own
+addresses, a bridge the harness owns, and faults it applies (cut a node's link, kill -9 and
+restart) while clients write at QUORUM. Used by test_chaos.py (a short fixed schedule) and
+tools/chaos (a longer random one). Needs root (ip netns)."""
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import redis
+
+NAMES = ["n1", "n2", "n3"]
+PORT = 7600
+BUS = 17600
+SECRET = "chaos"
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _command(*parts):
+    out = b"*%d\r\n" % len(parts)
+    for part in parts:
+        part = part if isinstance(part, bytes) else str(part).encode()
+        out += b"$%d\r\n%s\r\n" % (len(part), part)
+    return out
+
+
+def _read(reader):
+    line = reader.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise redis.exceptions.ResponseError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else reader.read(n + 2)[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_read(reader) for _ in range(n)]
+    raise redis.exceptions.ConnectionError(f"unexpected reply {line!r}")
+
+
+def can_run():
+    """None if namespaces work here, else why not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if not (shutil.which("ip") and shutil.which("bridge")):
+        return "iproute2 (ip, bridge) is not installed: tools/install-deps installs it"
+    probe = _ip("netns", "add", f"rcchaos{os.getpid()}", check=False)
+    if probe.returncode != 0:
+        return f"cannot create network namespaces here: {probe.stderr.strip()}"
+    _ip("netns", "del", f"rcchaos{os.getpid()}", check=False)
+    return None
+
+
+class ChaosCluster:
+    def __init__(self, directory, binary, extra=""):
+        tag = os.getpid() % 10000
+        self.bridge = f"rccb{tag}"
+        self.namespaces = {n: f"rcc{tag}{n}" for n in NAMES}
+        self.ports = {n: f"rccv{tag}{n}" for n in NAMES}
+        self.subnet = 10 + (os.getpid() + 77) % 200
+        self.address = {n: f"10.232.{self.subnet}.{i + 1}" for i, n in enumerate(NAMES)}
+        self.directory = directory
+        self.binary = binary
+        self.extra = extra
+        self.procs = {}
+        self.conf = os.path.join(directory, "chaos.conf")
+
+    def setup(self):
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"10.232.{self.subnet}.254/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        for n in NAMES:
+            ns, port = self.namespaces[n], self.ports[n]
+            _ip("netns", "add", ns)
+            _ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("link", "set", port, "master", self.bridge)
+            _ip("link", "set", port, "up")
+            _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            _ip("netns", "exec", ns, "ip", "addr", "add", f"{self.address[n]}/24", "dev", "eth0")
+            _ip("netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+        with open(self.conf, "w") as f:
+            f.write(f"cluster-name chaos\ncluster-secret {SECRET}\nreplicas 3\nread-quorum 2\nwrite-quorum 2\n")
+            f.write("request-timeout 300\nsloppy-quorum yes\nanti-entropy-interval 500\n")
+            f.write("gossip-interval 200\ngossip-ping-timeout 80\n" + self.extra)
+            for n in NAMES:
+                f.write(f"node {n} {self.address[n]}:{PORT} {BUS}\n")
+
+    def teardown(self):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for n in NAMES:
+            _ip("link", "del", self.ports[n], check=False)
+            _ip("netns", "del", self.namespaces[n], check=False)
+        _ip("link", "del", self.bridge, check=False)
+
+    def start(self, n):
+        log = open(os.path.join(self.directory, f"{n}.log"), "a")
+        self.procs[n] = subprocess.Popen(
+            ["ip", "netns", "exec", self.namespaces[n], self.binary, "serve", "--config", self.conf, "--node", n],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def start_all(self):
+        for n in NAMES:
+            self.start(n)
+        for n in NAMES:
+            self.wait_until(lambda: b"cluster_state:ok" in self.client(n).execute_command("CLUSTER", "INFO"))
+
+    def kill(self, n):
+        self.procs[n].kill()
+        self.procs[n].wait()
+
+    def cut(self, n, on):
+        _ip("netns", "exec", self.namespaces[n], "ip", "link", "set", "eth0", "down" if on else "up")
+
+    def client(self, n, timeout=2):
+        return redis.Redis(host=self.address[n], port=PORT, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    def local(self, n, key):
+        """A node's own copy of key (bus RC.GET: no quorum, no repair), as (version, value)."""
+        with socket.create_connection((self.address[n], BUS), timeout=2) as sock:
+            sock.sendall(_command("RC.AUTH", "chaos", SECRET, "chaos-probe") + _command("RC.GET", key))
+            reader = sock.makefile("rb")
+            ok = _read(reader)
+            assert ok == b"OK", ok
+            reply = _read(reader)
+        if not reply:
+            return None
+        return (reply[0], reply[3])
+
+    def wait_until(self, check, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return time.monotonic()
+            except (redis.exceptions.ConnectionError, redis.exceptions.ResponseError, redis.exceptions.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not met in time")
+            time.sleep(0.1)
+
+
+class Writer(threading.Thread):
+    """Writes increasing values to a few keys at QUORUM through n1 and n2, remembering the
+    last value each key was acknowledged with."""
+
+    def __init__(self, cluster, keys=20):
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.keys = [f"chaos:{i}" for i in range(keys)]
+        self.acked = {}
+        self.attempts = 0
+        self.failures = 0
+        self.stopping = False
+
+    def run(self):
+        clients = [self.cluster.client("n1", timeout=1), self.cluster.client("n2", timeout=1)]
+        value = 0
+        while not self.stopping:
+            value += 1
+            key = self.keys[value % len(self.keys)]
+            self.attempts += 1
+            try:
+                if clients[value % 2].set(key, value):
+                    self.acked[key] = value
+            except (redis.exceptions.ConnectionError, redis.exceptions.ResponseError, redis.exceptions.TimeoutError):
+                self.failures += 1
+                clients[value % 2] = self.cluster.client(["n1", "n2"][value % 2], timeout=1)
+                time.sleep(0.01)
+
+
+def run(cluster, schedule, log=print):
+    """Runs `schedule` ([(seconds, action, node)], action in cut/heal/kill/restart/wait) under
+    a writer, then checks. Returns the findings as a dict."""
+    writer = Writer(cluster)
+    writer.start()
+    for seconds, action, node in schedule:
+        if action == "cut":
+            cluster.cut(node, True)
+        elif action == "heal":
+            cluster.cut(node, False)
+        elif action == "kill":
+            cluster.kill(node)
+        elif action == "restart":
+            cluster.start(node)
+        log(f"  {action} {node or ''}".rstrip() + f", then {seconds:.1f} s")
+        time.sleep(seconds)
+    writer.stopping = True
+    writer.join()
+    healed = time.monotonic()
+    # Every acknowledged write is there (a key's value only grows), and every replica's own
+    # copy converges to the same version: by hints and anti-entropy, no read repair.
+    lost = []
+    reader = cluster.client("n1", timeout=5)
+    reader.execute_command("CONSISTENCY", "READ", "ALL")
+    for key, value in writer.acked.items():
+        got = reader.get(key)
+        if got is None or int(got) < value:
+            lost.append((key, value, got))
+
+    def converged():
+        for key in writer.keys:
+            copies = {cluster.local(n, key) for n in NAMES}
+            if len(copies) != 1 or None in copies:
+                return False
+        return True
+
+    try:
+        converged_after = round(cluster.wait_until(converged, timeout=30) - healed, 2)
+    except AssertionError:
+        converged_after = None
+
+    def agree():
+        views = []
+        for n in NAMES:
+            lines = cluster.client(n).execute_command("CLUSTER", "NODES").decode().split("\n")
+            views.append(sorted((l.split()[0], l.split()[3].split(",")[-1]) for l in lines if l.strip()))
+        return all(v == views[0] for v in views) and all(state == "alive" for _, state in views[0])
+
+    try:
+        cluster.wait_until(agree, timeout=30)
+        members_agree = True
+    except AssertionError:
+        members_agree = False
+    return {
+        "writes attempted": writer.attempts,
+        "writes acknowledged": writer.attempts - writer.failures,
+        "writes failed": writer.failures,
+        "acknowledged writes lost": len(lost),
+        "lost": lost[:5],
+        "seconds to converge after the last fault": converged_after,
+        "members agree, all alive": members_agree,
+    }
+
+
+def random_schedule(duration, rng):
+    schedule = []
+    elapsed = 0.0
+    while elapsed < duration:
+        node = rng.choice(NAMES)
+        fault = rng.choice(["cut", "kill"])
+        hold = rng.uniform(1.0, 4.0)
+        settle = rng.uniform(1.0, 3.0)
+        schedule += [(hold, fault, node), (settle, "heal" if fault == "cut" else "restart", node)]
+        elapsed += hold + settle
+    return schedule
