@@ -61,6 +61,10 @@ public enum SWIM {
         public var retransmitMultiplier = 4
         /// Updates carried per message.
         public var maxPiggyback = 8
+        /// Every this many protocol periods, one member held dead is pinged too, carrying its
+        /// own death: if it is alive (a partition healed), it refutes with a higher
+        /// incarnation and both sides take each other back. 0 never.
+        public var deadProbeEvery = 5
         public init() {}
     }
 
@@ -101,6 +105,8 @@ public enum SWIM {
         private var probes: [UInt64: (target: String, requester: String?, requesterSequence: UInt64?)] = [:]
         /// Updates waiting to be piggybacked, with how many more times each goes out.
         private var gossip: [(member: Member, remaining: Int)] = []
+        /// Protocol periods run, for the occasional ping of a dead member.
+        private var periods = 0
 
         public init(name: String, settings: Settings = Settings()) {
             self.name = name
@@ -128,6 +134,14 @@ public enum SWIM {
             switch timer {
             case .probe:
                 var directives: [Directive] = [.timer(.probe, at: now + settings.protocolPeriod)]
+                periods += 1
+                if settings.deadProbeEvery > 0, periods % settings.deadProbeEvery == 0,
+                   let dead = members.values.filter({ $0.status == .dead }).map(\.name).sorted().randomElement(using: &random),
+                   let record = members[dead] {
+                    // Gossip to the dead: no timers (silence changes nothing), just the news of
+                    // its death, which a live member refutes in its ack.
+                    directives.append(.send(.ping(sequence: takeSequence(), updates: [record] + piggyback()), to: dead))
+                }
                 guard let target = nextProbeTarget(random: &random) else { return directives }
                 let sequence = takeSequence()
                 probes[sequence] = (target, nil, nil)

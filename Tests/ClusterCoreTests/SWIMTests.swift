@@ -3,6 +3,36 @@ import Testing
 @testable import ClusterCore
 
 @Suite struct SWIMTests {
+    /// Two members that declared each other dead across a partition take each other back once
+    /// it heals: the occasional ping to a dead member carries its death, which it refutes.
+    @Test func membersDeadToEachOtherComeBackAfterAPartitionHeals() {
+        var random = SimulationRandom(seed: 3)
+        var a = SWIM.Instance(name: "a")
+        var b = SWIM.Instance(name: "b")
+        _ = a.add("b", announce: false)
+        _ = b.add("a", announce: false)
+        // Each heard from a third member that the other died.
+        _ = a.onMessage(.ping(sequence: 1, updates: [SWIM.Member(name: "b", incarnation: 0, status: .dead)]), from: "c", now: 0)
+        _ = b.onMessage(.ping(sequence: 1, updates: [SWIM.Member(name: "a", incarnation: 0, status: .dead)]), from: "c", now: 0)
+        #expect(a.members["b"]?.status == .dead && b.members["a"]?.status == .dead)
+        var now: Int64 = 0
+        var delivered = 0
+        for _ in 0..<20 where a.members["b"]?.status != .alive || b.members["a"]?.status != .alive {
+            now += 1000
+            var outbox = a.onTimer(.probe, now: now, random: &random).map { ("a", $0) } + b.onTimer(.probe, now: now, random: &random).map { ("b", $0) }
+            while let (from, directive) = outbox.first {
+                outbox.removeFirst()
+                guard case .send(let message, let to) = directive, to == "a" || to == "b" else { continue }
+                delivered += 1
+                if to == "a" { outbox += a.onMessage(message, from: from, now: now).map { ("a", $0) } }
+                if to == "b" { outbox += b.onMessage(message, from: from, now: now).map { ("b", $0) } }
+            }
+        }
+        #expect(delivered > 0)
+        #expect(a.members["b"]?.status == .alive && b.members["a"]?.status == .alive)
+        #expect(a.incarnation >= 1 && b.incarnation >= 1)
+    }
+
     /// A probe with no ack leads to indirect probes, then suspicion, then death; a suspected
     /// member that hears of it refutes with a higher incarnation.
     @Test func probeSuspectDeadAndRefutation() {

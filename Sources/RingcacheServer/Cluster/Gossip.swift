@@ -109,7 +109,9 @@ final class GossipService: @unchecked Sendable {
     private let core: Mutex<SWIM.Instance>
     private let key: SymmetricKey?
     private let addresses: [String: SocketAddress]
+    /// Touched on `eventLoop` only.
     private var channel: (any Channel)?
+    private let stopped = Atomic<Bool>(false)
     let droppedForMAC = Atomic<Int>(0)
     let droppedMalformed = Atomic<Int>(0)
     let droppedForeign = Atomic<Int>(0)
@@ -131,22 +133,58 @@ final class GossipService: @unchecked Sendable {
     }
 
     func start(host: String, port: Int) async throws {
-        let service = self
-        channel = try await DatagramBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(GossipHandler(service: service))
-                }
-            }
-            .bind(host: host, port: port).get()
+        let channel = try await bind(host: host, port: port).get()
+        eventLoop.execute { [self] in
+            self.channel = channel
+            watch(channel, host: host, port: port)
+        }
         eventLoop.execute { [self] in
             var random = SystemRandomNumberGenerator()
             perform(core.withLock { $0.onTimer(.probe, now: wallClockMillis(), random: &random) })
         }
     }
 
-    func stop() { channel?.close(promise: nil) }
+    private func bind(host: String, port: Int) -> EventLoopFuture<any Channel> {
+        let service = self
+        return DatagramBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(GossipHandler(service: service))
+                }
+            }
+            .bind(host: host, port: port)
+    }
+
+    /// NIO closes a datagram socket on some send errors (a network that is unreachable while
+    /// a link is down): then gossip would stop for good, so the socket is opened again.
+    private func watch(_ channel: any Channel, host: String, port: Int) {
+        channel.closeFuture.whenComplete { [self] _ in
+            guard !stopped.load(ordering: .relaxed) else { return }
+            logger.warning("gossip socket closed; opening it again", metadata: ["address": "\(host):\(port)"])
+            reopen(host: host, port: port)
+        }
+    }
+
+    private func reopen(host: String, port: Int) {
+        eventLoop.scheduleTask(in: .milliseconds(200)) { [self] in
+            guard !stopped.load(ordering: .relaxed) else { return }
+            bind(host: host, port: port).whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    self.channel = channel
+                    watch(channel, host: host, port: port)
+                case .failure:
+                    reopen(host: host, port: port)
+                }
+            }
+        }
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        eventLoop.execute { [self] in channel?.close(promise: nil) }
+    }
 
     /// Each member's state as gossip sees it (self included, as alive).
     var view: [String: SWIM.Member] {
