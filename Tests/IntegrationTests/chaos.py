@@ -62,6 +62,30 @@ def can_run():
     return None
 
 
+def create_network(bridge, gateway, namespaces, ports, addresses):
+    """A bridge with address `gateway` (a /24) in the root namespace, and per node a namespace
+    joined to it by a veth pair, its end named eth0 with the node's address."""
+    _ip("link", "add", bridge, "type", "bridge")
+    _ip("addr", "add", f"{gateway}/24", "dev", bridge)
+    _ip("link", "set", bridge, "up")
+    for n in namespaces:
+        ns, port = namespaces[n], ports[n]
+        _ip("netns", "add", ns)
+        _ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("link", "set", port, "master", bridge)
+        _ip("link", "set", port, "up")
+        _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        _ip("netns", "exec", ns, "ip", "addr", "add", f"{addresses[n]}/24", "dev", "eth0")
+        _ip("netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+
+
+def remove_network(bridge, namespaces, ports):
+    for n in namespaces:
+        _ip("link", "del", ports[n], check=False)
+        _ip("netns", "del", namespaces[n], check=False)
+    _ip("link", "del", bridge, check=False)
+
+
 class ChaosCluster:
     def __init__(self, directory, binary, extra=""):
         tag = os.getpid() % 10000
@@ -77,18 +101,7 @@ class ChaosCluster:
         self.conf = os.path.join(directory, "chaos.conf")
 
     def setup(self):
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"10.232.{self.subnet}.254/24", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
-        for n in NAMES:
-            ns, port = self.namespaces[n], self.ports[n]
-            _ip("netns", "add", ns)
-            _ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _ip("link", "set", port, "master", self.bridge)
-            _ip("link", "set", port, "up")
-            _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
-            _ip("netns", "exec", ns, "ip", "addr", "add", f"{self.address[n]}/24", "dev", "eth0")
-            _ip("netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+        create_network(self.bridge, f"10.232.{self.subnet}.254", self.namespaces, self.ports, self.address)
         with open(self.conf, "w") as f:
             f.write(f"cluster-name chaos\ncluster-secret {SECRET}\nreplicas 3\nread-quorum 2\nwrite-quorum 2\n")
             f.write("request-timeout 300\nsloppy-quorum yes\nanti-entropy-interval 500\n")
@@ -101,10 +114,7 @@ class ChaosCluster:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        for n in NAMES:
-            _ip("link", "del", self.ports[n], check=False)
-            _ip("netns", "del", self.namespaces[n], check=False)
-        _ip("link", "del", self.bridge, check=False)
+        remove_network(self.bridge, self.namespaces, self.ports)
 
     def start(self, n):
         log = open(os.path.join(self.directory, f"{n}.log"), "a")

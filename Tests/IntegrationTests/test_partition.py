@@ -11,6 +11,7 @@ import time
 import pytest
 import redis
 
+import chaos
 from conftest import _ringcache_bin
 
 NAMES = ["n1", "n2", "n3"]
@@ -42,27 +43,13 @@ class NamespaceCluster:
         self.procs = {}
 
     def setup(self):
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"10.231.{self.subnet}.254/24", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
-        for name in NAMES:
-            ns, port = self.namespaces[name], self.ports[name]
-            _ip("netns", "add", ns)
-            _ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _ip("link", "set", port, "master", self.bridge)
-            _ip("link", "set", port, "up")
-            _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
-            _ip("netns", "exec", ns, "ip", "addr", "add", f"{self.address[name]}/24", "dev", "eth0")
-            _ip("netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+        chaos.create_network(self.bridge, f"10.231.{self.subnet}.254", self.namespaces, self.ports, self.address)
 
     def teardown(self):
         for proc in self.procs.values():
             proc.kill()
             proc.wait()
-        for name in NAMES:
-            _ip("link", "del", self.ports[name], check=False)
-            _ip("netns", "del", self.namespaces[name], check=False)
-        _ip("link", "del", self.bridge, check=False)
+        chaos.remove_network(self.bridge, self.namespaces, self.ports)
 
     def start(self):
         conf = os.path.join(self.directory, "cluster.conf")
