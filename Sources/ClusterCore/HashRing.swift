@@ -122,6 +122,22 @@ public struct HashRing: Sendable {
         return scored.sorted { $0.score != $1.score ? $0.score > $1.score : $0.member < $1.member }.map(\.member)
     }
 
+    /// Sloppy quorum: for each replica of the key at `position` that is in `unreachable`, the
+    /// next member of the key's ranking past the preference list that is reachable, each used
+    /// once (a replica left out when none is left).
+    public func standIns(forPosition position: UInt64, unreachable: Set<Int>) -> [Int: Int] {
+        let replicas = preferenceList(forPosition: position).members
+        let missing = replicas.filter { unreachable.contains($0) }
+        guard !missing.isEmpty else { return [:] }
+        var fallbacks = ranking(forPosition: position).dropFirst(replicas.count).filter { !unreachable.contains($0) }.makeIterator()
+        var standIns: [Int: Int] = [:]
+        for owner in missing {
+            guard let standIn = fallbacks.next() else { break }
+            standIns[owner] = standIn
+        }
+        return standIns
+    }
+
     /// First position of a partition.
     public func start(ofPartition partition: Int) -> UInt64 {
         UInt64(partition) << UInt64(64 - partitionBits)

@@ -29,6 +29,20 @@ public struct DiskEntry: Sendable {
     public var value: [UInt8]?
     public var expiry: Int64
     public var version: Version
+
+    /// Puts the entry into memory as it was (a newer version there wins); the journal is not
+    /// told, since the entry came from the disk.
+    public func load(key: UnsafeRawBufferPointer, into store: CacheStore, now: Int64) {
+        guard let value else {
+            // A tombstone keeps the deadline it had: its TTL counts from the delete's version.
+            _ = store.applyVersioned(key, value: nil, expiry: expiry, version: version, now: now,
+                                     tombstoneTTL: expiry - version.timestamp.millis, durable: false)
+            return
+        }
+        value.withUnsafeBytes {
+            _ = store.applyVersioned(key, value: $0, expiry: expiry, version: version, now: now, tombstoneTTL: 0, durable: false)
+        }
+    }
 }
 
 /// The durable tier under a node's memory: an SQLite database in WAL mode that follows every
@@ -62,6 +76,9 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
 
     /// The sequence number of the last change committed.
     public let committedSequence = Atomic<UInt64>(0)
+    /// The sequence number of the last change queued (`Queue.sequence`, readable without the
+    /// lock: the fsync-always path reads it around every write).
+    private let enqueuedSequence = Atomic<UInt64>(0)
     public let rows = Atomic<Int>(0)
     public let diskBytes = Atomic<Int>(0)
     public let commits = Atomic<Int>(0)
@@ -213,6 +230,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             let before = queue.log.count
             encode(&queue.log)
             queue.sequence += 1
+            enqueuedSequence.store(queue.sequence, ordering: .relaxed)
             queuedBytes.add(queue.log.count - before, ordering: .relaxed)
             defer { queue.writerAsleep = false }
             return queue.writerAsleep
@@ -230,7 +248,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     }
 
     /// The sequence number of the last change queued.
-    public var queuedSequence: UInt64 { queue.withLock { $0.sequence } }
+    public var queuedSequence: UInt64 { enqueuedSequence.load(ordering: .relaxed) }
     public var queueDepth: Int { queuedBytes.load(ordering: .relaxed) }
     /// Writes should wait: the writer is behind by more than ``queueLimit`` bytes.
     public var isCongested: Bool { queuedBytes.load(ordering: .relaxed) > queueLimit }
@@ -537,15 +555,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             }
             let entry = row(statement, value: 1, version: 2, node: 3, expiry: 4, tombstone: 5)
             if entry.expiry != 0 && entry.expiry <= now { continue }
-            let key = statement.blob(0)
-            if let value = entry.value {
-                value.withUnsafeBytes {
-                    _ = store.applyVersioned(key, value: $0, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: 0, durable: false)
-                }
-            } else {
-                _ = store.applyVersioned(key, value: nil, expiry: entry.expiry, version: entry.version, now: now,
-                                         tombstoneTTL: entry.expiry - entry.version.timestamp.millis, durable: false)
-            }
+            entry.load(key: statement.blob(0), into: store, now: now)
             loadedRows.add(1, ordering: .relaxed)
             if budget > 0 && store.usedMemory >= budget / 100 * 95 {
                 finishLoading(complete: false)

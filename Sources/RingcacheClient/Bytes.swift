@@ -1,4 +1,5 @@
 import NIOCore
+import RESP
 
 /// Anything that can be sent as a key or a value: bytes, or text as UTF-8.
 public protocol RingcacheBytes: Sendable {
@@ -9,15 +10,8 @@ public protocol RingcacheBytes: Sendable {
 }
 
 extension RingcacheBytes {
-    /// Writes `$<length>\r\n<bytes>\r\n`.
     public func writeBulk(into buffer: inout ByteBuffer) {
-        withBytes { bytes in
-            buffer.writeStaticString("$")
-            buffer.writeString(String(bytes.count))
-            buffer.writeStaticString("\r\n")
-            buffer.writeBytes(bytes)
-            buffer.writeStaticString("\r\n")
-        }
+        withBytes { buffer.writeRESPBulk($0) }
     }
 }
 
@@ -66,9 +60,7 @@ struct CommandEncoder {
     init(count: Int, capacity: Int = 64) {
         buffer = ByteBuffer()
         buffer.reserveCapacity(capacity)
-        buffer.writeStaticString("*")
-        buffer.writeString(String(count))
-        buffer.writeStaticString("\r\n")
+        buffer.writeRESPArrayHeader(count)
     }
 
     mutating func append(_ argument: some RingcacheBytes) {
@@ -76,11 +68,7 @@ struct CommandEncoder {
     }
 
     mutating func append(_ argument: StaticString) {
-        buffer.writeStaticString("$")
-        buffer.writeString(String(argument.utf8CodeUnitCount))
-        buffer.writeStaticString("\r\n")
-        buffer.writeStaticString(argument)
-        buffer.writeStaticString("\r\n")
+        buffer.writeRESPBulk(UnsafeRawBufferPointer(start: argument.utf8Start, count: argument.utf8CodeUnitCount))
     }
 
     /// A whole command from its parts.

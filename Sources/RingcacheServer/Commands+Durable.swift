@@ -26,15 +26,22 @@ extension NodeState {
     }
 
     static func load(_ key: [UInt8], _ entry: DiskEntry, into store: CacheStore) {
-        let now = wallClockMillis()
-        let ttl = entry.value == nil ? entry.expiry - entry.version.timestamp.millis : 0
-        key.withUnsafeBytes { key in
-            if let value = entry.value {
-                value.withUnsafeBytes {
-                    _ = store.applyVersioned(key, value: $0, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: ttl, durable: false)
-                }
-            } else {
-                _ = store.applyVersioned(key, value: nil, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: ttl, durable: false)
+        key.withUnsafeBytes { entry.load(key: $0, into: store, now: wallClockMillis()) }
+    }
+}
+
+extension DurableTier {
+    /// Calls `deliver` on `loop` with `reply` once the change `sequence` is committed, or with
+    /// a MISCONF error if the commit holding it failed (the change stays queued for a retry).
+    func reply(_ reply: ByteBuffer, afterCommitOf sequence: UInt64, on loop: any EventLoop,
+               _ deliver: @escaping @Sendable (ByteBuffer) -> Void) {
+        whenCommitted(sequence) { [self] committed in
+            loop.execute {
+                guard !committed else { return deliver(reply) }
+                var error = ByteBuffer()
+                error.writeRESPError(
+                    "MISCONF the write was applied in memory but could not be committed to SQLite (\(self.failureReason ?? "error")); it is retried")
+                deliver(error)
             }
         }
     }
@@ -112,21 +119,12 @@ extension CommandProcessor {
             deferred.value.completed()
             return
         }
-        let written = out
-        durable.whenCommitted(sequence) { committed in
-            loop.execute {
-                deferred.value.reply.buffer = committed ? written : Self.notCommitted(durable)
-                deferred.value.completed()
-            }
+        durable.reply(out, afterCommitOf: sequence, on: loop) { reply in
+            deferred.value.reply.buffer = reply
+            deferred.value.completed()
         }
     }
 
-    static func notCommitted(_ durable: DurableTier) -> ByteBuffer {
-        var error = ByteBuffer()
-        error.writeRESPError(
-            "MISCONF the write was applied in memory but could not be committed to SQLite (\(durable.failureReason ?? "error")); it is retried")
-        return error
-    }
 
     /// `persistence-fsync always`: the write runs now and its reply is held until the batch
     /// holding it is committed (or turns into an error if that commit failed).
@@ -141,12 +139,10 @@ extension CommandProcessor {
         guard sequence > before, let loop, let completed else { return }
         let written = out.getSlice(at: start, length: out.writerIndex - start) ?? ByteBuffer()
         out.moveWriterIndex(to: start)
-        let reply = NIOLoopBound(deferReply(), eventLoop: loop)
-        durable.whenCommitted(sequence) { committed in
-            loop.execute {
-                reply.value.buffer = committed ? written : Self.notCommitted(durable)
-                completed()
-            }
+        let pending = NIOLoopBound(deferReply(), eventLoop: loop)
+        durable.reply(written, afterCommitOf: sequence, on: loop) { reply in
+            pending.value.buffer = reply
+            completed()
         }
     }
 }

@@ -49,6 +49,22 @@ import Testing
         }
     }
 
+    /// Each unreachable replica gets its own reachable stand-in from past the preference list.
+    @Test func standInsComeFromPastThePreferenceList() {
+        let ring = HashRing(members: Self.names(5), vnodes: 16, replicas: 3)
+        for i in 0..<500 {
+            let position = Array("k\(i)".utf8).withUnsafeBytes { HashRing.position(of: $0) }
+            let replicas = ring.preferenceList(forPosition: position).members
+            let ranking = ring.ranking(forPosition: position)
+            #expect(ring.standIns(forPosition: position, unreachable: []).isEmpty)
+            let one = ring.standIns(forPosition: position, unreachable: [replicas[1]])
+            #expect(one == [replicas[1]: ranking[3]])
+            // Two replicas down and the first fallback too: the one fallback left goes to the first.
+            let two = ring.standIns(forPosition: position, unreachable: [replicas[0], replicas[2], ranking[3]])
+            #expect(two == [replicas[0]: ranking[4]])
+        }
+    }
+
     /// Adding member n+1 moves about 1/(n+1) of the keys, and only onto the new member.
     @Test(arguments: [3, 9, 24])
     func addingAMemberMovesOnlyItsShare(members: Int) {

@@ -161,13 +161,10 @@ final class BusHandler: ChannelInboundHandler {
         }
         let pending = PendingReply()
         waiting.append(pending)
-        let loop = context.eventLoop
-        let state = NIOLoopBound((handler: self, pending: pending), eventLoop: loop)
-        durable.whenCommitted(sequence) { committed in
-            loop.execute {
-                state.value.pending.buffer = committed ? reply : CommandProcessor.notCommitted(durable)
-                state.value.handler.flushReady()
-            }
+        let state = NIOLoopBound((handler: self, pending: pending), eventLoop: context.eventLoop)
+        durable.reply(reply, afterCommitOf: sequence, on: context.eventLoop) { reply in
+            state.value.pending.buffer = reply
+            state.value.handler.flushReady()
         }
     }
 

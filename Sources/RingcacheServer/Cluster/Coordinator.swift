@@ -295,21 +295,12 @@ final class Coordinator: @unchecked Sendable {
 
     // MARK: Hinted handoff
 
-    /// For each replica of `key` this loop cannot reach, the next healthy member in the key's
-    /// ranking (past the preference list) that keeps the write as a hint for it.
+    /// For each replica of `key` this loop cannot reach, the member that keeps the write as a
+    /// hint for it (the ring decides: ``HashRing/standIns(forPosition:unreachable:)``).
     private func standIns(for key: [UInt8]) -> [Int: Int] {
-        let replicas = replicas(of: key)
         let down = unreachable.subtracting([cluster.selfIndex])
-        let missing = replicas.filter { down.contains($0) }
-        guard !missing.isEmpty else { return [:] }
-        let ranking = key.withUnsafeBytes { cluster.ring.ranking(forPosition: HashRing.position(of: $0)) }
-        var fallbacks = ranking.filter { !replicas.contains($0) && !down.contains($0) }.makeIterator()
-        var standIns: [Int: Int] = [:]
-        for owner in missing {
-            guard let standIn = fallbacks.next() else { break }
-            standIns[owner] = standIn
-        }
-        return standIns
+        guard !down.isEmpty else { return [:] }
+        return key.withUnsafeBytes { cluster.ring.standIns(forPosition: HashRing.position(of: $0), unreachable: down) }
     }
 
     /// Gives `value` to `standIn` to keep for `owner`; `done(false)` once it has (the stand-in's
