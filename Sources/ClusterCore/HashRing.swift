@@ -27,23 +27,30 @@ public struct HashRing: Sendable {
     /// For partition p, `replicas` member indices from `preferences[p * replicas]`, best first.
     private let preferences: [Int32]
 
-    public init(members: [String], vnodes: Int = 128, replicas: Int = 3, epoch: UInt64 = 0) {
+    /// Members that own nothing: they left the ring (or have not joined it). Their indices
+    /// stay valid, so indices into `members` never change as members come and go.
+    public let excluded: Set<Int>
+
+    /// - Parameter excluded: indices of `members` that get no partitions.
+    public init(members: [String], vnodes: Int = 128, replicas: Int = 3, epoch: UInt64 = 0, excluded: Set<Int> = []) {
         precondition(vnodes > 0, "vnodes must be positive")
         self.members = members
         self.vnodes = vnodes
         self.epoch = epoch
-        let n = min(max(1, replicas), max(1, members.count))
+        self.excluded = excluded
+        let owners = members.indices.filter { !excluded.contains($0) }
+        let n = min(max(1, replicas), max(1, owners.count))
         self.replicas = n
         let bits = min(24, max(8, (vnodes * 512 - 1).bitWidth - (vnodes * 512 - 1).leadingZeroBitCount))
         self.partitionBits = bits
         let partitions = 1 << bits
         let seeds = members.map { Self.hash($0) }
-        var preferences = [Int32](repeating: 0, count: members.isEmpty ? 0 : partitions * n)
-        if !members.isEmpty {
+        var preferences = [Int32](repeating: 0, count: owners.isEmpty ? 0 : partitions * n)
+        if !owners.isEmpty {
             var best = [(score: UInt64, member: Int32)](repeating: (0, 0), count: n)
             for partition in 0..<partitions {
                 var filled = 0
-                for (member, seed) in seeds.enumerated() {
+                for (member, seed) in seeds.enumerated() where !excluded.contains(member) {
                     let score = Self.score(seed: seed, partition: partition)
                     // Keep the n highest scores, ties broken by member index, sorted best first.
                     var at = filled
@@ -92,7 +99,7 @@ public struct HashRing: Sendable {
 
     /// The key's preference list: `replicas` distinct member indices, primary first.
     public func preferenceList(forPosition position: UInt64) -> PreferenceList {
-        guard !members.isEmpty else { return PreferenceList(members: []) }
+        guard !preferences.isEmpty else { return PreferenceList(members: []) }
         let start = partition(ofPosition: position) * replicas
         return PreferenceList(members: preferences[start..<(start + replicas)].map(Int.init))
     }
@@ -108,9 +115,9 @@ public struct HashRing: Sendable {
     /// Calls `body` with the replicas of the key at `position`, without allocating.
     @inline(__always)
     public func withPreferenceList<R>(forPosition position: UInt64, _ body: (UnsafeBufferPointer<Int32>) throws -> R) rethrows -> R {
-        let start = members.isEmpty ? 0 : partition(ofPosition: position) * replicas
+        let start = preferences.isEmpty ? 0 : partition(ofPosition: position) * replicas
         return try preferences.withUnsafeBufferPointer { all in
-            try body(UnsafeBufferPointer(rebasing: all[start..<(members.isEmpty ? 0 : start + replicas)]))
+            try body(UnsafeBufferPointer(rebasing: all[start..<(preferences.isEmpty ? 0 : start + replicas)]))
         }
     }
 
@@ -118,7 +125,7 @@ public struct HashRing: Sendable {
     /// the members a sloppy quorum falls back to, in the same (rendezvous) order.
     public func ranking(forPosition position: UInt64) -> [Int] {
         let partition = partition(ofPosition: position)
-        let scored = members.enumerated().map { (member: $0.offset, score: Self.score(seed: Self.hash($0.element), partition: partition)) }
+        let scored = members.enumerated().filter { !excluded.contains($0.offset) }.map { (member: $0.offset, score: Self.score(seed: Self.hash($0.element), partition: partition)) }
         return scored.sorted { $0.score != $1.score ? $0.score > $1.score : $0.member < $1.member }.map(\.member)
     }
 
@@ -138,6 +145,17 @@ public struct HashRing: Sendable {
         return standIns
     }
 
+    /// Rebalancing: the members that gain the key at `position` going from `old` to this ring
+    /// (replicas here that were not replicas there), when `sender` is the member that sends it:
+    /// the first replica in `old` that is not `unreachable`. Empty for every other member, so
+    /// each key moves once, from one holder, and only keys that change owner move. Both rings
+    /// index the same member list (members are only appended).
+    public func gained(forPosition position: UInt64, from old: HashRing, sender: Int, unreachable: Set<Int>) -> [Int] {
+        let before = old.preferenceList(forPosition: position).members
+        guard before.first(where: { !unreachable.contains($0) }) == sender else { return [] }
+        return preferenceList(forPosition: position).members.filter { !before.contains($0) }
+    }
+
     /// First position of a partition.
     public func start(ofPartition partition: Int) -> UInt64 {
         UInt64(partition) << UInt64(64 - partitionBits)
@@ -146,7 +164,7 @@ public struct HashRing: Sendable {
     /// Contiguous runs of partitions with the same preference list: (first position, last
     /// position, replicas), for CLUSTER RING and the smart client.
     public var ranges: [(start: UInt64, end: UInt64, replicas: [Int])] {
-        guard !members.isEmpty else { return [] }
+        guard !preferences.isEmpty else { return [] }
         var result: [(start: UInt64, end: UInt64, replicas: [Int])] = []
         var runStart = 0
         for partition in 1...partitionCount {
@@ -161,9 +179,13 @@ public struct HashRing: Sendable {
         return result
     }
 
+    /// The names of the members that own partitions, in `members` order.
+    public var owners: [String] { members.indices.filter { !excluded.contains($0) }.map { members[$0] } }
+
     /// The fraction of partitions each member is primary for.
     public var primaryShares: [Double] {
         var counts = [Int](repeating: 0, count: members.count)
+        guard !preferences.isEmpty else { return counts.map(Double.init) }
         for partition in 0..<partitionCount { counts[Int(preferences[partition * replicas])] += 1 }
         return counts.map { Double($0) / Double(partitionCount) }
     }

@@ -127,6 +127,20 @@ public enum SWIM {
             return apply(Member(name: member))
         }
 
+        /// Forgets a member that left the cluster for good: it is no longer probed.
+        public mutating func remove(_ member: String) {
+            members[member] = nil
+            probeOrder.removeAll { $0 == member }
+            gossip.removeAll { $0.member.name == member }
+        }
+
+        /// Takes in another member's full view (the periodic push-pull over the cluster bus,
+        /// which repairs what lost datagrams did not carry): merged like piggybacked updates;
+        /// members this node does not know are left to ``add(_:announce:)``.
+        public mutating func absorb(_ view: [Member], now: Int64) -> [Directive] {
+            merge(view.filter { $0.name == name || members[$0.name] != nil }, now: now)
+        }
+
         // MARK: Probing
 
         /// The protocol period: probe the next member in the shuffled round.

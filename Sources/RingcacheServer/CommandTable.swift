@@ -124,7 +124,7 @@ enum CommandTable {
             spec(.renamenx, 3, [.write, .fast], keys: (1, 2, 1), "generic", "1.0.0", "Renames a key only when the target key name does not exist.", ["key:key", "newkey:key"]),
             spec(.consistency, -1, [.fast], "cluster", "0.1.0", "Sets or shows this connection's read and write consistency.",
                  ["?READ level:DEFAULT|ONE|QUORUM|ALL", "?WRITE level:DEFAULT|ONE|QUORUM|ALL"]),
-            spec(.cluster, -2, [.stale], "cluster", "0.1.0", "Shows the cluster: INFO, NODES, RING [SHAPE].", ["subcommand:INFO|NODES|RING", "?SHAPE"]),
+            spec(.cluster, -2, [.stale], "cluster", "0.1.0", "Shows the cluster (INFO, NODES, RING [SHAPE], KEYNODES key) or leaves it (LEAVE).", ["subcommand:INFO|NODES|RING|KEYNODES|LEAVE", "?SHAPE|key"]),
             spec(.vget, 2, [.readonly], keys: (1, 1, 1), "cluster", "0.1.0", "Returns a key's causal context and every sibling value.", ["key:key"]),
             spec(.vset, -4, [.write, .denyOOM], keys: (1, 1, 1), "cluster", "0.1.0",
                  "Writes a value that supersedes the siblings named by a causal context.",

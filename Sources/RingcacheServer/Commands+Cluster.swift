@@ -69,11 +69,12 @@ extension CommandProcessor {
 
     func clusterCommand(_ args: RESPArguments, _ session: Session, _ out: inout ByteBuffer) {
         let configuration = node.currentConfiguration
-        let members = cluster?.members ?? [
+        let topology = cluster?.topology
+        let members = topology?.members ?? [
             NodeConfiguration.NodeAddress(
                 name: configuration.nodeName, host: configuration.bind, port: configuration.port, busPort: configuration.port + 10000)
         ]
-        let ring = cluster?.ring ?? HashRing(members: members.map(\.name), vnodes: configuration.vnodes, replicas: 1, epoch: 1)
+        let ring = topology?.ring ?? HashRing(members: members.map(\.name), vnodes: configuration.vnodes, replicas: 1, epoch: 1)
         let sub = args[1]
         if sub.equalsIgnoringCase("info") {
             let lines = [
@@ -82,7 +83,7 @@ extension CommandProcessor {
                 "cluster_links_up:\(cluster?.linksUp.load(ordering: .relaxed) ?? 0)/\(cluster?.linksWanted ?? 0)",
                 "cluster_name:\(configuration.clusterName)",
                 "cluster_known_nodes:\(members.count)",
-                "cluster_size:\(members.count)",
+                "cluster_size:\(ring.owners.count)",
                 "cluster_my_name:\(configuration.nodeName)",
                 "ring_epoch:\(ring.epoch)",
                 "ring_partitions:\(ring.partitionCount)",
@@ -93,11 +94,16 @@ extension CommandProcessor {
             ]
             out.writeRESPVerbatim(lines.joined(separator: "\r\n") + "\r\n", resp3: session.resp3)
         } else if sub.equalsIgnoringCase("nodes") {
-            let lines = members.enumerated().map { index, member in
+            // Members that left are not listed: clients route only to those in the ring.
+            // Fields: name, client address, bus address, flags and state, epoch, share, incarnation.
+            let view = cluster?.gossipView() ?? [:]
+            let shares = ring.primaryShares
+            let lines = members.enumerated().filter { !ring.excluded.contains($0.offset) }.map { index, member in
                 let me = member.name == configuration.nodeName ? "myself," : ""
                 let state = member.name == configuration.nodeName ? "alive" : (cluster?.status(of: member.name).description ?? "alive")
+                let incarnation = view[member.name]?.incarnation ?? 0
                 return "\(member.name) \(member.host):\(member.port) \(member.host):\(member.busPort) \(me)\(state) \(ring.epoch) "
-                    + String(Double(Int(ring.primaryShares[index] * 10_000)) / 10_000)
+                    + String(Double(Int(shares[index] * 10_000)) / 10_000) + " \(incarnation)"
             }
             out.writeRESPVerbatim(lines.joined(separator: "\n") + "\n", resp3: session.resp3)
         } else if sub.equalsIgnoringCase("ring"), args.count == 3, args[2].equalsIgnoringCase("shape") {
@@ -107,8 +113,9 @@ extension CommandProcessor {
             out.writeRESPInteger(Int(ring.epoch))
             out.writeRESPInteger(ring.vnodes)
             out.writeRESPInteger(ring.replicas)
-            out.writeRESPArrayHeader(ring.members.count)
-            for member in ring.members { out.writeRESPBulk(member) }
+            let owners = ring.owners
+            out.writeRESPArrayHeader(owners.count)
+            for member in owners { out.writeRESPBulk(member) }
         } else if sub.equalsIgnoringCase("ring") {
             // Runs of partitions with the same replicas: [first position, last position, [replica names]].
             let ranges = ring.ranges
@@ -120,8 +127,23 @@ extension CommandProcessor {
                 out.writeRESPArrayHeader(range.replicas.count)
                 for replica in range.replicas { out.writeRESPBulk(members[replica].name) }
             }
+        } else if sub.equalsIgnoringCase("keynodes"), args.count == 3 {
+            // The members that replicate a key, primary first (reads use the old ring's while
+            // data moves after a join or leave; this shows the ring's).
+            let replicas = ring.preferenceList(forKey: args[2]).members
+            out.writeRESPArrayHeader(replicas.count)
+            for replica in replicas { out.writeRESPBulk(members[replica].name) }
+        } else if sub.equalsIgnoringCase("leave"), args.count == 2 {
+            // Leaves the ring: the ring changes at once (a new epoch), this node sends what
+            // others gain, and it stops once every member knows it finished.
+            guard let cluster else { return out.writeRESPError("ERR this node is not in a cluster") }
+            guard cluster.topology.owners.count > 1 else { return out.writeRESPError("ERR the last member of the ring cannot leave it") }
+            if !cluster.rebalance.leaving.exchange(true, ordering: .relaxed), cluster.update({ $0.leave(cluster.selfName) }) != nil {
+                router?.coordinator.broadcastMembers()
+            }
+            out.writeOK()
         } else {
-            out.writeRESPError("ERR unknown subcommand '\(Self.printable(sub, limit: 128))'. Try CLUSTER INFO, NODES or RING.")
+            out.writeRESPError("ERR unknown subcommand '\(Self.printable(sub, limit: 128))'. Try CLUSTER INFO, NODES, RING, KEYNODES or LEAVE.")
         }
     }
 }

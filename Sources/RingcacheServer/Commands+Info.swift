@@ -86,8 +86,9 @@ extension CommandProcessor {
             lines = [
                 "# Cluster",
                 "cluster_enabled:\(cluster == nil ? 0 : 1)",
-                "cluster_members:\(cluster?.members.count ?? 1)",
+                "cluster_members:\(cluster?.topology.owners.count ?? 1)",
                 "ring_epoch:\(cluster?.ring.epoch ?? 0)",
+                "ring_transition:\(cluster?.topology.previous == nil ? 0 : 1)",
                 "replicas:\(cluster?.replicas ?? 1)",
                 "read_quorum:\(cluster?.readQuorum ?? 1)",
                 "write_quorum:\(cluster?.writeQuorum ?? 1)",
@@ -104,6 +105,31 @@ extension CommandProcessor {
                 "anti_entropy_pulled:\(node.antiEntropyPulled.load(ordering: .relaxed))",
                 "anti_entropy_pushed:\(node.antiEntropyPushed.load(ordering: .relaxed))",
             ]
+            if let gossip = cluster?.gossipDrops() {
+                lines += [
+                    "gossip_dropped_bad_mac:\(gossip.mac)",
+                    "gossip_dropped_foreign_cluster:\(gossip.foreign)",
+                    "gossip_dropped_malformed:\(gossip.malformed)",
+                ]
+            }
+            if let rebalance = cluster?.rebalance {
+                lines += [
+                    "rebalance_state:\(rebalance.leaving.load(ordering: .relaxed) ? "leaving" : rebalance.sending.load(ordering: .relaxed) ? "sending" : "idle")",
+                    "rebalance_epoch:\(rebalance.epoch.load(ordering: .relaxed))",
+                    "rebalance_progress:\(rebalance.progress)",
+                    "rebalance_keys_total:\(rebalance.keysTotal.load(ordering: .relaxed))",
+                    "rebalance_keys_scanned:\(rebalance.keysScanned.load(ordering: .relaxed))",
+                    "rebalance_keys_sent:\(rebalance.keysSent.load(ordering: .relaxed))",
+                    "rebalance_bytes_sent:\(rebalance.bytesSent.load(ordering: .relaxed))",
+                    "rebalance_keys_received:\(rebalance.keysReceived.load(ordering: .relaxed))",
+                    "rebalance_bytes_received:\(rebalance.bytesReceived.load(ordering: .relaxed))",
+                    "rebalance_transfers_started:\(rebalance.transfersStarted.load(ordering: .relaxed))",
+                    "rebalance_transfers_finished:\(rebalance.transfersFinished.load(ordering: .relaxed))",
+                    "rebalance_retries:\(rebalance.retries.load(ordering: .relaxed))",
+                    "rebalance_keys_dropped:\(rebalance.keysDropped.load(ordering: .relaxed))",
+                    "rebalance_max_bytes_per_sec:\(rebalance.maxBytesPerSecond)",
+                ]
+            }
         case "persistence":
             lines = ["# Persistence", "persistence:\(node.durable == nil ? "off" : "sqlite")", "loading:\(node.durable?.isLoading == true ? 1 : 0)"]
             if let durable = node.durable {

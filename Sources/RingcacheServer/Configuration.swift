@@ -15,6 +15,14 @@ public struct NodeConfiguration: Sendable, Equatable {
         public var busPort: Int
     }
 
+    /// A `seeds` address: a running member's client `host:port`, its bus port after `@` when
+    /// it is not client port + 10000 (Redis's `ip:port@cport`).
+    public struct SeedAddress: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public var busPort: Int
+    }
+
     /// How replicas settle concurrent writes (`reconcile`).
     public enum Reconcile: String, Sendable, Equatable {
         case lww
@@ -39,6 +47,10 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     public var clusterName = "ringcache"
     public var nodes: [NodeAddress] = []
+    /// `seeds host:port ...`: members of a running cluster this node joins through.
+    public var seeds: [SeedAddress] = []
+    /// `rebalance-max-bytes-per-sec`: the pace of data moving after a join or leave; 0 unbounded.
+    public var rebalanceMaxBytesPerSec = 64 << 20
     /// Replicas per key (N).
     public var replicas = 3
     /// Answers a read waits for (R), unless a connection sets CONSISTENCY.
@@ -80,7 +92,7 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var databasePath: String { (dir.hasSuffix("/") ? dir : dir + "/") + "ringcache-\(nodeName).db" }
 
     /// True when the node runs as a member of a cluster of more than one node.
-    public var isClustered: Bool { nodes.count > 1 }
+    public var isClustered: Bool { nodes.count > 1 || !seeds.isEmpty }
 
     /// This node's entry among the `node` lines, if any.
     public var selfAddress: NodeAddress? { nodes.first { $0.name == nodeName } }
@@ -119,6 +131,8 @@ public struct NodeConfiguration: Sendable, Equatable {
             ("gossip-suspicion-multiplier", String(gossipSuspicionMultiplier)),
             ("sloppy-quorum", sloppyQuorum ? "yes" : "no"),
             ("anti-entropy-interval", String(antiEntropyInterval)),
+            ("seeds", seeds.map { "\($0.host):\($0.port)@\($0.busPort)" }.joined(separator: " ")),
+            ("rebalance-max-bytes-per-sec", String(rebalanceMaxBytesPerSec)),
             ("hint-max-count", String(hintMaxCount)),
             ("hint-max-bytes", String(hintMaxBytes)),
             ("hint-max-age", String(hintMaxAge)),
@@ -218,6 +232,15 @@ public struct NodeConfiguration: Sendable, Equatable {
         case "hint-max-count": hintMaxCount = try integer(0...100_000_000)
         case "anti-entropy-interval": antiEntropyInterval = try integer(0...86_400_000)
         case "hint-max-bytes": hintMaxBytes = try memory()
+        case "rebalance-max-bytes-per-sec": rebalanceMaxBytesPerSec = try memory()
+        case "seeds":
+            guard !arguments.isEmpty else { throw ConfigurationError("'seeds' needs at least one host:port") }
+            for text in arguments {
+                guard let seed = Self.parseSeed(text) else {
+                    throw ConfigurationError("'seeds' needs host:port or host:port@busport, got '\(text)'")
+                }
+                seeds.append(seed)
+            }
         case "hint-max-age": hintMaxAge = try integer(1...Int(Int32.max))
         case "persistence":
             let text = try single().lowercased()
@@ -300,7 +323,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         if gossipPingTimeout >= gossipInterval {
             throw ConfigurationError("gossip-ping-timeout (\(gossipPingTimeout)) must be shorter than gossip-interval (\(gossipInterval))")
         }
-        if isClustered && replicas > nodes.count {
+        if seeds.isEmpty && isClustered && replicas > nodes.count {
             throw ConfigurationError("replicas (\(replicas)) cannot exceed the number of nodes (\(nodes.count))")
         }
     }
@@ -314,6 +337,21 @@ public struct NodeConfiguration: Sendable, Equatable {
         nodeName = node.name
         port = node.port
         bind = node.host
+    }
+
+    /// `host:port` or `host:port@busport`.
+    static func parseSeed(_ text: String) -> SeedAddress? {
+        let parts = text.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let colon = parts[0].lastIndex(of: ":"), colon != parts[0].startIndex,
+              let port = Int(parts[0][parts[0].index(after: colon)...]), (1...65535).contains(port)
+        else { return nil }
+        var busPort = port + 10000
+        if parts.count == 2 {
+            guard let explicit = Int(parts[1]), (1...65535).contains(explicit) else { return nil }
+            busPort = explicit
+        }
+        guard busPort <= 65535 else { return nil }
+        return SeedAddress(host: String(parts[0][..<colon]), port: port, busPort: busPort)
     }
 
     /// `100`, `1k`, `1kb`, `2mb`, `1gb` (k = 1000, kb = 1024, as in redis.conf).

@@ -20,6 +20,9 @@ public final class RingcacheNode: Service, Sendable {
     public init(configuration: NodeConfiguration, logger: Logger) throws(ConfigurationError) {
         self.configuration = configuration
         self.logger = logger
+        if configuration.isClustered && configuration.selfAddress == nil {
+            throw ConfigurationError("a cluster node needs a `node <name> <host>:<port>` line of its own (choose it with --node)")
+        }
         var durable: DurableTier?
         if configuration.persistence {
             do {
@@ -45,7 +48,9 @@ public final class RingcacheNode: Service, Sendable {
         // In a cluster: the ring from the member list, and a coordinator with its own peer
         // links on every event loop.
         let cluster = configuration.isClustered
-            ? ClusterState(node: state, configuration: configuration, membership: StaticMembership(configuration: configuration))
+            ? ClusterState(node: state, configuration: configuration, membership: RingMembership(configuration.nodes.map {
+                RingMembership.Entry(name: $0.name, host: $0.host, port: $0.port, busPort: $0.busPort)
+            }))
             : nil
         var coordinators: [ObjectIdentifier: Coordinator] = [:]
         if let cluster {
@@ -80,6 +85,7 @@ public final class RingcacheNode: Service, Sendable {
         var busListener: (any Channel)?
         var hintReplay: RepeatedTask?
         var antiEntropy: RepeatedTask?
+        var membershipRounds: RepeatedTask?
         var gossip: GossipService?
         if let cluster, let me = configuration.selfAddress {
             do {
@@ -100,6 +106,24 @@ public final class RingcacheNode: Service, Sendable {
             }
             for coordinator in coordinators.values { coordinator.start() }
             if let replayer = coordinators.values.first {
+                // Joins, leaves and push-pull; data moves after each ring change.
+                cluster.rebalance.joined.store(configuration.seeds.isEmpty, ordering: .relaxed)
+                let seeds = configuration.seeds
+                membershipRounds = replayer.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .seconds(1)) { _ in
+                    replayer.membershipRound(seeds: seeds)
+                }
+                cluster.onTopologyChange { topology in
+                    replayer.eventLoop.execute {
+                        if topology.previous != nil { replayer.startRebalance() } else { replayer.dropUnowned() }
+                    }
+                }
+                let leavingListener = listener
+                cluster.whenLeft.withLock {
+                    $0 = {
+                        logger.info("left the cluster: every member knows this node's data was sent; stopping")
+                        leavingListener.close(promise: nil)
+                    }
+                }
                 // Hinted handoff: hints kept for others go to their owners once they are back.
                 hintReplay = replayer.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
                     replayer.replayHints()
@@ -160,6 +184,7 @@ public final class RingcacheNode: Service, Sendable {
         }
         periodic.cancel()
         hintReplay?.cancel()
+        membershipRounds?.cancel()
         antiEntropy?.cancel()
         try? await busListener?.close()
         gossip?.stop()

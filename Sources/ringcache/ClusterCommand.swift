@@ -12,7 +12,7 @@ import Darwin
 struct Cluster: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start or stop every node of a cluster.conf on this machine.",
-        subcommands: [Up.self, Down.self, Status.self]
+        subcommands: [Up.self, Down.self, Status.self, Leave.self]
     )
 
     struct Status: ParsableCommand {
@@ -34,17 +34,17 @@ struct Cluster: ParsableCommand {
             }
             let password = configuration.requirePass
             // Each member's state and share as the first answering node sees them.
-            var views: [String: (state: String, share: String)] = [:]
+            var views: [String: (state: String, share: String, incarnation: String)] = [:]
             for node in configuration.nodes {
                 guard let nodes = ProcessControl.command(host: node.host, port: node.port, ["CLUSTER", "NODES"], password: password) else { continue }
                 for line in nodes.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
                     let fields = line.split(separator: " ").map(String.init)
                     guard fields.count >= 6 else { continue }
-                    views[fields[0]] = (String(fields[3].split(separator: ",").last ?? ""), fields[5])
+                    views[fields[0]] = (String(fields[3].split(separator: ",").last ?? ""), fields[5], fields.count > 6 ? fields[6] : "-")
                 }
                 break
             }
-            var rows = [["member", "address", "state", "ring share", "keys", "memory", "hints", "transfer"]]
+            var rows = [["member", "address", "state", "incarnation", "ring share", "keys", "memory", "hints", "transfer"]]
             for node in configuration.nodes {
                 let info = ProcessControl.command(host: node.host, port: node.port, ["INFO"], password: password)
                 let fields = info.map(Self.fields) ?? [:]
@@ -54,7 +54,17 @@ struct Cluster: ParsableCommand {
                 let share = view.map { String(format2(Double($0.share) ?? 0)) } ?? "-"
                 // Hints this node keeps for others (sloppy quorum), and its own SQLite rows.
                 let hints = fields["hints_pending"] ?? "-"
-                rows.append([node.name, "\(node.host):\(node.port)", state, share, keys, fields["used_memory_human"] ?? "-", hints, "-"])
+                // Data this node sends after a join or leave: a bar while it runs.
+                let transfer: String
+                switch fields["rebalance_state"] {
+                case "sending"?, "leaving"?:
+                    let progress = Int(fields["rebalance_progress"] ?? "0") ?? 0
+                    transfer = "\(Leave.bar(progress, width: 10)) \(progress)% (\(fields["rebalance_keys_sent"] ?? "0") keys)"
+                case "idle"?: transfer = "done (\(fields["rebalance_keys_sent"] ?? "0") sent, \(fields["rebalance_keys_received"] ?? "0") received)"
+                default: transfer = "-"
+                }
+                rows.append([node.name, "\(node.host):\(node.port)", state, view?.incarnation ?? "-", share, keys,
+                             fields["used_memory_human"] ?? "-", hints, transfer])
             }
             let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
             for row in rows {
@@ -74,6 +84,91 @@ struct Cluster: ParsableCommand {
 
         private func format2(_ share: Double) -> String {
             "\(Double(Int(share * 1000)) / 10)%"
+        }
+    }
+
+    struct Leave: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a node leave the ring: it hands its data to the members that gain it, then stops.",
+            discussion: """
+                Sends CLUSTER LEAVE to the node, then shows its transfer as a progress bar until it has stopped. \
+                Choose the node by name from --config (--node), or by --host and --port.
+                """
+        )
+
+        @Option(help: "The cluster configuration.")
+        var config = "cluster.conf"
+
+        @Option(help: "The node to leave, by its `node` line in --config.")
+        var node: String?
+
+        @Option(help: "The node's host (instead of --node).")
+        var host = "127.0.0.1"
+
+        @Option(help: "The node's client port (instead of --node).")
+        var port: Int?
+
+        @Option(help: "Seconds to wait for the node to stop.")
+        var wait = 600
+
+        func run() throws {
+            var host = self.host
+            var port = self.port
+            var name = "\(host):\(port ?? 0)"
+            var password: String?
+            if let node {
+                guard let text = Serve.readFile(config) else { throw ValidationError("cannot read configuration file '\(config)'") }
+                let configuration: NodeConfiguration
+                do {
+                    configuration = try NodeConfiguration.parse(text, file: config)
+                } catch {
+                    throw ValidationError(error.message)
+                }
+                guard let member = configuration.nodes.first(where: { $0.name == node }) else {
+                    throw ValidationError("no node named '\(node)' in \(config)")
+                }
+                (host, port, name, password) = (member.host, member.port, member.name, configuration.requirePass)
+            }
+            guard let port else { throw ValidationError("choose the node with --node or --port") }
+            var request = ""
+            if let password { request += "*2\r\n$4\r\nAUTH\r\n$\(password.utf8.count)\r\n\(password)\r\n" }
+            request += "*2\r\n$7\r\nCLUSTER\r\n$5\r\nLEAVE\r\n"
+            let lines = password == nil ? 1 : 2
+            guard let reply = ProcessControl.exchange(host: host, port: port, request, until: { bytes in
+                bytes.filter { $0 == 10 }.count >= lines
+            }) else {
+                throw ValidationError("\(name) does not answer on \(host):\(port)")
+            }
+            let answer = password == nil ? reply : ProcessControl.afterFirstLine(reply)
+            guard answer.hasPrefix("+OK") else {
+                throw ValidationError("\(name) refused: \(String(answer.drop { $0 == "-" }.prefix { $0 != "\r" && $0 != "\n" && $0 != "\r\n" }))")
+            }
+            print("\(name) is leaving the ring")
+            let deadline = ProcessControl.monotonicSeconds() + Double(wait)
+            var last = ""
+            while ProcessControl.monotonicSeconds() < deadline {
+                guard let info = ProcessControl.command(host: host, port: port, ["INFO", "cluster"], password: password) else {
+                    // It stopped answering: it has handed its data out and stopped.
+                    print("\r\(Self.bar(100)) 100%  \(last)")
+                    print("\(name) has left the ring")
+                    return
+                }
+                let fields = Status.fields(info)
+                let progress = Int(fields["rebalance_progress"] ?? "0") ?? 0
+                let sent = fields["rebalance_keys_sent"] ?? "0"
+                let bytes = Int(fields["rebalance_bytes_sent"] ?? "0") ?? 0
+                last = "\(sent) keys sent (\(bytes / 1024) KiB)"
+                print("\r\(Self.bar(progress)) \(String(format: "%3d", progress))%  \(last)", terminator: "")
+                fflush(nil)
+                usleep(200_000)
+            }
+            print("")
+            throw ValidationError("\(name) did not finish leaving within \(wait) s")
+        }
+
+        static func bar(_ percent: Int, width: Int = 30) -> String {
+            let filled = max(0, min(width, percent * width / 100))
+            return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
         }
     }
 

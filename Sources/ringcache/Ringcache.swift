@@ -110,7 +110,9 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let group = ServiceGroup(
-            configuration: .init(services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            // The node's run returns by itself only after CLUSTER LEAVE: a normal end.
+            configuration: .init(services: [.init(service: node, successTerminationBehavior: .gracefullyShutdownGroup)],
+                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         do {
             try await group.run()

@@ -17,6 +17,7 @@ extension ClusterState {
     func forEachShared(with peer: Int, now: Int64, _ body: (UnsafeRawBufferPointer, UInt64, Version, Bool) -> Void) {
         let me = Int32(selfIndex)
         let them = Int32(peer)
+        let ring = ring
         node.store.forEachVersion(now: now) { key, version, tombstone in
             let position = HashRing.position(of: key)
             let shared = ring.withPreferenceList(forPosition: position) { $0.contains(me) && $0.contains(them) }
@@ -53,7 +54,7 @@ extension Coordinator {
         for peer in cluster.members.indices where peer != cluster.selfIndex && !down.contains(peer) {
             guard let link = link(to: peer) else { continue }
             let local = cluster.digest(sharedWith: peer, now: now)
-            let request = RESPValue.array([.bulk(BusCommand.tree), .bulk(String(cluster.selfIndex)), .bulk(String(ClusterState.antiEntropyBits))])
+            let request = RESPValue.array([.bulk(BusCommand.tree), .bulk(cluster.selfName), .bulk(String(ClusterState.antiEntropyBits))])
             link.send(request) { [self] reply in
                 guard case .array(let items?) = reply else { return }
                 let theirs = items.compactMap { $0.string.flatMap { UInt64($0) } }
@@ -68,7 +69,7 @@ extension Coordinator {
     /// has newer.
     private func exchange(with peer: Int, buckets: Set<Int>) {
         let request = RESPValue.array(
-            [.bulk(BusCommand.bucket), .bulk(String(cluster.selfIndex)), .bulk(String(ClusterState.antiEntropyBits))]
+            [.bulk(BusCommand.bucket), .bulk(cluster.selfName), .bulk(String(ClusterState.antiEntropyBits))]
                 + buckets.sorted().map { .bulk(String($0)) })
         link(to: peer)?.send(request) { [self] reply in
             guard case .array(let items?) = reply, items.count % 3 == 0 else { return }

@@ -34,15 +34,26 @@ enum BusCommand {
     /// `RC.EXEC <read quorum> <write quorum> <command> <key> [args…]` → the command's reply,
     /// run here as the key's first healthy replica (read-modify-write commands).
     static let exec = "RC.EXEC"
-    /// `RC.HINT <owner index> <key> <timestamp> <node> <expiry> [value]`: keep this write for
+    /// `RC.HINT <owner name> <key> <timestamp> <node> <expiry> [value]`: keep this write for
     /// the member `owner` (no value: a delete) and replay it when the owner is back.
     static let hint = "RC.HINT"
-    /// `RC.TREE <requester index> <bits>`: the Merkle bucket digests of the entries this node
+    /// `RC.TREE <requester name> <bits>`: the Merkle bucket digests of the entries this node
     /// and the requester both replicate (anti-entropy).
     static let tree = "RC.TREE"
-    /// `RC.BUCKET <requester index> <bits> <bucket> ...`: those entries' keys and versions,
+    /// `RC.BUCKET <requester name> <bits> <bucket> ...`: those entries' keys and versions,
     /// as key, timestamp, node triples.
     static let bucket = "RC.BUCKET"
+    /// `RC.JOIN <name> <host> <port> <bus port>`: the sender joins the ring → every member
+    /// this node knows, as RC.MEMBERS has them.
+    static let join = "RC.JOIN"
+    /// `RC.MEMBERS <members>`: push-pull of the whole member list (ring entries and gossip
+    /// states) → this node's list after taking in the sender's.
+    static let members = "RC.MEMBERS"
+    /// `RC.XFER <sender> [<key> <timestamp> <node> <expiry> <has value> <value>]...`: entries
+    /// this node gains after a join or leave → `:n` applied.
+    static let transfer = "RC.XFER"
+    /// `RC.XFERDONE <epoch> <sender>`: the sender finished sending for that epoch → `+OK`.
+    static let transferDone = "RC.XFERDONE"
 }
 
 /// Serves one inbound bus connection: authenticates the peer, then applies replica reads
@@ -273,9 +284,9 @@ final class BusHandler: ChannelInboundHandler {
                                                 tombstoneTTL: cluster.tombstoneTTL)
             out.writeRESPInteger(result.existed ? 1 : 0)
         case BusCommand.count where args.count == 2:
-            out.writeRESPInteger(cluster.countOwnedKeys(down: ClusterState.members(from: args[1]), now: now))
+            out.writeRESPInteger(cluster.countOwnedKeys(down: cluster.memberIndices(from: args[1]), now: now))
         case BusCommand.keys where args.count == 3:
-            let keys = cluster.ownedKeys(matching: args[1], down: ClusterState.members(from: args[2]), now: now)
+            let keys = cluster.ownedKeys(matching: args[1], down: cluster.memberIndices(from: args[2]), now: now)
             out.writeRESPArrayHeader(keys.count)
             for key in keys { key.withUnsafeBytes { out.writeRESPBulk($0) } }
         case BusCommand.scan where args.count == 5:
@@ -284,7 +295,7 @@ final class BusHandler: ChannelInboundHandler {
                 return
             }
             let pattern: UnsafeRawBufferPointer? = GlobPattern.matchesEverything(args[3]) ? nil : args[3]
-            let (next, keys) = cluster.scanOwned(cursor: cursor, count: count, pattern: pattern, down: ClusterState.members(from: args[4]), now: now)
+            let (next, keys) = cluster.scanOwned(cursor: cursor, count: count, pattern: pattern, down: cluster.memberIndices(from: args[4]), now: now)
             out.writeRESPArrayHeader(2)
             out.writeRESPBulk(String(next))
             out.writeRESPArrayHeader(keys.count)
@@ -315,7 +326,7 @@ final class BusHandler: ChannelInboundHandler {
                 }
             }
         case BusCommand.hint where args.count == 6 || args.count == 7:
-            guard let owner = args[1].asInteger, cluster.members.indices.contains(owner), owner != cluster.selfIndex,
+            guard let owner = cluster.topology.indexByName[args[1].asString], owner != cluster.selfIndex,
                   let version = Self.version(args[3], args[4]), let expiry = args[5].asInteger
             else {
                 out.writeRESPError("ERR malformed RC.HINT")
@@ -328,7 +339,7 @@ final class BusHandler: ChannelInboundHandler {
                 out.writeRESPError("ERR hint store full")
             }
         case BusCommand.tree where args.count == 3:
-            guard let peer = args[1].asInteger, cluster.members.indices.contains(peer), args[2].asInteger == ClusterState.antiEntropyBits else {
+            guard let peer = cluster.topology.indexByName[args[1].asString], args[2].asInteger == ClusterState.antiEntropyBits else {
                 out.writeRESPError("ERR malformed RC.TREE")
                 return
             }
@@ -336,7 +347,7 @@ final class BusHandler: ChannelInboundHandler {
             out.writeRESPArrayHeader(digest.buckets.count)
             for bucket in digest.buckets { out.writeRESPBulk(String(bucket)) }
         case BusCommand.bucket where args.count >= 4:
-            guard let peer = args[1].asInteger, cluster.members.indices.contains(peer), args[2].asInteger == ClusterState.antiEntropyBits else {
+            guard let peer = cluster.topology.indexByName[args[1].asString], args[2].asInteger == ClusterState.antiEntropyBits else {
                 out.writeRESPError("ERR malformed RC.BUCKET")
                 return
             }
@@ -348,6 +359,57 @@ final class BusHandler: ChannelInboundHandler {
                 out.writeRESPBulk(String(version.timestamp.rawValue))
                 out.writeRESPBulk(String(version.node.rawValue))
             }
+        case BusCommand.join where args.count == 5:
+            guard let port = args[3].asInteger, (1...65535).contains(port), let bus = args[4].asInteger, (1...65535).contains(bus),
+                  !args[1].isEmpty, args[1].count <= 255 else {
+                out.writeRESPError("ERR malformed RC.JOIN")
+                return
+            }
+            let entry = RingMembership.Entry(name: args[1].asString, host: args[2].asString, port: port, busPort: bus)
+            if entry.name == cluster.selfName {
+                out.writeRESPError("ERR a member named \(entry.name) is this node")
+                return
+            }
+            if cluster.update({ $0.join(entry) }) != nil {
+                logger.info("member joined", metadata: ["member": "\(entry.name)", "address": "\(entry.host):\(entry.port)",
+                                                        "epoch": "\(cluster.topology.epoch)"])
+                coordinator?.broadcastMembers()
+            }
+            cluster.encodeMembers().encode(into: &out)
+        case BusCommand.members where args.count == 2:
+            var request = ByteBuffer(bytes: args[1])
+            guard case .array(let items?)? = try? RESPValueParser().parse(&request) else {
+                out.writeRESPError("ERR malformed RC.MEMBERS")
+                return
+            }
+            _ = cluster.absorbMembers(items)
+            cluster.encodeMembers().encode(into: &out)
+        case BusCommand.transfer where args.count >= 2 && (args.count - 2) % 6 == 0:
+            var applied = 0
+            var bytes = 0
+            var at = 2
+            while at < args.count {
+                guard let version = Self.version(args[at + 1], args[at + 2]), let expiry = args[at + 3].asInteger else {
+                    out.writeRESPError("ERR malformed RC.XFER")
+                    return
+                }
+                let hasValue = args[at + 4].elementsEqual("1".utf8)
+                let value = VersionedValue(version: version, value: hasValue ? Array(args[at + 5]) : nil, expiry: Int64(expiry))
+                if cluster.applyLocally(Array(args[at]), value, now: now) { applied += 1 }
+                bytes += args[at].count + args[at + 5].count
+                at += 6
+            }
+            cluster.rebalance.keysReceived.add((args.count - 2) / 6, ordering: .relaxed)
+            cluster.rebalance.bytesReceived.add(bytes, ordering: .relaxed)
+            out.writeRESPInteger(applied)
+        case BusCommand.transferDone where args.count == 3:
+            guard let epoch = args[1].asInteger, epoch >= 0 else {
+                out.writeRESPError("ERR malformed RC.XFERDONE")
+                return
+            }
+            cluster.rebalance.markFinished(args[2].asString, epoch: UInt64(epoch))
+            cluster.checkTransition()
+            out.writeOK()
         case "PING":
             out.writeRESPRaw("+PONG\r\n")
         default:

@@ -288,7 +288,7 @@ struct ClusterRouter {
             }
         case .dbsize, .keys:
             let down = coordinator.unreachable
-            let downList = down.sorted().map(String.init).joined(separator: ",")
+            let downList = cluster.memberList(down)
             let pattern = name == .keys ? keys[0] : []
             let request: RESPValue = name == .keys
                 ? .array([.bulk(BusCommand.keys), .bulkString(ByteBuffer(bytes: pattern)), .bulk(downList)])
@@ -331,8 +331,10 @@ struct ClusterRouter {
                 return .simpleString(ByteBuffer(string: "OK"))
             }) { replies in
                 finish { out in
+                    let participants = cluster.topology.participants
                     let missed = replies.enumerated().filter { reply in
                         if case .simpleString? = reply.element { return false }
+                        if !participants.contains(reply.offset) { return false }
                         return true
                     }.map { cluster.members[$0.offset].name }
                     if missed.isEmpty { out.writeOK() } else { out.writeRESPError("NOQUORUM flush did not reach \(missed.joined(separator: ", "))") }
@@ -448,7 +450,7 @@ struct ClusterRouter {
             return ()
         }
         let request = RESPValue.array([.bulk(BusCommand.scan), .bulk(String(local)), .bulk(String(count)),
-                                       .bulkString(ByteBuffer(bytes: pattern)), .bulk(down.sorted().map(String.init).joined(separator: ","))])
+                                       .bulkString(ByteBuffer(bytes: pattern)), .bulk(cluster.memberList(down))])
         guard !down.contains(member), let link = coordinator.link(to: member) else {
             // That node is down: the next replicas of its keys count them on their turn.
             respond(0, [])

@@ -4,20 +4,65 @@ import NIOCore
 import RESP
 import Synchronization
 
-/// What a clustered node knows of the cluster: its members, the ring built from them, and
-/// the replication settings. The member list comes through ``MembershipSource``, which the
-/// static `node` lines of cluster.conf feed now and gossip will feed later.
-final class ClusterState: Sendable {
-    let node: NodeState
+/// One version of the cluster's shape: the members this node knows (joined or left, in the
+/// order it heard of them, so indices stay put), the ring they make, and, while data moves
+/// after a join or leave, the ring before it.
+final class Topology: Sendable {
+    let membership: RingMembership
     let members: [NodeConfiguration.NodeAddress]
     let ring: HashRing
-    /// This node's index in `members` and in the ring.
+    /// The ring before the latest join or leave, while this node has not yet heard that every
+    /// old owner finished sending: reads are served by its replicas, writes go to both.
+    let previous: HashRing?
+    let indexByName: [String: Int]
+    /// Members that hold data: owners of the ring and, while data moves, of the old ring.
+    let participants: Set<Int>
+
+    init(membership: RingMembership, vnodes: Int, replicas: Int, previous: HashRing?) {
+        self.membership = membership
+        self.members = membership.entries.map {
+            NodeConfiguration.NodeAddress(name: $0.name, host: $0.host, port: $0.port, busPort: $0.busPort)
+        }
+        let ring = membership.ring(vnodes: vnodes, replicas: replicas)
+        self.ring = ring
+        self.previous = previous
+        self.indexByName = Dictionary(members.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        var participants = Set(members.indices.filter { !ring.excluded.contains($0) })
+        if let previous { participants.formUnion(previous.members.indices.filter { !previous.excluded.contains($0) }) }
+        self.participants = participants
+    }
+
+    var epoch: UInt64 { ring.epoch }
+
+
+    /// The ring reads are served by: the old one while data moves.
+    var readRing: HashRing { previous ?? ring }
+
+    /// Indices of the members in the ring (not left).
+    var owners: [Int] { members.indices.filter { !ring.excluded.contains($0) } }
+
+    func isOwner(_ member: Int) -> Bool { member < members.count && !ring.excluded.contains(member) }
+}
+
+/// What a clustered node knows of the cluster: its members, the ring built from them, and
+/// the replication settings. Members join and leave under a growing epoch (``RingMembership``);
+/// each change makes a new ``Topology``, which readers take whole.
+final class ClusterState: Sendable {
+    let node: NodeState
+    private let current: Mutex<Topology>
+    /// Raised with each new topology, so event loops can tell theirs is stale with one load.
+    let generation = Atomic<Int>(0)
+    /// This node's index in `members` and in the ring (entries are only appended, so it stays).
     let selfIndex: Int
+    let selfName: String
     let clusterName: String
     let secret: String?
     let readQuorum: Int
     let writeQuorum: Int
     let requestTimeout: TimeAmount
+    let vnodes: Int
+    let configuredReplicas: Int
+    let threads: Int
     /// Milliseconds.
     let tombstoneTTL: Int64
     let reconcile: NodeConfiguration.Reconcile
@@ -28,20 +73,34 @@ final class ClusterState: Sendable {
     let sloppyQuorum: Bool
     /// Hints this node keeps for other members.
     let hints: HintStore
+    /// Data moving after joins and leaves.
+    let rebalance: RebalanceState
     var usesVectorClocks: Bool { reconcile == .vclock }
     /// Members gossip declared dead: skipped for routing until they are heard alive again.
     private let statuses = Mutex<[String: SWIM.Status]>([:])
+    /// Told of each new topology (the gossip shell adds and drops members to probe).
+    private let observers = Mutex<[@Sendable (Topology) -> Void]>([])
+    /// The gossip shell's view and merge, for the push-pull over the bus.
+    private let gossipHooks = Mutex<GossipHooks?>(nil)
+    struct GossipHooks: Sendable {
+        var view: @Sendable () -> [String: SWIM.Member]
+        var absorb: @Sendable ([SWIM.Member]) -> Void
+        var drops: @Sendable () -> (mac: Int, foreign: Int, malformed: Int)
+    }
+    /// Called once this node has left the ring and handed its data out: the node stops.
+    let whenLeft = Mutex<(@Sendable () -> Void)?>(nil)
     /// Bus links up, over all event loops (each loop links to every peer).
     let linksUp = Atomic<Int>(0)
-    let linksWanted: Int
 
-    init(node: NodeState, configuration: NodeConfiguration, membership: MembershipSource) {
+    init(node: NodeState, configuration: NodeConfiguration, membership: RingMembership) {
         self.node = node
-        let view = membership.currentView
-        self.members = view.members
-        self.ring = HashRing(members: view.members.map(\.name), vnodes: configuration.vnodes,
-                             replicas: configuration.replicas, epoch: view.epoch)
-        self.selfIndex = view.members.firstIndex { $0.name == configuration.nodeName } ?? 0
+        self.vnodes = configuration.vnodes
+        self.configuredReplicas = configuration.replicas
+        self.threads = configuration.threads
+        let topology = Topology(membership: membership, vnodes: configuration.vnodes, replicas: configuration.replicas, previous: nil)
+        self.current = Mutex(topology)
+        self.selfIndex = topology.indexByName[configuration.nodeName] ?? 0
+        self.selfName = configuration.nodeName
         self.clusterName = configuration.clusterName
         self.secret = configuration.clusterSecret
         self.readQuorum = configuration.readQuorum
@@ -49,12 +108,63 @@ final class ClusterState: Sendable {
         self.requestTimeout = .milliseconds(Int64(configuration.requestTimeout))
         self.tombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
         node.store.expiredTombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
-        self.linksWanted = (view.members.count - 1) * configuration.threads
         self.reconcile = configuration.reconcile
         self.maxSiblings = configuration.maxSiblings
         self.sloppyQuorum = configuration.sloppyQuorum
         self.hints = HintStore(limits: .init(count: configuration.hintMaxCount, bytes: configuration.hintMaxBytes,
                                              age: Int64(configuration.hintMaxAge) * 1000))
+        self.rebalance = RebalanceState(maxBytesPerSecond: configuration.rebalanceMaxBytesPerSec)
+    }
+
+    /// The current topology, whole.
+    var topology: Topology { current.withLock { $0 } }
+    var members: [NodeConfiguration.NodeAddress] { topology.members }
+    var ring: HashRing { topology.ring }
+
+    /// Bus links wanted over all event loops: one per loop to every other ring member.
+    var linksWanted: Int { max(0, topology.owners.filter { $0 != selfIndex }.count) * threads }
+
+    func attachGossip(_ hooks: GossipHooks) { gossipHooks.withLock { $0 = hooks } }
+    func gossipView() -> [String: SWIM.Member] { gossipHooks.withLock { $0 }?.view() ?? [:] }
+    func gossipAbsorb(_ members: [SWIM.Member]) { gossipHooks.withLock { $0 }?.absorb(members) }
+    func gossipDrops() -> (mac: Int, foreign: Int, malformed: Int)? { gossipHooks.withLock { $0 }?.drops() }
+
+    func onTopologyChange(_ observer: @escaping @Sendable (Topology) -> Void) {
+        observers.withLock { $0.append(observer) }
+    }
+
+    /// Takes in a member list another node sent (or a join or leave made here). When the ring
+    /// changes, the old ring is kept for reads until the data has moved. Nil if nothing
+    /// changed; else the new topology, with the ring before it when the ring changed.
+    @discardableResult
+    func update(_ change: (inout RingMembership) -> Bool) -> (old: HashRing?, new: Topology)? {
+        let result: (old: HashRing?, new: Topology)? = current.withLock { topology in
+            var membership = topology.membership
+            guard change(&membership), membership != topology.membership else { return nil }
+            let old = topology.ring
+            let ringChanged = membership.owners.sorted() != topology.membership.owners.sorted()
+            // Reads stay with the ring that holds the data: the one from before the first
+            // change whose data is still moving.
+            let previous = ringChanged ? (topology.previous ?? old) : topology.previous
+            topology = Topology(membership: membership, vnodes: vnodes, replicas: configuredReplicas, previous: previous)
+            return (ringChanged ? old : nil, topology)
+        }
+        guard let result else { return nil }
+        generation.add(1, ordering: .releasing)
+        for observer in observers.withLock({ $0 }) { observer(result.new) }
+        return result
+    }
+
+    /// Every old owner finished sending for this epoch: reads move to the new ring.
+    func finishTransition(epoch: UInt64) {
+        let finished = current.withLock { topology -> Topology? in
+            guard topology.previous != nil, topology.epoch == epoch else { return nil }
+            topology = Topology(membership: topology.membership, vnodes: vnodes, replicas: configuredReplicas, previous: nil)
+            return topology
+        }
+        guard let finished else { return }
+        generation.add(1, ordering: .releasing)
+        for observer in observers.withLock({ $0 }) { observer(finished) }
     }
 
     func setStatus(_ status: SWIM.Status, of member: String) {
@@ -70,13 +180,26 @@ final class ClusterState: Sendable {
     var deadMembers: Set<Int> {
         let dead = statuses.withLock { statuses in Set(statuses.filter { $0.value == .dead }.keys) }
         guard !dead.isEmpty else { return [] }
-        return Set(members.indices.filter { dead.contains(members[$0].name) })
+        let topology = topology
+        return Set(dead.compactMap { topology.indexByName[$0] })
     }
 
     /// `ok` when every link to every peer is up, else `degraded`.
     var stateDescription: String { linksUp.load(ordering: .relaxed) >= linksWanted ? "ok" : "degraded" }
 
     var replicas: Int { ring.replicas }
+
+    /// Members named in a comma-separated list (names travel between nodes, indices do not).
+    func memberIndices(from bytes: UnsafeRawBufferPointer) -> Set<Int> {
+        let topology = topology
+        return Set(bytes.asString.split(separator: ",").compactMap { topology.indexByName[String($0)] })
+    }
+
+    /// The comma-separated names of `members`, for another node.
+    func memberList(_ indices: Set<Int>) -> String {
+        let members = members
+        return indices.sorted().filter { $0 < members.count }.map { members[$0].name }.joined(separator: ",")
+    }
 
     /// True if a bus peer presented this cluster's name and secret.
     func authenticate(clusterName: UnsafeRawBufferPointer, secret: UnsafeRawBufferPointer) -> Bool {
@@ -91,7 +214,7 @@ final class ClusterState: Sendable {
 
     /// The bus handshake a node sends first.
     var authRequest: RESPValue {
-        .command([BusCommand.auth, clusterName, secret ?? "", members[selfIndex].name])
+        .command([BusCommand.auth, clusterName, secret ?? "", selfName])
     }
 
     /// Stores a replicated version in this node's store if it is newer (last write wins).
@@ -108,14 +231,9 @@ final class ClusterState: Sendable {
         }
     }
 
-    /// Member indices from a comma-separated list (empty for none).
-    static func members(from bytes: UnsafeRawBufferPointer) -> Set<Int> {
-        Set(bytes.asString.split(separator: ",").compactMap { Int($0) })
-    }
-
     /// True if this node is the first replica of the key that is not in `down`: the one
     /// copy counted by keyspace-wide commands, so replicas are not counted twice.
-    func isFirstLiveReplica(_ key: UnsafeRawBufferPointer, down: Set<Int>) -> Bool {
+    func isFirstLiveReplica(_ key: UnsafeRawBufferPointer, down: Set<Int>, in ring: HashRing) -> Bool {
         ring.withPreferenceList(forPosition: HashRing.position(of: key)) { replicas in
             replicas.first { !down.contains(Int($0)) }.map { Int($0) == selfIndex } ?? false
         }
@@ -123,8 +241,9 @@ final class ClusterState: Sendable {
 
     func countOwnedKeys(down: Set<Int>, now: Int64) -> Int {
         var count = 0
+        let ring = topology.readRing
         node.store.forEachKey(now: now) { key in
-            if isFirstLiveReplica(key, down: down) { count += 1 }
+            if isFirstLiveReplica(key, down: down, in: ring) { count += 1 }
         }
         return count
     }
@@ -132,9 +251,10 @@ final class ClusterState: Sendable {
     /// One SCAN step over this node's store, keeping the keys it is the first live replica of.
     func scanOwned(cursor: UInt64, count: Int, pattern: UnsafeRawBufferPointer?, down: Set<Int>, now: Int64) -> (next: UInt64, keys: [[UInt8]]) {
         var keys: [[UInt8]] = []
+        let ring = topology.readRing
         let next = node.store.scan(cursor: cursor, count: count, now: now) { key in
             if let pattern, !GlobPattern.matches(pattern, key) { return }
-            if isFirstLiveReplica(key, down: down) { keys.append(Array(key)) }
+            if isFirstLiveReplica(key, down: down, in: ring) { keys.append(Array(key)) }
         }
         return (next, keys)
     }
@@ -142,30 +262,11 @@ final class ClusterState: Sendable {
     func ownedKeys(matching pattern: UnsafeRawBufferPointer, down: Set<Int>, now: Int64) -> [[UInt8]] {
         let everything = GlobPattern.matchesEverything(pattern)
         var keys: [[UInt8]] = []
+        let ring = topology.readRing
         node.store.forEachKey(now: now) { key in
-            guard everything || GlobPattern.matches(pattern, key), isFirstLiveReplica(key, down: down) else { return }
+            guard everything || GlobPattern.matches(pattern, key), isFirstLiveReplica(key, down: down, in: ring) else { return }
             keys.append(Array(key))
         }
         return keys
-    }
-}
-
-/// Where the member list comes from. Now: the `node` lines of cluster.conf; the gossip work
-/// will provide a source that changes, under a growing epoch.
-protocol MembershipSource: Sendable {
-    var currentView: MembershipView { get }
-}
-
-struct MembershipView: Sendable {
-    var epoch: UInt64
-    var members: [NodeConfiguration.NodeAddress]
-}
-
-/// The member list as cluster.conf declares it, at epoch 1.
-struct StaticMembership: MembershipSource {
-    let currentView: MembershipView
-
-    init(configuration: NodeConfiguration) {
-        currentView = MembershipView(epoch: 1, members: configuration.nodes)
     }
 }

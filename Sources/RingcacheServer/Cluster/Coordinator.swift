@@ -13,7 +13,7 @@ import RESP
 final class Coordinator: @unchecked Sendable {
     let cluster: ClusterState
     let eventLoop: any EventLoop
-    private let links: [PeerLink?]
+    private var links: [PeerLink?] = []
     private(set) var readRepairs = 0
     /// Timeouts of operations in flight, oldest first. Every operation has the same request
     /// timeout, so this is also deadline order: one repeating sweep expires them, with no
@@ -24,24 +24,59 @@ final class Coordinator: @unchecked Sendable {
     /// A second link to each peer for forwarded read-modify-write commands (RC.EXEC), whose
     /// replies come only after their own quorum round: on the main links they would hold up
     /// every reply behind them.
-    private let execLinks: [PeerLink?]
+    private var execLinks: [PeerLink?] = []
+    /// The topology generation the links were made for.
+    private var linkedGeneration = -1
+    private var started = false
+    let logger: Logger
+    /// This node's running rebalance transfer (on the loop that runs membership rounds).
+    var transfer: RebalanceTransfer?
+    /// The latest epoch whose end of sending every member acknowledged.
+    var announced: UInt64 = 0
+    /// The epoch whose unowned keys were last removed.
+    var cleanedEpoch: UInt64 = 0
 
     init(cluster: ClusterState, eventLoop: any EventLoop, logger: Logger) {
         self.cluster = cluster
         self.eventLoop = eventLoop
-        self.execLinks = cluster.members.enumerated().map { index, member in
-            index == cluster.selfIndex
-                ? nil
-                : PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
-                           authRequest: cluster.authRequest, logger: logger) { _ in }
+        self.logger = logger
+        refreshLinks()
+        // Links to a member that joined are made at once, so that they are up before the
+        // first request needs them.
+        cluster.onTopologyChange { [weak self] _ in
+            guard let self else { return }
+            self.eventLoop.execute { self.refreshLinks() }
         }
-        self.links = cluster.members.enumerated().map { index, member in
-            index == cluster.selfIndex
-                ? nil
-                : PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
-                           authRequest: cluster.authRequest, logger: logger) { change in
-                    cluster.linksUp.add(change, ordering: .relaxed)
-                }
+    }
+
+    /// Makes links to members this loop has not linked to yet (members only ever join the
+    /// list: one that left keeps its link, which fails once it is gone).
+    private func refreshLinks() {
+        let generation = cluster.generation.load(ordering: .acquiring)
+        guard generation != linkedGeneration else { return }
+        linkedGeneration = generation
+        let members = cluster.members
+        guard links.count < members.count else { return }
+        let cluster = self.cluster
+        for index in links.count..<members.count {
+            let member = members[index]
+            guard index != cluster.selfIndex else {
+                links.append(nil)
+                execLinks.append(nil)
+                continue
+            }
+            let link = PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
+                                authRequest: cluster.authRequest, logger: logger) { change in
+                cluster.linksUp.add(change, ordering: .relaxed)
+            }
+            let exec = PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
+                                authRequest: cluster.authRequest, logger: logger) { _ in }
+            links.append(link)
+            execLinks.append(exec)
+            if started {
+                link.connect()
+                exec.connect()
+            }
         }
     }
 
@@ -50,6 +85,8 @@ final class Coordinator: @unchecked Sendable {
     /// Opens the links to every peer and starts the timeout sweep.
     func start() {
         eventLoop.execute { [self] in
+            started = true
+            refreshLinks()
             for link in links { link?.connect() }
             for link in execLinks { link?.connect() }
             let tick = TimeAmount.milliseconds(max(1, min(50, cluster.requestTimeout.nanoseconds / 1_000_000 / 10)))
@@ -97,18 +134,49 @@ final class Coordinator: @unchecked Sendable {
         for case let link? in execLinks { link.failIfStalled(olderThan: now - cluster.requestTimeout * 4) }
     }
 
-    /// Members this loop cannot reach right now: its link is down, or gossip declared them dead.
+    /// Members this loop cannot reach right now (its link is down, or gossip declared them
+    /// dead), and members that hold no data (they left, and no read goes to them any more).
     var unreachable: Set<Int> {
-        Set(links.compactMap { link in link.flatMap { $0.isConnected ? nil : $0.member } }).union(cluster.deadMembers)
+        refreshLinks()
+        let topology = cluster.topology
+        let participants = topology.participants
+        var down = Set(links.compactMap { link in link.flatMap { $0.isConnected ? nil : $0.member } }).union(cluster.deadMembers)
+        for member in topology.members.indices where !participants.contains(member) { down.insert(member) }
+        return down
     }
 
-    func link(to member: Int) -> PeerLink? { links[member] }
+    func link(to member: Int) -> PeerLink? {
+        refreshLinks()
+        return member < links.count ? links[member] : nil
+    }
 
     /// The link that carries forwarded read-modify-write commands to `member`.
-    func execLink(to member: Int) -> PeerLink? { execLinks[member] }
+    func execLink(to member: Int) -> PeerLink? {
+        refreshLinks()
+        return member < execLinks.count ? execLinks[member] : nil
+    }
 
+    /// The replicas a read asks: the key's preference list in the ring that holds the data
+    /// (while data moves after a join or leave, the ring from before).
     func replicas(of key: [UInt8]) -> [Int] {
-        key.withUnsafeBytes { cluster.ring.preferenceList(forKey: $0).members }
+        refreshLinks()
+        return key.withUnsafeBytes { cluster.topology.readRing.preferenceList(forKey: $0).members }
+    }
+
+    /// The replicas a write goes to, and the acknowledgements it needs beyond W: while data
+    /// moves, the old replicas and the new ones, and each new one adds one acknowledgement, so
+    /// W of the replicas reads use still hold every acknowledged write.
+    func writeReplicas(of key: [UInt8]) -> (replicas: [Int], extra: Int) {
+        refreshLinks()
+        let topology = cluster.topology
+        return key.withUnsafeBytes { key in
+            let position = HashRing.position(of: key)
+            let current = topology.ring.preferenceList(forPosition: position).members
+            guard let previous = topology.previous else { return (current, 0) }
+            let old = previous.preferenceList(forPosition: position).members
+            let added = current.filter { !old.contains($0) }
+            return (old + added, added.count)
+        }
     }
 
     /// Counts a key coordinated here as owned by this node or not (INFO's ring-routing figures).
@@ -174,7 +242,11 @@ final class Coordinator: @unchecked Sendable {
                     perform(operation.quorum.onResponse(from: replica, local()))
                 }
             } else {
-                links[replica]!.send({ Self.encodeCommand(request, key, into: &$0) }) { reply in
+                guard let link = link(to: replica) else {
+                    perform(operation.quorum.onFailure(from: replica))
+                    continue
+                }
+                link.send({ Self.encodeCommand(request, key, into: &$0) }) { reply in
                     if let reply, let value = decode(reply) {
                         perform(operation.quorum.onResponse(from: replica, value))
                     } else {
@@ -251,9 +323,9 @@ final class Coordinator: @unchecked Sendable {
     /// value was there before, or nil if the replica could not be reached.
     private func quorumWrite(_ key: [UInt8], required: Int, replicate: (Int, @escaping (Bool?) -> Void) -> Void,
                              completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
-        let replicas = replicas(of: key)
+        let (replicas, extra) = writeReplicas(of: key)
         countCoordinated(replicas)
-        let operation = WriteOperation(quorum: WriteQuorum(replicas: replicas, required: min(required, replicas.count)), completion: completion)
+        let operation = WriteOperation(quorum: WriteQuorum(replicas: replicas, required: min(required + extra, replicas.count)), completion: completion)
         operation.timeout = armTimeout { [self] in finish(operation, operation.quorum.onTimeout()) }
         for replica in replicas {
             replicate(replica) { [self] answer in
@@ -311,11 +383,12 @@ final class Coordinator: @unchecked Sendable {
             return
         }
         var parts: [RESPValue] = [
-            .bulk(BusCommand.hint), .bulk(String(owner)), .bulkString(ByteBuffer(bytes: key)),
+            .bulk(BusCommand.hint), .bulk(cluster.members[owner].name), .bulkString(ByteBuffer(bytes: key)),
             .bulk(String(value.version.timestamp.rawValue)), .bulk(String(value.version.node.rawValue)), .bulk(String(value.expiry)),
         ]
         if let bytes = value.value { parts.append(.bulkString(ByteBuffer(bytes: bytes))) }
-        links[standIn]!.send(.array(parts)) { reply in
+        guard let link = link(to: standIn) else { return done(nil) }
+        link.send(.array(parts)) { reply in
             if case .integer? = reply { done(false) } else { done(nil) }
         }
     }
@@ -398,7 +471,8 @@ final class Coordinator: @unchecked Sendable {
             return
         }
         let request = RESPValue.array([.bulk(BusCommand.siblingPut), .bulkString(ByteBuffer(bytes: key)), .bulkString(ByteBuffer(bytes: set.serialized))])
-        links[replica]!.send(request) { reply in
+        guard let link = link(to: replica) else { return done(nil) }
+        link.send(request) { reply in
             if case .integer(let existed)? = reply { done(existed == 1) } else { done(nil) }
         }
     }
@@ -432,7 +506,8 @@ final class Coordinator: @unchecked Sendable {
                 buffer.writeRESPBulk(node)
             }
         }
-        links[replica]!.send(encode) { reply in
+        guard let link = link(to: replica) else { return done(nil) }
+        link.send(encode) { reply in
             switch reply {
             case .integer(let flag)?: done(value.value == nil && flag == 1)
             default: done(nil)
@@ -452,8 +527,11 @@ final class Coordinator: @unchecked Sendable {
     /// Sends `request` to every other member and runs `local` here; `completion` gets each
     /// member's reply (nil where it failed or timed out), indexed by member.
     func fanOut(_ request: RESPValue, local: () -> RESPValue, completion: @escaping ([RESPValue?]) -> Void) {
-        var replies = [RESPValue?](repeating: nil, count: cluster.members.count)
-        var outstanding = cluster.members.count - 1
+        refreshLinks()
+        let topology = cluster.topology
+        let targets = links.compactMap { link in link.flatMap { topology.participants.contains($0.member) ? $0 : nil } }
+        var replies = [RESPValue?](repeating: nil, count: topology.members.count)
+        var outstanding = targets.count
         var done = false
         replies[cluster.selfIndex] = local()
         guard outstanding > 0 else {
@@ -467,7 +545,7 @@ final class Coordinator: @unchecked Sendable {
                 completion(replies)
             }
         }
-        for case let link? in links {
+        for link in targets {
             link.send(request) { reply in
                 replies[link.member] = reply
                 outstanding -= 1

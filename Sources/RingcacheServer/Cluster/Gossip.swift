@@ -108,7 +108,8 @@ final class GossipService: @unchecked Sendable {
     private let logger: Logger
     private let core: Mutex<SWIM.Instance>
     private let key: SymmetricKey?
-    private let addresses: [String: SocketAddress]
+    /// Where each member's gossip socket is; members join and leave.
+    private let addresses: Mutex<[String: SocketAddress]>
     /// Touched on `eventLoop` only.
     private var channel: (any Channel)?
     private let stopped = Atomic<Bool>(false)
@@ -120,16 +121,49 @@ final class GossipService: @unchecked Sendable {
         self.cluster = cluster
         self.eventLoop = eventLoop
         self.logger = logger
-        let me = cluster.members[cluster.selfIndex].name
+        let me = cluster.selfName
         var instance = SWIM.Instance(name: me, settings: settings)
         var addresses: [String: SocketAddress] = [:]
-        for member in cluster.members where member.name != me {
+        let topology = cluster.topology
+        for index in topology.owners where index != cluster.selfIndex {
+            let member = topology.members[index]
             _ = instance.add(member.name, announce: false)
             addresses[member.name] = try SocketAddress.makeAddressResolvingHost(member.host, port: member.busPort)
         }
         self.core = Mutex(instance)
-        self.addresses = addresses
+        self.addresses = Mutex(addresses)
         self.key = cluster.secret.map { SymmetricKey(data: Array($0.utf8)) }
+        cluster.attachGossip(.init(
+            view: { [weak self] in self?.view ?? [:] },
+            absorb: { [weak self] in self?.absorb($0) },
+            drops: { [weak self] in
+                (self?.droppedForMAC.load(ordering: .relaxed) ?? 0, self?.droppedForeign.load(ordering: .relaxed) ?? 0,
+                 self?.droppedMalformed.load(ordering: .relaxed) ?? 0)
+            }))
+        cluster.onTopologyChange { [weak self] topology in
+            guard let self else { return }
+            self.eventLoop.execute { self.sync(topology) }
+        }
+    }
+
+    /// Probes the members that joined and forgets those that left.
+    private func sync(_ topology: Topology) {
+        for (index, member) in topology.members.enumerated() where index != cluster.selfIndex {
+            if topology.isOwner(index) {
+                guard addresses.withLock({ $0[member.name] == nil }),
+                      let address = try? SocketAddress.makeAddressResolvingHost(member.host, port: member.busPort) else { continue }
+                addresses.withLock { $0[member.name] = address }
+                perform(core.withLock { $0.add(member.name, announce: false) })
+            } else if addresses.withLock({ $0.removeValue(forKey: member.name) }) != nil {
+                core.withLock { $0.remove(member.name) }
+                cluster.setStatus(.alive, of: member.name)
+            }
+        }
+    }
+
+    /// Another member's view, from the push-pull over the bus.
+    func absorb(_ view: [SWIM.Member]) {
+        eventLoop.execute { [self] in perform(core.withLock { $0.absorb(view, now: wallClockMillis()) }) }
     }
 
     func start(host: String, port: Int) async throws {
@@ -198,7 +232,7 @@ final class GossipService: @unchecked Sendable {
     fileprivate func received(_ packet: [UInt8]) {
         do {
             let (sender, message) = try GossipCodec.decode(packet, cluster: cluster.clusterName, key: key)
-            guard addresses[sender] != nil else { return }
+            guard addresses.withLock({ $0[sender] != nil }) else { return }
             perform(core.withLock { $0.onMessage(message, from: sender, now: wallClockMillis()) })
         } catch .badMAC {
             droppedForMAC.add(1, ordering: .relaxed)
@@ -211,11 +245,11 @@ final class GossipService: @unchecked Sendable {
 
     /// Carries out the core's directives, after its lock was released.
     private func perform(_ directives: [SWIM.Directive]) {
-        let me = cluster.members[cluster.selfIndex].name
+        let me = cluster.selfName
         for directive in directives {
             switch directive {
             case .send(let message, let to):
-                guard let address = addresses[to], let channel else { continue }
+                guard let address = addresses.withLock({ $0[to] }), let channel else { continue }
                 let bytes = GossipCodec.encode(message, from: me, cluster: cluster.clusterName, key: key)
                 let envelope = AddressedEnvelope(remoteAddress: address, data: channel.allocator.buffer(bytes: bytes))
                 channel.writeAndFlush(envelope, promise: nil)

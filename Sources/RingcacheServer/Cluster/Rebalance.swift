@@ -1,0 +1,237 @@
+import CacheStore
+import ClusterCore
+import Logging
+import NIOCore
+import RESP
+import Synchronization
+
+/// What INFO and `ringcache cluster status` show of data moving after joins and leaves, and
+/// which members finished sending for which epoch.
+final class RebalanceState: Sendable {
+    let maxBytesPerSecond: Int
+    /// The epoch this node's latest transfer was for; 0 before any.
+    let epoch = Atomic<UInt64>(0)
+    let sending = Atomic<Bool>(false)
+    let keysTotal = Atomic<Int>(0)
+    let keysScanned = Atomic<Int>(0)
+    let keysSent = Atomic<Int>(0)
+    let bytesSent = Atomic<Int>(0)
+    let keysReceived = Atomic<Int>(0)
+    let bytesReceived = Atomic<Int>(0)
+    let transfersStarted = Atomic<Int>(0)
+    let transfersFinished = Atomic<Int>(0)
+    /// Batches sent again after a failure (the transfer resumes at the batch that failed).
+    let retries = Atomic<Int>(0)
+    /// Keys removed here after a ring change gave them to others.
+    let keysDropped = Atomic<Int>(0)
+    /// `CLUSTER LEAVE` was called: this node hands its data out and stops.
+    let leaving = Atomic<Bool>(false)
+    /// A seed answered `RC.JOIN` (or the node needs none).
+    let joined = Atomic<Bool>(false)
+    private let finishedBy = Mutex<[UInt64: Set<String>]>([:])
+
+    init(maxBytesPerSecond: Int) {
+        self.maxBytesPerSecond = maxBytesPerSecond
+    }
+
+    func markFinished(_ member: String, epoch: UInt64) {
+        _ = finishedBy.withLock { $0[epoch, default: []].insert(member) }
+    }
+
+    func finished(epoch: UInt64) -> Set<String> {
+        finishedBy.withLock { $0[epoch] ?? [] }
+    }
+
+    /// Percent of this node's keys scanned in its latest transfer (100 when none runs).
+    var progress: Int {
+        guard sending.load(ordering: .relaxed) else { return 100 }
+        let total = keysTotal.load(ordering: .relaxed)
+        guard total > 0 else { return 0 }
+        return min(99, keysScanned.load(ordering: .relaxed) * 100 / total)
+    }
+}
+
+/// One run of sending this node's keys to the members that gain them, from the ring `old`
+/// to the ring `new`. Confined to the coordinator's event loop.
+final class RebalanceTransfer: @unchecked Sendable {
+    let epoch: UInt64
+    let old: HashRing
+    let new: HashRing
+    /// Where the store scan resumes: it moves on only once a batch is acknowledged.
+    var cursor: UInt64 = 0
+    var cancelled = false
+
+    init(epoch: UInt64, old: HashRing, new: HashRing) {
+        self.epoch = epoch
+        self.old = old
+        self.new = new
+    }
+}
+
+extension Coordinator {
+    static let rebalanceScanCount = 512
+    static let rebalanceBatchBytes = 256 * 1024
+
+    /// Starts sending for the current topology's ring change, unless a transfer for it runs
+    /// or is done; a transfer for an older epoch stops (what it sent is not wasted: its keys
+    /// are sent again only if the new change gives them to someone else).
+    func startRebalance() {
+        let topology = cluster.topology
+        guard let old = topology.previous else { return }
+        let state = cluster.rebalance
+        if let transfer, transfer.epoch == topology.epoch { return }
+        if state.finished(epoch: topology.epoch).contains(cluster.selfName) { return }
+        transfer?.cancelled = true
+        let run = RebalanceTransfer(epoch: topology.epoch, old: old, new: topology.ring)
+        transfer = run
+        state.epoch.store(topology.epoch, ordering: .relaxed)
+        state.sending.store(true, ordering: .relaxed)
+        state.keysTotal.store(store.count, ordering: .relaxed)
+        state.keysScanned.store(0, ordering: .relaxed)
+        state.transfersStarted.add(1, ordering: .relaxed)
+        logger.info("rebalance: sending the keys other members gain", metadata: ["epoch": "\(topology.epoch)", "keys": "\(store.count)"])
+        rebalanceStep(run)
+    }
+
+    private func rebalanceStep(_ run: RebalanceTransfer) {
+        guard !run.cancelled else { return }
+        let now = wallClockMillis()
+        let down = unreachable
+        let dead = cluster.deadMembers
+        var keys: [[UInt8]] = []
+        let next = store.scan(cursor: run.cursor, count: Self.rebalanceScanCount, now: now) { keys.append(Array($0)) }
+        var batches: [Int: (parts: [RESPValue], keys: Int, bytes: Int)] = [:]
+        for key in keys {
+            let targets = key.withUnsafeBytes {
+                run.new.gained(forPosition: HashRing.position(of: $0), from: run.old, sender: cluster.selfIndex, unreachable: down)
+            }.filter { !dead.contains($0) }
+            guard !targets.isEmpty else { continue }
+            var entry: [RESPValue]?
+            var size = key.count + 32
+            key.withUnsafeBytes { k in
+                store.readVersioned(k, now: now) { found in
+                    guard let found else { return }
+                    size += found.value?.count ?? 0
+                    entry = [
+                        .bulkString(ByteBuffer(bytes: k)), .bulk(String(found.version.timestamp.rawValue)), .bulk(String(found.version.node.rawValue)),
+                        .bulk(String(found.expiry)), .bulk(found.value == nil ? "0" : "1"),
+                        .bulkString(found.value.map { ByteBuffer(bytes: $0) } ?? ByteBuffer()),
+                    ]
+                }
+            }
+            guard let entry else { continue }
+            for target in targets {
+                batches[target, default: ([], 0, 0)].parts += entry
+                batches[target]!.keys += 1
+                batches[target]!.bytes += size
+            }
+        }
+        let state = cluster.rebalance
+        let advance = { [self] (bytes: Int) in
+            state.keysScanned.add(keys.count, ordering: .relaxed)
+            if next == 0 { return finishRebalance(run) }
+            run.cursor = next
+            // The pace: as long as the bytes just sent take at the configured rate.
+            let delay = state.maxBytesPerSecond > 0 ? Int64(bytes) * 1_000_000 / Int64(state.maxBytesPerSecond) : 0
+            eventLoop.scheduleTask(in: .microseconds(delay)) { [self] in rebalanceStep(run) }
+        }
+        guard !batches.isEmpty else { return advance(0) }
+        var outstanding = batches.count
+        var failed = false
+        var bytes = 0
+        for (target, batch) in batches {
+            bytes += batch.bytes
+            guard let link = link(to: target) else {
+                failed = true
+                outstanding -= 1
+                continue
+            }
+            link.send(.array([.bulk(BusCommand.transfer), .bulk(cluster.selfName)] + batch.parts)) { reply in
+                if case .integer? = reply {
+                    state.keysSent.add(batch.keys, ordering: .relaxed)
+                    state.bytesSent.add(batch.bytes, ordering: .relaxed)
+                } else {
+                    failed = true
+                }
+                outstanding -= 1
+                guard outstanding == 0, !run.cancelled else { return }
+                if failed {
+                    // Resume at this batch once the member is back (or gossip says it is dead).
+                    state.retries.add(1, ordering: .relaxed)
+                    self.eventLoop.scheduleTask(in: .seconds(1)) { self.rebalanceStep(run) }
+                } else {
+                    advance(bytes)
+                }
+            }
+        }
+        if outstanding == 0 && !run.cancelled {
+            state.retries.add(1, ordering: .relaxed)
+            eventLoop.scheduleTask(in: .seconds(1)) { [self] in rebalanceStep(run) }
+        }
+    }
+
+    private func finishRebalance(_ run: RebalanceTransfer) {
+        let state = cluster.rebalance
+        state.sending.store(false, ordering: .relaxed)
+        state.transfersFinished.add(1, ordering: .relaxed)
+        state.markFinished(cluster.selfName, epoch: run.epoch)
+        if transfer === run { transfer = nil }
+        logger.info("rebalance: sent", metadata: ["epoch": "\(run.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))"])
+        announceFinished(epoch: run.epoch, attempt: 0)
+        cluster.checkTransition()
+    }
+
+    /// Once data stopped moving: removes the keys this node no longer replicates (a member
+    /// joined and took them), a chunk per event-loop turn. Not under vector clocks, whose
+    /// siblings do not move yet.
+    func dropUnowned() {
+        let topology = cluster.topology
+        guard topology.previous == nil, cleanedEpoch != topology.epoch, !cluster.usesVectorClocks else { return }
+        cleanedEpoch = topology.epoch
+        dropUnowned(from: 0, epoch: topology.epoch, ring: topology.ring)
+    }
+
+    private func dropUnowned(from cursor: UInt64, epoch: UInt64, ring: HashRing) {
+        guard cluster.topology.epoch == epoch, cluster.topology.previous == nil else { return }
+        let now = wallClockMillis()
+        var keys: [[UInt8]] = []
+        let me = Int32(cluster.selfIndex)
+        let next = store.scan(cursor: cursor, count: 1024, now: now) { key in
+            if !ring.withPreferenceList(forPosition: HashRing.position(of: key), { $0.contains(me) }) { keys.append(Array(key)) }
+        }
+        for key in keys { key.withUnsafeBytes { _ = store.remove($0, now: now) } }
+        cluster.rebalance.keysDropped.add(keys.count, ordering: .relaxed)
+        if next != 0 { eventLoop.execute { [self] in dropUnowned(from: next, epoch: epoch, ring: ring) } }
+    }
+
+    /// Tells every member that this node finished sending for `epoch`, until each acknowledged
+    /// (a leaving node stops only once they all know).
+    private func announceFinished(epoch: UInt64, attempt: Int) {
+        let down = unreachable
+        let peers = cluster.topology.participants.filter { $0 != cluster.selfIndex && !down.contains($0) }
+        var outstanding = peers.count
+        var missed = false
+        let request = RESPValue.array([.bulk(BusCommand.transferDone), .bulk(String(epoch)), .bulk(cluster.selfName)])
+        let done = { [self] in
+            if missed && attempt < 30 {
+                eventLoop.scheduleTask(in: .seconds(1)) { self.announceFinished(epoch: epoch, attempt: attempt + 1) }
+            } else {
+                announced = epoch
+            }
+        }
+        guard !peers.isEmpty else { return done() }
+        for peer in peers {
+            guard let link = link(to: peer) else {
+                missed = true
+                outstanding -= 1
+                if outstanding == 0 { done() }
+                continue
+            }
+            link.send(request) { reply in
+                if case .simpleString? = reply {} else { missed = true }
+                outstanding -= 1
+                if outstanding == 0 { done() }
+            }
+        }
+    }
+}
