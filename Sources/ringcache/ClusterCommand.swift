@@ -33,26 +33,33 @@ struct Cluster: ParsableCommand {
                 throw ValidationError(error.message)
             }
             let password = configuration.requirePass
-            // Each member's state and share as the first answering node sees them.
+            // Each member's state and share as the first answering node sees them; members
+            // that joined with `seeds` are listed too, with the address they gave.
             var views: [String: (state: String, share: String, incarnation: String)] = [:]
+            var members = configuration.nodes.map { (name: $0.name, host: $0.host, port: $0.port) }
             for node in configuration.nodes {
                 guard let nodes = ProcessControl.command(host: node.host, port: node.port, ["CLUSTER", "NODES"], password: password) else { continue }
                 for line in nodes.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
                     let fields = line.split(separator: " ").map(String.init)
                     guard fields.count >= 6 else { continue }
                     views[fields[0]] = (String(fields[3].split(separator: ",").last ?? ""), fields[5], fields.count > 6 ? fields[6] : "-")
+                    if !members.contains(where: { $0.name == fields[0] }), let colon = fields[1].lastIndex(of: ":"),
+                       let port = Int(fields[1][fields[1].index(after: colon)...]) {
+                        members.append((fields[0], String(fields[1][..<colon]), port))
+                    }
                 }
                 break
             }
             var rows = [["member", "address", "state", "incarnation", "ring share", "keys", "memory", "hints", "transfer"]]
-            for node in configuration.nodes {
+            for node in members {
                 let info = ProcessControl.command(host: node.host, port: node.port, ["INFO"], password: password)
                 let fields = info.map(Self.fields) ?? [:]
                 let keys = fields["db0"].flatMap { $0.split(separator: ",").first?.split(separator: "=").last.map(String.init) } ?? (info == nil ? "-" : "0")
                 let view = views[node.name]
-                let state = (view?.state ?? "?") + (info == nil ? " (no answer)" : "")
+                // A member the ring no longer lists (it left) shows as such.
+                let state = (view?.state ?? (views.isEmpty ? "?" : "left")) + (info == nil ? " (no answer)" : "")
                 let share = view.map { String(format2(Double($0.share) ?? 0)) } ?? "-"
-                // Hints this node keeps for others (sloppy quorum), and its own SQLite rows.
+                // Hints this node keeps for others (sloppy quorum).
                 let hints = fields["hints_pending"] ?? "-"
                 // Data this node sends after a join or leave: a bar while it runs.
                 let transfer: String

@@ -5,6 +5,7 @@ key sits on exactly its N replicas, every acknowledged write reads back from eve
 all members agree on the ring. ringcache only."""
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -32,12 +33,16 @@ class GrowingCluster(LocalCluster):
     """A LocalCluster whose extra members start from a config with only their own `node`
     line and `seeds`."""
 
+    def __init__(self, directory, settings=SETTINGS):
+        super().__init__(directory, extra=settings)
+        self.settings = settings
+
     def add(self, name, seed="n1"):
         self.ports[name] = free_port()
         self.bus_ports[name] = free_port()
         conf = os.path.join(self.directory, f"{name}.conf")
         with open(conf, "w") as f:
-            f.write(f"cluster-name itest\ncluster-secret {self.secret}\nrequest-timeout 500\n" + SETTINGS)
+            f.write(f"cluster-name itest\ncluster-secret {self.secret}\nrequest-timeout 500\n" + self.settings)
             f.write(f"node {name} 127.0.0.1:{self.ports[name]} {self.bus_ports[name]}\n")
             f.write(f"seeds 127.0.0.1:{self.ports[seed]}@{self.bus_ports[seed]}\n")
         log = open(os.path.join(self.directory, f"{name}.log"), "a")
@@ -114,7 +119,7 @@ def check_placement(c, names, keys, expected):
 
 
 def test_a_node_with_only_seeds_joins_takes_its_keys_and_a_member_leaves_handing_its_keys_out(tmp_path):
-    c = GrowingCluster(str(tmp_path), extra=SETTINGS).start_all()
+    c = GrowingCluster(str(tmp_path)).start_all()
     try:
         n1 = c.client("n1")
         expected = {f"key:{i}": f"value-{i}".encode() for i in range(1500)}
@@ -171,5 +176,50 @@ def test_a_node_with_only_seeds_joins_takes_its_keys_and_a_member_leaves_handing
         for n in remaining:
             nodes = c.client(n).execute_command("CLUSTER", "NODES").decode()
             assert sorted(line.split()[0] for line in nodes.splitlines()) == remaining
+    finally:
+        c.stop_all()
+
+
+def test_a_paced_transfer_keeps_reads_on_the_old_owners_moves_big_values_in_chunks_and_resumes(tmp_path):
+    c = GrowingCluster(str(tmp_path), SETTINGS + "rebalance-max-bytes-per-sec 150kb\n").start_all()
+    try:
+        n1 = c.client("n1")
+        expected = {f"key:{i}": (b"%06d" % i) * 170 for i in range(3000)}   # about 1 KiB each
+        expected.update({f"big:{i}": bytes([i]) * (300_000 + i) for i in range(4)})
+        keys = list(expected)
+        for start in range(0, len(keys), 50):
+            n1.mset({k: expected[k] for k in keys[start:start + 50]})
+
+        c.add("n4")
+        n4 = c.client("n4")
+        c.wait_until(lambda: n4.info("cluster")["rebalance_keys_received"] > 0, timeout=10)
+        # While data moves, reads through the new member are answered by the old owners.
+        info = n4.info("cluster")
+        assert info["ring_transition"] == 1 and info["cluster_members"] == 4, {k: v for k, v in info.items() if "rebal" in k or "ring" in k}
+        values = n4.mget(keys)
+        wrong = [k for k, v in zip(keys, values) if v != expected[k]]
+        assert not wrong, f"{len(wrong)} keys read wrong during the transfer, e.g. {wrong[:3]}"
+        status = subprocess.run([_ringcache_bin(), "cluster", "status", "--config", c.conf], capture_output=True, text=True, timeout=30)
+        assert "%" in status.stdout and "n4" in status.stdout, status.stdout
+
+        # n4 stops answering for a while: the senders' batches fail and are sent again later,
+        # from where they stopped.
+        c.procs["n4"].send_signal(signal.SIGSTOP)
+        time.sleep(2.5)
+        c.procs["n4"].send_signal(signal.SIGCONT)
+        assert n4.info("cluster")["ring_transition"] == 1, "the transfer was over before n4 was stopped: slow it down"
+
+        members = NAMES + ["n4"]
+        c.wait_until(lambda: c.settled(members), timeout=60)
+        infos = {n: c.info(n) for n in members}
+        assert sum(infos[n]["rebalance_retries"] for n in NAMES) > 0
+        assert sum(infos[n]["rebalance_chunks_sent"] for n in NAMES) >= 5
+        assert infos["n4"]["rebalance_chunks_received"] >= 5
+        gained = [k for k in keys if b"n4" in n1.execute_command("CLUSTER", "KEYNODES", k)]
+        sent = sum(infos[n]["rebalance_keys_sent"] for n in NAMES)
+        # Resumed, not started over: each gained key went about once.
+        assert len(gained) <= sent < 1.3 * len(gained), (len(gained), sent)
+        c.wait_until(lambda: sum(local_keys(c, n) for n in members) == 2 * len(expected), timeout=10)
+        check_placement(c, members, keys, expected)
     finally:
         c.stop_all()

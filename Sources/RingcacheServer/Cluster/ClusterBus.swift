@@ -52,6 +52,9 @@ enum BusCommand {
     /// `RC.XFER <sender> [<key> <timestamp> <node> <expiry> <has value> <value>]...`: entries
     /// this node gains after a join or leave → `:n` applied.
     static let transfer = "RC.XFER"
+    /// `RC.XFERPART <sender> <key> <timestamp> <node> <expiry> <offset> <total> <chunk>`: one
+    /// chunk of a big value → `:n`, the bytes held so far (the next offset to send).
+    static let transferPart = "RC.XFERPART"
     /// `RC.XFERDONE <epoch> <sender>`: the sender finished sending for that epoch → `+OK`.
     static let transferDone = "RC.XFERDONE"
 }
@@ -402,6 +405,21 @@ final class BusHandler: ChannelInboundHandler {
             cluster.rebalance.keysReceived.add((args.count - 2) / 6, ordering: .relaxed)
             cluster.rebalance.bytesReceived.add(bytes, ordering: .relaxed)
             out.writeRESPInteger(applied)
+        case BusCommand.transferPart where args.count == 9:
+            guard let version = Self.version(args[3], args[4]), let expiry = args[5].asInteger, let offset = args[6].asInteger,
+                  let total = args[7].asInteger, offset >= 0, total > 0 else {
+                out.writeRESPError("ERR malformed RC.XFERPART")
+                return
+            }
+            let key = Array(args[2])
+            let (received, complete) = cluster.rebalance.receiveChunk(
+                sender: args[1].asString, key: key, version: version, expiry: Int64(expiry), offset: offset, total: total, chunk: args[8], now: now)
+            cluster.rebalance.bytesReceived.add(args[8].count, ordering: .relaxed)
+            if let complete {
+                cluster.applyLocally(key, VersionedValue(version: version, value: complete, expiry: Int64(expiry)), now: now)
+                cluster.rebalance.keysReceived.add(1, ordering: .relaxed)
+            }
+            out.writeRESPInteger(received)
         case BusCommand.transferDone where args.count == 3:
             guard let epoch = args[1].asInteger, epoch >= 0 else {
                 out.writeRESPError("ERR malformed RC.XFERDONE")

@@ -145,7 +145,15 @@ final class ClusterState: Sendable {
             let ringChanged = membership.owners.sorted() != topology.membership.owners.sorted()
             // Reads stay with the ring that holds the data: the one from before the first
             // change whose data is still moving.
-            let previous = ringChanged ? (topology.previous ?? old) : topology.previous
+            var previous = ringChanged ? (topology.previous ?? old) : topology.previous
+            if ringChanged, topology.membership.owners == [selfName] {
+                // A node that knew only itself is joining: it holds nothing, and the data is
+                // where the ring without it puts it.
+                var without = membership
+                without.leave(selfName)
+                let ring = without.ring(vnodes: vnodes, replicas: configuredReplicas)
+                previous = ring.owners.isEmpty ? nil : ring
+            }
             topology = Topology(membership: membership, vnodes: vnodes, replicas: configuredReplicas, previous: previous)
             return (ringChanged ? old : nil, topology)
         }

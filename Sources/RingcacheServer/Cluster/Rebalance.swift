@@ -22,6 +22,43 @@ final class RebalanceState: Sendable {
     let transfersFinished = Atomic<Int>(0)
     /// Batches sent again after a failure (the transfer resumes at the batch that failed).
     let retries = Atomic<Int>(0)
+    let chunksSent = Atomic<Int>(0)
+    let chunksReceived = Atomic<Int>(0)
+    /// Values being put together from RC.XFERPART chunks: (sender, key) → version, expiry, bytes.
+    private let partial = Mutex<[PartialKey: (version: Version, expiry: Int64, bytes: [UInt8], started: Int64)]>([:])
+    struct PartialKey: Hashable {
+        var sender: String
+        var key: [UInt8]
+    }
+
+    /// Takes one chunk of a big value; returns the bytes held so far (the sender's next
+    /// offset) and the whole value once the last chunk arrived. A chunk that does not follow
+    /// on starts the value again only at offset 0; otherwise the sender learns where to resume.
+    func receiveChunk(sender: String, key: [UInt8], version: Version, expiry: Int64, offset: Int, total: Int,
+                      chunk: UnsafeRawBufferPointer, now: Int64) -> (received: Int, complete: [UInt8]?) {
+        chunksReceived.add(1, ordering: .relaxed)
+        return partial.withLock { partial in
+            // Forget values whose sender went quiet for a minute.
+            partial = partial.filter { now - $0.value.started < 60_000 }
+            let id = PartialKey(sender: sender, key: key)
+            if offset == 0 {
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(total)
+                partial[id] = (version, expiry, bytes, now)
+            }
+            guard var held = partial[id], held.version == version, held.bytes.count == offset, offset + chunk.count <= total else {
+                return (partial[id]?.bytes.count ?? 0, nil)
+            }
+            held.bytes.append(contentsOf: chunk)
+            guard held.bytes.count == total else {
+                partial[id] = held
+                return (held.bytes.count, nil)
+            }
+            partial[id] = nil
+            return (total, held.bytes)
+        }
+    }
+
     /// Keys removed here after a ring change gave them to others.
     let keysDropped = Atomic<Int>(0)
     /// `CLUSTER LEAVE` was called: this node hands its data out and stops.
@@ -59,6 +96,8 @@ final class RebalanceTransfer: @unchecked Sendable {
     let new: HashRing
     /// Where the store scan resumes: it moves on only once a batch is acknowledged.
     var cursor: UInt64 = 0
+    /// Keys scanned per step, adapted to the size of the values.
+    var scanCount = 256
     var cancelled = false
 
     init(epoch: UInt64, old: HashRing, new: HashRing) {
@@ -69,8 +108,9 @@ final class RebalanceTransfer: @unchecked Sendable {
 }
 
 extension Coordinator {
-    static let rebalanceScanCount = 512
     static let rebalanceBatchBytes = 256 * 1024
+    /// Values larger than this move in chunks of this size.
+    static let rebalanceChunkBytes = 64 * 1024
 
     /// Starts sending for the current topology's ring change, unless a transfer for it runs
     /// or is done; a transfer for an older epoch stops (what it sent is not wasted: its keys
@@ -93,80 +133,118 @@ extension Coordinator {
         rebalanceStep(run)
     }
 
+    /// One entry to send: a key's versioned value for one member that gains it.
+    private struct Outgoing {
+        var target: Int
+        var key: [UInt8]
+        var version: Version
+        var expiry: Int64
+        var value: [UInt8]?
+        var size: Int { key.count + (value?.count ?? 0) + 32 }
+    }
+
+    /// One step: scans the next keys, sends those others gain (small entries in one RC.XFER
+    /// per member, values over ``rebalanceChunkBytes`` in RC.XFERPART chunks, one after the
+    /// other), and moves the cursor on only once every member acknowledged, paced to
+    /// `rebalance-max-bytes-per-sec`. A failure retries the same step a second later.
     private func rebalanceStep(_ run: RebalanceTransfer) {
         guard !run.cancelled else { return }
         let now = wallClockMillis()
         let down = unreachable
         let dead = cluster.deadMembers
         var keys: [[UInt8]] = []
-        let next = store.scan(cursor: run.cursor, count: Self.rebalanceScanCount, now: now) { keys.append(Array($0)) }
-        var batches: [Int: (parts: [RESPValue], keys: Int, bytes: Int)] = [:]
+        let next = store.scan(cursor: run.cursor, count: run.scanCount, now: now) { keys.append(Array($0)) }
+        var outgoing: [Outgoing] = []
         for key in keys {
             let targets = key.withUnsafeBytes {
                 run.new.gained(forPosition: HashRing.position(of: $0), from: run.old, sender: cluster.selfIndex, unreachable: down)
             }.filter { !dead.contains($0) }
             guard !targets.isEmpty else { continue }
-            var entry: [RESPValue]?
-            var size = key.count + 32
             key.withUnsafeBytes { k in
                 store.readVersioned(k, now: now) { found in
                     guard let found else { return }
-                    size += found.value?.count ?? 0
-                    entry = [
-                        .bulkString(ByteBuffer(bytes: k)), .bulk(String(found.version.timestamp.rawValue)), .bulk(String(found.version.node.rawValue)),
-                        .bulk(String(found.expiry)), .bulk(found.value == nil ? "0" : "1"),
-                        .bulkString(found.value.map { ByteBuffer(bytes: $0) } ?? ByteBuffer()),
-                    ]
+                    let value = found.value.map(Array.init)
+                    for target in targets {
+                        outgoing.append(Outgoing(target: target, key: key, version: found.version, expiry: found.expiry, value: value))
+                    }
                 }
-            }
-            guard let entry else { continue }
-            for target in targets {
-                batches[target, default: ([], 0, 0)].parts += entry
-                batches[target]!.keys += 1
-                batches[target]!.bytes += size
             }
         }
         let state = cluster.rebalance
-        let advance = { [self] (bytes: Int) in
+        let bytes = outgoing.reduce(0) { $0 + $1.size }
+        // Keep a step near one batch: fewer keys per scan when values are big, more when small.
+        run.scanCount = bytes > 2 * Self.rebalanceBatchBytes ? max(8, run.scanCount / 2)
+            : bytes < Self.rebalanceBatchBytes / 4 ? min(1024, run.scanCount * 2) : run.scanCount
+        let retry = { [self] in
+            // Resume at this step once the member is back (or gossip says it is dead).
+            state.retries.add(1, ordering: .relaxed)
+            eventLoop.scheduleTask(in: .seconds(1)) { self.rebalanceStep(run) }
+        }
+        let advance = { [self] in
             state.keysScanned.add(keys.count, ordering: .relaxed)
             if next == 0 { return finishRebalance(run) }
             run.cursor = next
             // The pace: as long as the bytes just sent take at the configured rate.
             let delay = state.maxBytesPerSecond > 0 ? Int64(bytes) * 1_000_000 / Int64(state.maxBytesPerSecond) : 0
-            eventLoop.scheduleTask(in: .microseconds(delay)) { [self] in rebalanceStep(run) }
+            eventLoop.scheduleTask(in: .microseconds(delay)) { self.rebalanceStep(run) }
         }
-        guard !batches.isEmpty else { return advance(0) }
+        let big = outgoing.filter { ($0.value?.count ?? 0) > Self.rebalanceChunkBytes }
+        var batches: [Int: [Outgoing]] = [:]
+        for entry in outgoing where (entry.value?.count ?? 0) <= Self.rebalanceChunkBytes { batches[entry.target, default: []].append(entry) }
         var outstanding = batches.count
         var failed = false
-        var bytes = 0
-        for (target, batch) in batches {
-            bytes += batch.bytes
+        let batchesDone = { [self] in
+            guard !run.cancelled else { return }
+            if failed { return retry() }
+            sendChunked(big, run: run) { ok in ok ? advance() : retry() }
+        }
+        guard !batches.isEmpty else { return batchesDone() }
+        for (target, entries) in batches {
             guard let link = link(to: target) else {
                 failed = true
                 outstanding -= 1
+                if outstanding == 0 { batchesDone() }
                 continue
             }
-            link.send(.array([.bulk(BusCommand.transfer), .bulk(cluster.selfName)] + batch.parts)) { reply in
+            var parts: [RESPValue] = [.bulk(BusCommand.transfer), .bulk(cluster.selfName)]
+            for entry in entries {
+                parts += [
+                    .bulkString(ByteBuffer(bytes: entry.key)), .bulk(String(entry.version.timestamp.rawValue)), .bulk(String(entry.version.node.rawValue)),
+                    .bulk(String(entry.expiry)), .bulk(entry.value == nil ? "0" : "1"), .bulkString(ByteBuffer(bytes: entry.value ?? [])),
+                ]
+            }
+            link.send(.array(parts)) { reply in
                 if case .integer? = reply {
-                    state.keysSent.add(batch.keys, ordering: .relaxed)
-                    state.bytesSent.add(batch.bytes, ordering: .relaxed)
+                    state.keysSent.add(entries.count, ordering: .relaxed)
+                    state.bytesSent.add(entries.reduce(0) { $0 + $1.size }, ordering: .relaxed)
                 } else {
                     failed = true
                 }
                 outstanding -= 1
-                guard outstanding == 0, !run.cancelled else { return }
-                if failed {
-                    // Resume at this batch once the member is back (or gossip says it is dead).
-                    state.retries.add(1, ordering: .relaxed)
-                    self.eventLoop.scheduleTask(in: .seconds(1)) { self.rebalanceStep(run) }
-                } else {
-                    advance(bytes)
-                }
+                if outstanding == 0 { batchesDone() }
             }
         }
-        if outstanding == 0 && !run.cancelled {
-            state.retries.add(1, ordering: .relaxed)
-            eventLoop.scheduleTask(in: .seconds(1)) { [self] in rebalanceStep(run) }
+    }
+
+    /// Sends big values one after the other, each in chunks of ``rebalanceChunkBytes`` that
+    /// the receiver puts together (RC.XFERPART); `done(false)` at the first failure.
+    private func sendChunked(_ entries: [Outgoing], run: RebalanceTransfer, offset: Int = 0, _ done: @escaping (Bool) -> Void) {
+        guard let entry = entries.first, let value = entry.value else { return done(true) }
+        guard !run.cancelled, let link = link(to: entry.target) else { return done(false) }
+        let end = min(value.count, offset + Self.rebalanceChunkBytes)
+        let request = RESPValue.array([
+            .bulk(BusCommand.transferPart), .bulk(cluster.selfName), .bulkString(ByteBuffer(bytes: entry.key)),
+            .bulk(String(entry.version.timestamp.rawValue)), .bulk(String(entry.version.node.rawValue)), .bulk(String(entry.expiry)),
+            .bulk(String(offset)), .bulk(String(value.count)), .bulkString(ByteBuffer(bytes: value[offset..<end])),
+        ])
+        let state = cluster.rebalance
+        link.send(request) { [self] reply in
+            guard case .integer(let received)? = reply, received == end else { return done(false) }
+            state.bytesSent.add(end - offset, ordering: .relaxed)
+            state.chunksSent.add(1, ordering: .relaxed)
+            if end < value.count { return sendChunked(entries, run: run, offset: end, done) }
+            state.keysSent.add(1, ordering: .relaxed)
+            sendChunked(Array(entries.dropFirst()), run: run, done)
         }
     }
 
