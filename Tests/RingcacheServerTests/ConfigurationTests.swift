@@ -36,6 +36,10 @@ import Testing
         ("node n1 127.0.0.1:1\nnode n1 127.0.0.1:2\n", "cluster.conf:2: node 'n1' is declared twice"),
         ("requirepass \"open\n", "cluster.conf:1: unbalanced quotes"),
         ("timeout 1 2\n", "cluster.conf:1: 'timeout' takes exactly one value, got 2"),
+        ("seeds\n", "cluster.conf:1: 'seeds' needs at least one host:port"),
+        ("seeds 10.0.0.1:7001 nowhere\n", "cluster.conf:1: 'seeds' needs host:port or host:port@busport, got 'nowhere'"),
+        ("seeds 10.0.0.1:60000\n", "cluster.conf:1: 'seeds' needs host:port or host:port@busport, got '10.0.0.1:60000'"),
+        ("rebalance-max-bytes-per-sec fast\n", "cluster.conf:1: 'rebalance-max-bytes-per-sec' needs a size such as 100mb or 1gb, got 'fast'"),
     ])
     func badLinesNameFileAndLine(text: String, message: String) {
         #expect(throws: ConfigurationError.self) { try NodeConfiguration.parse(text, file: "cluster.conf") }
@@ -44,6 +48,19 @@ import Testing
         } catch {
             #expect(error.message == message)
         }
+    }
+
+    @Test func aNodeWithSeedsIsClusteredAndTakesBusPorts() throws {
+        let text = """
+            node n4 127.0.0.1:7004
+            seeds 127.0.0.1:7001 db1.example:6379@16400
+            rebalance-max-bytes-per-sec 10mb
+            """
+        let configuration = try NodeConfiguration.parse(text, file: "n4.conf")
+        #expect(configuration.isClustered)
+        #expect(configuration.seeds == [.init(host: "127.0.0.1", port: 7001, busPort: 17001), .init(host: "db1.example", port: 6379, busPort: 16400)])
+        #expect(configuration.rebalanceMaxBytesPerSec == 10 * 1024 * 1024)
+        try configuration.validate()
     }
 
     @Test func memoryUnitsFollowRedisConf() {
