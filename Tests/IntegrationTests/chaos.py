@@ -1,6 +1,6 @@
 """Fault injection on a real cluster in network namespaces: three nodes on their own
 addresses, a bridge the harness owns, and faults it applies (cut a node's link, kill -9 and
-restart) while clients write at QUORUM. Used by test_chaos.py (a short fixed schedule) and
+restart, a fourth node joining through a seed and leaving) while clients write at QUORUM. Used by test_chaos.py (a short fixed schedule) and
 tools/chaos (a longer random one). Needs root (ip netns)."""
 
 import os
@@ -14,6 +14,9 @@ import time
 import redis
 
 NAMES = ["n1", "n2", "n3"]
+# The node that joins (through n1 as its seed) and leaves during a run.
+JOINER = "n4"
+ALL = NAMES + [JOINER]
 PORT = 7600
 BUS = 17600
 SECRET = "chaos"
@@ -90,10 +93,12 @@ class ChaosCluster:
     def __init__(self, directory, binary, extra=""):
         tag = os.getpid() % 10000
         self.bridge = f"rccb{tag}"
-        self.namespaces = {n: f"rcc{tag}{n}" for n in NAMES}
-        self.ports = {n: f"rccv{tag}{n}" for n in NAMES}
+        self.namespaces = {n: f"rcc{tag}{n}" for n in ALL}
+        self.ports = {n: f"rccv{tag}{n}" for n in ALL}
         self.subnet = 10 + (os.getpid() + 77) % 200
-        self.address = {n: f"10.232.{self.subnet}.{i + 1}" for i, n in enumerate(NAMES)}
+        self.address = {n: f"10.232.{self.subnet}.{i + 1}" for i, n in enumerate(ALL)}
+        # The ring's members now.
+        self.members = list(NAMES)
         self.directory = directory
         self.binary = binary
         self.extra = extra
@@ -108,6 +113,13 @@ class ChaosCluster:
             f.write("gossip-interval 200\ngossip-ping-timeout 80\n" + self.extra)
             for n in NAMES:
                 f.write(f"node {n} {self.address[n]}:{PORT} {BUS}\n")
+        # The joiner knows only itself and a seed.
+        with open(os.path.join(self.directory, f"{JOINER}.conf"), "w") as f:
+            f.write(f"cluster-name chaos\ncluster-secret {SECRET}\nreplicas 3\nread-quorum 2\nwrite-quorum 2\n")
+            f.write("request-timeout 300\nsloppy-quorum yes\nanti-entropy-interval 500\n")
+            f.write("gossip-interval 200\ngossip-ping-timeout 80\n" + self.extra)
+            f.write(f"node {JOINER} {self.address[JOINER]}:{PORT} {BUS}\n")
+            f.write(f"seeds {self.address['n1']}:{PORT}@{BUS}\n")
 
     def teardown(self):
         for proc in self.procs.values():
@@ -118,9 +130,22 @@ class ChaosCluster:
 
     def start(self, n):
         log = open(os.path.join(self.directory, f"{n}.log"), "a")
+        conf = ["--config", self.conf, "--node", n] if n != JOINER else ["--config", os.path.join(self.directory, f"{JOINER}.conf")]
         self.procs[n] = subprocess.Popen(
-            ["ip", "netns", "exec", self.namespaces[n], self.binary, "serve", "--config", self.conf, "--node", n],
+            ["ip", "netns", "exec", self.namespaces[n], self.binary, "serve", *conf],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def join(self):
+        """Starts the joiner; returns once every member counts it in the ring."""
+        self.start(JOINER)
+        self.members = NAMES + [JOINER]
+        self.wait_until(lambda: all(self.client(n).info("cluster")["cluster_members"] == 4 for n in self.members), timeout=30)
+
+    def leave(self):
+        """CLUSTER LEAVE on the joiner; returns once it has handed its keys out and stopped."""
+        assert self.client(JOINER).execute_command("CLUSTER", "LEAVE") == b"OK"
+        self.procs[JOINER].wait(timeout=60)
+        self.members = list(NAMES)
 
     def start_all(self):
         for n in NAMES:
@@ -193,8 +218,8 @@ class Writer(threading.Thread):
 
 
 def run(cluster, schedule, log=print):
-    """Runs `schedule` ([(seconds, action, node)], action in cut/heal/kill/restart/wait) under
-    a writer, then checks. Returns the findings as a dict."""
+    """Runs `schedule` ([(seconds, action, node)], action in cut/heal/kill/restart/join/leave/
+    wait) under a writer, then checks. Returns the findings as a dict."""
     writer = Writer(cluster)
     writer.start()
     for seconds, action, node in schedule:
@@ -206,6 +231,10 @@ def run(cluster, schedule, log=print):
             cluster.kill(node)
         elif action == "restart":
             cluster.start(node)
+        elif action == "join":
+            cluster.join()
+        elif action == "leave":
+            cluster.leave()
         log(f"  {action} {node or ''}".rstrip() + f", then {seconds:.1f} s")
         time.sleep(seconds)
     writer.stopping = True
@@ -223,7 +252,8 @@ def run(cluster, schedule, log=print):
 
     def converged():
         for key in writer.keys:
-            copies = {cluster.local(n, key) for n in NAMES}
+            replicas = [r.decode() for r in cluster.client("n1").execute_command("CLUSTER", "KEYNODES", key)]
+            copies = {cluster.local(n, key) for n in replicas}
             if len(copies) != 1 or None in copies:
                 return False
         return True
@@ -235,10 +265,11 @@ def run(cluster, schedule, log=print):
 
     def agree():
         views = []
-        for n in NAMES:
+        for n in cluster.members:
             lines = cluster.client(n).execute_command("CLUSTER", "NODES").decode().split("\n")
             views.append(sorted((l.split()[0], l.split()[3].split(",")[-1]) for l in lines if l.strip()))
-        return all(v == views[0] for v in views) and all(state == "alive" for _, state in views[0])
+        return (all(v == views[0] for v in views) and all(state == "alive" for _, state in views[0])
+                and [name for name, _ in views[0]] == sorted(cluster.members))
 
     try:
         cluster.wait_until(agree, timeout=30)
@@ -259,7 +290,15 @@ def run(cluster, schedule, log=print):
 def random_schedule(duration, rng):
     schedule = []
     elapsed = 0.0
+    joined = False
     while elapsed < duration:
+        if rng.random() < 0.25:
+            # Now and then the fourth node joins, or leaves again.
+            settle = rng.uniform(2.0, 4.0)
+            schedule.append((settle, "leave" if joined else "join", JOINER))
+            joined = not joined
+            elapsed += settle
+            continue
         node = rng.choice(NAMES)
         fault = rng.choice(["cut", "kill"])
         hold = rng.uniform(1.0, 4.0)

@@ -47,3 +47,12 @@ def test_a_partition_that_heals_leaves_every_member_alive(cluster):
     print(findings)
     assert findings["acknowledged writes lost"] == 0, findings
     assert findings["members agree, all alive"], findings
+
+
+def test_a_member_joins_and_leaves_around_kill_9_under_writes_losing_nothing(cluster):
+    findings = chaos.run(cluster, [(1.0, "wait", None), (2.0, "join", "n4"), (2.0, "kill", "n2"), (2.0, "restart", "n2"),
+                                   (2.0, "leave", "n4")])
+    print(findings)
+    assert findings["acknowledged writes lost"] == 0, findings
+    assert findings["seconds to converge after the last fault"] is not None, findings
+    assert findings["members agree, all alive"], findings

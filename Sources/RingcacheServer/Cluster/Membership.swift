@@ -12,21 +12,29 @@ import Synchronization
 /// in the answer. Ring entries merge as ``RingMembership`` says; gossip states merge as SWIM
 /// updates do, which repairs what lost datagrams did not carry.
 extension ClusterState {
-    /// `[[name, host, port, bus port, version, left, incarnation, status], ...]`.
+    /// `[sender, finished epoch, [[name, host, port, bus port, version, left, incarnation,
+    /// status], ...]]`. The finished epoch is the latest epoch for which the sender has sent
+    /// all it had to send (its epoch when no data moves), 0 while it is sending: a member that
+    /// missed RC.XFERDONE (it restarted) learns it here.
     func encodeMembers() -> RESPValue {
         let view = gossipView()
-        return .array(topology.membership.entries.map { entry in
-            let swim = entry.name == selfName ? nil : view[entry.name]
+        let topology = topology
+        let finished = topology.previous == nil || rebalance.finished(epoch: topology.epoch).contains(selfName) ? topology.epoch : 0
+        let entries: [RESPValue] = topology.membership.entries.map { entry in
+            let swim = view[entry.name]
             return .array([
                 .bulk(entry.name), .bulk(entry.host), .bulk(String(entry.port)), .bulk(String(entry.busPort)),
                 .bulk(String(entry.version)), .bulk(entry.left ? "1" : "0"),
                 .bulk(String(swim?.incarnation ?? 0)), .bulk(swim.map { "\($0.status)" } ?? "-"),
             ])
-        })
+        }
+        return .array([.bulk(selfName), .bulk(String(finished)), .array(entries)])
     }
 
     /// Reads what ``encodeMembers()`` wrote; nil if it is malformed.
-    static func decodeMembers(_ items: [RESPValue]) -> (entries: [RingMembership.Entry], gossip: [SWIM.Member])? {
+    static func decodeMembers(_ reply: [RESPValue]) -> (sender: String, finished: UInt64, entries: [RingMembership.Entry], gossip: [SWIM.Member])? {
+        guard reply.count == 3, let sender = reply[0].string, let finished = reply[1].string.flatMap({ UInt64($0) }),
+              case .array(let items?) = reply[2] else { return nil }
         var entries: [RingMembership.Entry] = []
         var gossip: [SWIM.Member] = []
         for item in items {
@@ -43,13 +51,13 @@ extension ClusterState {
             }
             if let status { gossip.append(SWIM.Member(name: text[0], incarnation: incarnation, status: status)) }
         }
-        return (entries, gossip)
+        return (sender, finished, entries, gossip)
     }
 
     /// Takes in another node's member list. A node that finds itself marked as left while it
     /// is not leaving (it was restarted after a leave) joins again.
-    func absorbMembers(_ items: [RESPValue]) -> Bool {
-        guard let (entries, gossip) = Self.decodeMembers(items) else { return false }
+    func absorbMembers(_ reply: [RESPValue]) -> Bool {
+        guard let (sender, finished, entries, gossip) = Self.decodeMembers(reply) else { return false }
         let leaving = rebalance.leaving.load(ordering: .relaxed)
         let me = selfName
         update { membership in
@@ -60,6 +68,10 @@ extension ClusterState {
             return changed
         }
         gossipAbsorb(gossip)
+        if finished != 0, finished == topology.epoch {
+            rebalance.markFinished(sender, epoch: finished)
+            checkTransition()
+        }
         return true
     }
 
