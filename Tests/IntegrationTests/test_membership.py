@@ -223,3 +223,53 @@ def test_a_paced_transfer_keeps_reads_on_the_old_owners_moves_big_values_in_chun
         check_placement(c, members, keys, expected)
     finally:
         c.stop_all()
+
+
+def test_under_vector_clocks_a_joining_node_receives_siblings(tmp_path):
+    c = GrowingCluster(str(tmp_path), SETTINGS + "reconcile vclock\n").start_all()
+    try:
+        n1 = c.client("n1")
+        expected = {f"key:{i}": f"value-{i}".encode() for i in range(400)}
+        for k, v in expected.items():
+            n1.set(k, v)
+        # Two writes from the same (empty) context: concurrent, kept as two siblings.
+        for i in range(40):
+            n1.execute_command("VSET", f"twins:{i}", "", "left")
+            n1.execute_command("VSET", f"twins:{i}", "", "right")
+        c.add("n4")
+        members = NAMES + ["n4"]
+        c.wait_until(lambda: c.settled(members), timeout=30)
+        # Siblings travel as RC.VPUT (counted by the senders).
+        assert sum(c.info(n)["rebalance_keys_sent"] for n in NAMES) > 0
+        check_placement(c, members, list(expected), expected)
+        # The twins n4 now replicates hold both siblings there: read n4's own copy (ONE, n4
+        # coordinating, where it is a replica).
+        n4 = c.client("n4", single_connection_client=True)
+        n4.execute_command("CONSISTENCY", "READ", "ONE")
+        mine = [f"twins:{i}" for i in range(40) if b"n4" in n1.execute_command("CLUSTER", "KEYNODES", f"twins:{i}")]
+        assert mine
+        for key in mine:
+            context, values = n4.execute_command("VGET", key)
+            assert sorted(values) == [b"left", b"right"], (key, values)
+    finally:
+        c.stop_all()
+
+
+def test_forged_and_malformed_gossip_packets_are_dropped_and_counted(tmp_path):
+    c = GrowingCluster(str(tmp_path)).start_all()
+    try:
+        before = c.info("n1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for _ in range(3):
+                udp.sendto(b"RCG1" + os.urandom(120), ("127.0.0.1", c.bus_ports["n1"]))   # no valid MAC
+            for _ in range(2):
+                udp.sendto(b"xyz", ("127.0.0.1", c.bus_ports["n1"]))                     # too short
+        c.wait_until(lambda: c.info("n1")["gossip_dropped_bad_mac"] >= before["gossip_dropped_bad_mac"] + 3
+                     and c.info("n1")["gossip_dropped_malformed"] >= before["gossip_dropped_malformed"] + 2)
+        # Gossip carries on: every member still alive everywhere.
+        time.sleep(1)
+        assert c.client("n1").set("still", "works") and c.client("n3").get("still") == b"works"
+        states = [line.split()[3].split(",")[-1] for line in c.client("n2").execute_command("CLUSTER", "NODES").decode().splitlines()]
+        assert states == ["alive"] * 3, states
+    finally:
+        c.stop_all()

@@ -140,7 +140,9 @@ extension Coordinator {
         var version: Version
         var expiry: Int64
         var value: [UInt8]?
-        var size: Int { key.count + (value?.count ?? 0) + 32 }
+        /// Under vector clocks: the key's siblings, sent whole with RC.VPUT.
+        var siblings: [UInt8]? = nil
+        var size: Int { key.count + (value?.count ?? 0) + (siblings?.count ?? 0) + 32 }
     }
 
     /// One step: scans the next keys, sends those others gain (small entries in one RC.XFER
@@ -160,6 +162,15 @@ extension Coordinator {
                 run.new.gained(forPosition: HashRing.position(of: $0), from: run.old, sender: cluster.selfIndex, unreachable: down)
             }.filter { !dead.contains($0) }
             guard !targets.isEmpty else { continue }
+            if cluster.usesVectorClocks {
+                guard let set = cluster.siblings.siblings(of: key, store: store, now: now) else { continue }
+                let serialized = set.serialized
+                for target in targets {
+                    outgoing.append(Outgoing(target: target, key: key, version: Version(timestamp: HLCTimestamp(rawValue: 0), node: NodeID(rawValue: 0)),
+                                             expiry: 0, value: nil, siblings: serialized))
+                }
+                continue
+            }
             key.withUnsafeBytes { k in
                 store.readVersioned(k, now: now) { found in
                     guard let found else { return }
@@ -204,6 +215,29 @@ extension Coordinator {
                 failed = true
                 outstanding -= 1
                 if outstanding == 0 { batchesDone() }
+                continue
+            }
+            if cluster.usesVectorClocks {
+                // Siblings move one key per RC.VPUT (pipelined), merged at the receiver.
+                var pending = entries.count
+                var ok = true
+                for entry in entries {
+                    let request = RESPValue.array([.bulk(BusCommand.siblingPut), .bulkString(ByteBuffer(bytes: entry.key)),
+                                                   .bulkString(ByteBuffer(bytes: entry.siblings ?? []))])
+                    link.send(request) { reply in
+                        if case .integer? = reply {} else { ok = false }
+                        pending -= 1
+                        guard pending == 0 else { return }
+                        if ok {
+                            state.keysSent.add(entries.count, ordering: .relaxed)
+                            state.bytesSent.add(entries.reduce(0) { $0 + $1.size }, ordering: .relaxed)
+                        } else {
+                            failed = true
+                        }
+                        outstanding -= 1
+                        if outstanding == 0 { batchesDone() }
+                    }
+                }
                 continue
             }
             var parts: [RESPValue] = [.bulk(BusCommand.transfer), .bulk(cluster.selfName)]
@@ -260,11 +294,11 @@ extension Coordinator {
     }
 
     /// Once data stopped moving: removes the keys this node no longer replicates (a member
-    /// joined and took them), a chunk per event-loop turn. Not under vector clocks, whose
-    /// siblings do not move yet.
+    /// joined and took them), a chunk per event-loop turn (under vector clocks the sibling
+    /// index lets go of them in its sweep).
     func dropUnowned() {
         let topology = cluster.topology
-        guard topology.previous == nil, cleanedEpoch != topology.epoch, !cluster.usesVectorClocks else { return }
+        guard topology.previous == nil, cleanedEpoch != topology.epoch else { return }
         cleanedEpoch = topology.epoch
         dropUnowned(from: 0, epoch: topology.epoch, ring: topology.ring)
     }
