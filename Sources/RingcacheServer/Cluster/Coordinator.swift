@@ -25,8 +25,10 @@ final class Coordinator: @unchecked Sendable {
     /// replies come only after their own quorum round: on the main links they would hold up
     /// every reply behind them.
     private var execLinks: [PeerLink?] = []
-    /// The topology generation the links were made for.
+    /// The topology generation the links were made for, and that topology (read once per
+    /// change, not once per request).
     private var linkedGeneration = -1
+    private var topology: Topology
     private var started = false
     let logger: Logger
     /// This node's running rebalance transfer (on the loop that runs membership rounds).
@@ -40,6 +42,7 @@ final class Coordinator: @unchecked Sendable {
         self.cluster = cluster
         self.eventLoop = eventLoop
         self.logger = logger
+        self.topology = cluster.topology
         refreshLinks()
         // Links to a member that joined are made at once, so that they are up before the
         // first request needs them.
@@ -55,7 +58,8 @@ final class Coordinator: @unchecked Sendable {
         let generation = cluster.generation.load(ordering: .acquiring)
         guard generation != linkedGeneration else { return }
         linkedGeneration = generation
-        let members = cluster.members
+        topology = cluster.topology
+        let members = topology.members
         guard links.count < members.count else { return }
         let cluster = self.cluster
         for index in links.count..<members.count {
@@ -138,7 +142,6 @@ final class Coordinator: @unchecked Sendable {
     /// dead), and members that hold no data (they left, and no read goes to them any more).
     var unreachable: Set<Int> {
         refreshLinks()
-        let topology = cluster.topology
         let participants = topology.participants
         var down = Set(links.compactMap { link in link.flatMap { $0.isConnected ? nil : $0.member } }).union(cluster.deadMembers)
         for member in topology.members.indices where !participants.contains(member) { down.insert(member) }
@@ -160,7 +163,7 @@ final class Coordinator: @unchecked Sendable {
     /// (while data moves after a join or leave, the ring from before).
     func replicas(of key: [UInt8]) -> [Int] {
         refreshLinks()
-        return key.withUnsafeBytes { cluster.topology.readRing.preferenceList(forKey: $0).members }
+        return key.withUnsafeBytes { topology.readRing.preferenceList(forKey: $0).members }
     }
 
     /// The replicas a write goes to, and the acknowledgements it needs beyond W: while data
@@ -168,7 +171,7 @@ final class Coordinator: @unchecked Sendable {
     /// W of the replicas reads use still hold every acknowledged write.
     func writeReplicas(of key: [UInt8]) -> (replicas: [Int], extra: Int) {
         refreshLinks()
-        let topology = cluster.topology
+        let topology = topology
         return key.withUnsafeBytes { key in
             let position = HashRing.position(of: key)
             let current = topology.ring.preferenceList(forPosition: position).members
@@ -372,7 +375,7 @@ final class Coordinator: @unchecked Sendable {
     private func standIns(for key: [UInt8]) -> [Int: Int] {
         let down = unreachable.subtracting([cluster.selfIndex])
         guard !down.isEmpty else { return [:] }
-        return key.withUnsafeBytes { cluster.ring.standIns(forPosition: HashRing.position(of: $0), unreachable: down) }
+        return key.withUnsafeBytes { topology.ring.standIns(forPosition: HashRing.position(of: $0), unreachable: down) }
     }
 
     /// Gives `value` to `standIn` to keep for `owner`; `done(false)` once it has (the stand-in's
@@ -528,7 +531,7 @@ final class Coordinator: @unchecked Sendable {
     /// member's reply (nil where it failed or timed out), indexed by member.
     func fanOut(_ request: RESPValue, local: () -> RESPValue, completion: @escaping ([RESPValue?]) -> Void) {
         refreshLinks()
-        let topology = cluster.topology
+        let topology = topology
         let targets = links.compactMap { link in link.flatMap { topology.participants.contains($0.member) ? $0 : nil } }
         var replies = [RESPValue?](repeating: nil, count: topology.members.count)
         var outstanding = targets.count
