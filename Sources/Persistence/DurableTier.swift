@@ -45,6 +45,20 @@ public struct DiskEntry: Sendable {
     }
 }
 
+/// Where a walk of the table in ring order stands: the last row's primary key.
+public struct DiskCursor: Sendable, Equatable {
+    public var position: Int64
+    public var key: [UInt8]
+}
+
+/// A row of a walk: the key and its entry (nil for a placeholder that only moves the cursor on,
+/// when a page held nothing but expired rows).
+public struct DiskRow: Sendable {
+    public var key: [UInt8]
+    public var entry: DiskEntry?
+    public var cursor: DiskCursor
+}
+
 /// The durable tier under a node's memory: an SQLite database in WAL mode that follows every
 /// change of the store (it is the store's ``StoreJournal``).
 ///
@@ -65,6 +79,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     private var upsert: SQLiteDatabase.Statement!
     private var delete: SQLiteDatabase.Statement!
     private var lookup: SQLiteDatabase.Statement!
+    private var scanFirst: SQLiteDatabase.Statement!
+    private var scanNext: SQLiteDatabase.Statement!
 
     private let queue = Mutex(Queue())
     private let wake = DispatchSemaphore(value: 0)
@@ -97,9 +113,17 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var log: [UInt8] = []
         var sequence: UInt64 = 0
         var reads: [(key: [UInt8], done: @Sendable (DiskEntry?) -> Void)] = []
+        var scans: [Scan] = []
         var waiters: [(sequence: UInt64, done: @Sendable (Bool) -> Void)] = []
         var stopping = false
         var writerAsleep = false
+    }
+
+    /// A request for the next rows in table order (rebalancing).
+    struct Scan {
+        var after: DiskCursor?
+        var limit: Int
+        var done: @Sendable ([DiskRow]) -> Void
     }
 
     static let applicationID: Int64 = 0x5243_4348  // "RCCH"
@@ -177,6 +201,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 """)
             delete = try database.prepare("DELETE FROM entries WHERE position = ? AND key = ?")
             lookup = try database.prepare("SELECT value, version, node, expiry, tombstone FROM entries WHERE position = ? AND key = ?")
+            // The primary key's order: rows by ring position, what rebalancing walks.
+            scanFirst = try database.prepare(
+                "SELECT key, value, version, node, expiry, tombstone, position FROM entries ORDER BY position, key LIMIT ?")
+            scanNext = try database.prepare(
+                "SELECT key, value, version, node, expiry, tombstone, position FROM entries WHERE (position, key) > (?, ?) ORDER BY position, key LIMIT ?")
         } catch let error as PersistenceError {
             database.close()
             throw error
@@ -281,6 +310,49 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         if wakeWriter { wake.signal() }
     }
 
+    /// The next `limit` rows in ring-position order after `after` (from the start when nil),
+    /// once every change queued before this call is committed; expired rows are left out,
+    /// tombstones are not. An empty page ends the walk. For rebalancing: the disk holds what
+    /// memory evicted.
+    public func scan(after: DiskCursor?, limit: Int, _ done: @escaping @Sendable ([DiskRow]) -> Void) {
+        let wakeWriter = queue.withLock { queue in
+            queue.scans.append(Scan(after: after, limit: limit, done: done))
+            defer { queue.writerAsleep = false }
+            return queue.writerAsleep
+        }
+        if wakeWriter { wake.signal() }
+    }
+
+    private func scanRows(_ request: Scan) -> [DiskRow] {
+        let statement: SQLiteDatabase.Statement = request.after == nil ? scanFirst : scanNext
+        defer { statement.reset() }
+        // The cursor's key is bound without a copy: it stays alive while the statement steps.
+        let afterKey = request.after?.key ?? []
+        return afterKey.withUnsafeBytes { afterBytes in
+            if let after = request.after {
+                statement.bind(1, after.position)
+                statement.bind(2, afterBytes)
+                statement.bind(3, Int64(request.limit))
+            } else {
+                statement.bind(1, Int64(request.limit))
+            }
+            var rows: [DiskRow] = []
+            let now = Self.wallMillis()
+            var last: DiskCursor?
+            while (try? statement.step()) == true {
+                let key = Array(statement.blob(0))
+                let entry = row(statement, value: 1, version: 2, node: 3, expiry: 4, tombstone: 5)
+                let cursor = DiskCursor(position: statement.int64(6), key: key)
+                last = cursor
+                if entry.value != nil, entry.expiry != 0, entry.expiry <= now { continue }
+                rows.append(DiskRow(key: key, entry: entry, cursor: cursor))
+            }
+            // A page of nothing but expired rows still moves the walk on.
+            if rows.isEmpty, let last { rows.append(DiskRow(key: [], entry: nil, cursor: last)) }
+            return rows
+        }
+    }
+
     // MARK: Writer thread
 
     /// Starts the writer thread; it loads the store first (up to the store's `maxMemory`).
@@ -315,7 +387,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         while true {
             let loadingNow = loading.load(ordering: .relaxed)
             let sleep = queue.withLock { queue -> Bool in
-                let idle = queue.log.isEmpty && queue.reads.isEmpty && !queue.stopping && !loadingNow
+                let idle = queue.log.isEmpty && queue.reads.isEmpty && queue.scans.isEmpty && !queue.stopping && !loadingNow
                 queue.writerAsleep = idle
                 return idle
             }
@@ -327,18 +399,19 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 // that waits ends the gathering early.
                 let full = queueLimit / 2
                 while ContinuousClock.now - lastCommit < Self.gatherTime, queuedBytes.load(ordering: .relaxed) < full,
-                      queue.withLock({ $0.reads.isEmpty && !$0.stopping }) {
+                      queue.withLock({ $0.reads.isEmpty && $0.scans.isEmpty && !$0.stopping }) {
                     Thread.sleep(forTimeInterval: 0.005)
                 }
             }
-            var (log, sequence, reads, stopping) = queue.withLock { queue in
+            var (log, sequence, reads, scans, stopping) = queue.withLock { queue in
                 defer {
                     queue.log = []
                     queue.log.reserveCapacity(4096)
                     queue.reads = []
+                    queue.scans = []
                     queue.writerAsleep = false
                 }
-                return (queue.log, queue.sequence, queue.reads, queue.stopping)
+                return (queue.log, queue.sequence, queue.reads, queue.scans, queue.stopping)
             }
             queuedBytes.store(0, ordering: .relaxed)
             if let pending = retry {
@@ -361,12 +434,13 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 }
             }
             for read in reads { read.done(lookUp(read.key)) }
+            for scan in scans { scan.done(scanRows(scan)) }
             if loadingNow { loadChunk(into: store) }
             if ContinuousClock.now - lastHousekeeping >= .seconds(1) {
                 lastHousekeeping = .now
                 housekeeping()
             }
-            if stopping && queue.withLock({ $0.log.isEmpty && $0.reads.isEmpty }) && (retry == nil || stoppingGaveUp(&retry)) {
+            if stopping && queue.withLock({ $0.log.isEmpty && $0.reads.isEmpty && $0.scans.isEmpty }) && (retry == nil || stoppingGaveUp(&retry)) {
                 break
             }
         }
@@ -376,6 +450,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         upsert = nil
         delete = nil
         lookup = nil
+        scanFirst = nil
+        scanNext = nil
         loader = nil
         database.close()
         stopped.signal()

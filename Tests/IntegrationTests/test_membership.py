@@ -273,3 +273,27 @@ def test_forged_and_malformed_gossip_packets_are_dropped_and_counted(tmp_path):
         assert states == ["alive"] * 3, states
     finally:
         c.stop_all()
+
+
+def test_with_persistence_keys_memory_evicted_move_from_the_disk(tmp_path):
+    data = os.path.join(str(tmp_path), "data")
+    os.makedirs(data)
+    c = GrowingCluster(str(tmp_path), SETTINGS + f"persistence sqlite\ndir {data}\nmaxmemory 400kb\n").start_all()
+    try:
+        n1 = c.client("n1")
+        expected = {f"key:{i}": (b"%06d" % i) * 170 for i in range(2000)}   # about 1 KiB each
+        keys = list(expected)
+        for start in range(0, len(keys), 50):
+            n1.mset({k: expected[k] for k in keys[start:start + 50]})
+        # Memory holds a fraction of each node's share; the rest is on disk only.
+        assert all(local_keys(c, n) < 1000 for n in NAMES), {n: local_keys(c, n) for n in NAMES}
+        c.add("n4")
+        members = NAMES + ["n4"]
+        c.wait_until(lambda: c.settled(members), timeout=30)
+        gained = [k for k in keys if b"n4" in n1.execute_command("CLUSTER", "KEYNODES", k)]
+        assert sum(c.info(n)["rebalance_keys_sent"] for n in NAMES) == len(gained)
+        c.wait_until(lambda: sum(c.info(n)["rebalance_keys_dropped"] for n in NAMES) >= len(gained), timeout=10)
+        time.sleep(1.2)  # the deletes of dropped rows are committed
+        check_placement(c, members, keys, expected)
+    finally:
+        c.stop_all()

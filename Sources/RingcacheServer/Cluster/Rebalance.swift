@@ -2,6 +2,7 @@ import CacheStore
 import ClusterCore
 import Logging
 import NIOCore
+import Persistence
 import RESP
 import Synchronization
 
@@ -96,6 +97,8 @@ final class RebalanceTransfer: @unchecked Sendable {
     let new: HashRing
     /// Where the store scan resumes: it moves on only once a batch is acknowledged.
     var cursor: UInt64 = 0
+    /// With persistence: where the walk of the SQLite table stands (nil at the start).
+    var diskCursor: DiskCursor?
     /// Keys scanned per step, adapted to the size of the values.
     var scanCount = 256
     var cancelled = false
@@ -126,7 +129,7 @@ extension Coordinator {
         transfer = run
         state.epoch.store(topology.epoch, ordering: .relaxed)
         state.sending.store(true, ordering: .relaxed)
-        state.keysTotal.store(store.count, ordering: .relaxed)
+        state.keysTotal.store(cluster.node.durable.map { max($0.rows.load(ordering: .relaxed), store.count) } ?? store.count, ordering: .relaxed)
         state.keysScanned.store(0, ordering: .relaxed)
         state.transfersStarted.add(1, ordering: .relaxed)
         logger.info("rebalance: sending the keys other members gain", metadata: ["epoch": "\(topology.epoch)", "keys": "\(store.count)"])
@@ -145,22 +148,40 @@ extension Coordinator {
         var size: Int { key.count + (value?.count ?? 0) + (siblings?.count ?? 0) + 32 }
     }
 
-    /// One step: scans the next keys, sends those others gain (small entries in one RC.XFER
-    /// per member, values over ``rebalanceChunkBytes`` in RC.XFERPART chunks, one after the
-    /// other), and moves the cursor on only once every member acknowledged, paced to
-    /// `rebalance-max-bytes-per-sec`. A failure retries the same step a second later.
+    /// One step: takes the next keys (from memory, or with persistence from the SQLite table
+    /// in ring order, which also holds what memory evicted) and sends those others gain.
     private func rebalanceStep(_ run: RebalanceTransfer) {
         guard !run.cancelled else { return }
-        let now = wallClockMillis()
         let down = unreachable
         let dead = cluster.deadMembers
+        let sender = cluster.selfIndex
+        let gained: @Sendable ([UInt8]) -> [Int] = { key in
+            key.withUnsafeBytes {
+                run.new.gained(forPosition: HashRing.position(of: $0), from: run.old, sender: sender, unreachable: down)
+            }.filter { !dead.contains($0) }
+        }
+        if let durable = cluster.node.durable, !cluster.usesVectorClocks {
+            let loop = eventLoop
+            durable.scan(after: run.diskCursor, limit: run.scanCount) { [self] rows in
+                loop.execute {
+                    var outgoing: [Outgoing] = []
+                    for row in rows {
+                        guard let entry = row.entry else { continue }
+                        for target in gained(row.key) {
+                            outgoing.append(Outgoing(target: target, key: row.key, version: entry.version, expiry: entry.expiry, value: entry.value))
+                        }
+                    }
+                    self.transmit(run, outgoing, scanned: rows.count, last: rows.isEmpty) { run.diskCursor = rows.last?.cursor }
+                }
+            }
+            return
+        }
+        let now = wallClockMillis()
         var keys: [[UInt8]] = []
         let next = store.scan(cursor: run.cursor, count: run.scanCount, now: now) { keys.append(Array($0)) }
         var outgoing: [Outgoing] = []
         for key in keys {
-            let targets = key.withUnsafeBytes {
-                run.new.gained(forPosition: HashRing.position(of: $0), from: run.old, sender: cluster.selfIndex, unreachable: down)
-            }.filter { !dead.contains($0) }
+            let targets = gained(key)
             guard !targets.isEmpty else { continue }
             if cluster.usesVectorClocks {
                 guard let set = cluster.siblings.siblings(of: key, store: store, now: now) else { continue }
@@ -181,6 +202,16 @@ extension Coordinator {
                 }
             }
         }
+        transmit(run, outgoing, scanned: keys.count, last: next == 0) { run.cursor = next }
+    }
+
+    /// Sends one step's entries (small ones in one RC.XFER per member, values over
+    /// ``rebalanceChunkBytes`` in RC.XFERPART chunks, one after the other); once every member
+    /// acknowledged, `moveOn` advances the cursor and the next step follows, paced to
+    /// `rebalance-max-bytes-per-sec`. A failure retries the same step a second later, so the
+    /// transfer resumes where it stopped.
+    private func transmit(_ run: RebalanceTransfer, _ outgoing: [Outgoing], scanned: Int, last: Bool, moveOn: @escaping () -> Void) {
+        guard !run.cancelled else { return }
         let state = cluster.rebalance
         let bytes = outgoing.reduce(0) { $0 + $1.size }
         // Keep a step near one batch: fewer keys per scan when values are big, more when small.
@@ -192,9 +223,9 @@ extension Coordinator {
             eventLoop.scheduleTask(in: .seconds(1)) { self.rebalanceStep(run) }
         }
         let advance = { [self] in
-            state.keysScanned.add(keys.count, ordering: .relaxed)
-            if next == 0 { return finishRebalance(run) }
-            run.cursor = next
+            state.keysScanned.add(scanned, ordering: .relaxed)
+            if last { return finishRebalance(run) }
+            moveOn()
             // The pace: as long as the bytes just sent take at the configured rate.
             let delay = state.maxBytesPerSecond > 0 ? Int64(bytes) * 1_000_000 / Int64(state.maxBytesPerSecond) : 0
             eventLoop.scheduleTask(in: .microseconds(delay)) { self.rebalanceStep(run) }
@@ -313,7 +344,33 @@ extension Coordinator {
         }
         for key in keys { key.withUnsafeBytes { _ = store.remove($0, now: now) } }
         cluster.rebalance.keysDropped.add(keys.count, ordering: .relaxed)
-        if next != 0 { eventLoop.execute { [self] in dropUnowned(from: next, epoch: epoch, ring: ring) } }
+        if next != 0 {
+            eventLoop.execute { [self] in dropUnowned(from: next, epoch: epoch, ring: ring) }
+        } else if cluster.node.durable != nil {
+            dropUnownedOnDisk(after: nil, epoch: epoch, ring: ring)
+        }
+    }
+
+    /// With persistence, the rows memory does not hold (it evicted them) go the same way: a
+    /// delete is queued for each row of a key this node no longer replicates.
+    private func dropUnownedOnDisk(after cursor: DiskCursor?, epoch: UInt64, ring: HashRing) {
+        guard let durable = cluster.node.durable, cluster.topology.epoch == epoch, cluster.topology.previous == nil else { return }
+        let me = Int32(cluster.selfIndex)
+        let loop = eventLoop
+        durable.scan(after: cursor, limit: 1024) { [self] rows in
+            loop.execute {
+                guard let last = rows.last, self.cluster.topology.epoch == epoch else { return }
+                var dropped = 0
+                for row in rows where row.entry != nil {
+                    let owned = row.key.withUnsafeBytes { ring.withPreferenceList(forPosition: HashRing.position(of: $0), { $0.contains(me) }) }
+                    guard !owned else { continue }
+                    row.key.withUnsafeBytes { durable.removed(key: $0) }
+                    dropped += 1
+                }
+                self.cluster.rebalance.keysDropped.add(dropped, ordering: .relaxed)
+                self.dropUnownedOnDisk(after: last.cursor, epoch: epoch, ring: ring)
+            }
+        }
     }
 
     /// Tells every member that this node finished sending for `epoch`, until each acknowledged
