@@ -63,10 +63,16 @@ public struct DiskRow: Sendable {
 /// change of the store (it is the store's ``StoreJournal``).
 ///
 /// Changes are queued by the event loops (a copy of the bytes, nothing else) and committed in
-/// batches by one writer thread (group commit). The same thread answers read-throughs, after
-/// committing what was queued before them, so a read never misses an acknowledged write; and
-/// at start it loads the most recently written entries into memory, a chunk at a time between
-/// commits, so the node answers at once.
+/// batches by one writer thread (group commit). A commit appends the batch, as encoded, to
+/// the `pending` table: one row, written at the end of the file, however many keys it holds.
+/// Every ten seconds (or 64 MiB) the pending batches are merged into `entries` in one
+/// transaction, sorted by ring position and reduced to the last change of each key, so a key
+/// written many times in between costs one row update, and each B-tree page of `entries` is
+/// rewritten once per merge rather than once per commit (the table is keyed by a hash, so a
+/// batch of random keys touches most of its pages). The same thread answers read-throughs and
+/// scans after merging what was queued before them, so a read never misses an acknowledged
+/// write; and at start it merges what a crash left pending, then loads the most recently
+/// written entries into memory, a chunk at a time between commits, so the node answers at once.
 public final class DurableTier: StoreJournal, @unchecked Sendable {
     public let path: String
     public let fsync: FsyncPolicy
@@ -78,6 +84,10 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     private var written: Int64 = 0
     private var upsert: SQLiteDatabase.Statement!
     private var delete: SQLiteDatabase.Statement!
+    private var appendPending: SQLiteDatabase.Statement!
+    /// Bytes of committed batches not merged into `entries` yet, and since when.
+    private var pendingBytes = 0
+    private var pendingSince = ContinuousClock.now
     private var lookup: SQLiteDatabase.Statement!
     private var scanFirst: SQLiteDatabase.Statement!
     private var scanNext: SQLiteDatabase.Statement!
@@ -98,6 +108,10 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     public let rows = Atomic<Int>(0)
     public let diskBytes = Atomic<Int>(0)
     public let commits = Atomic<Int>(0)
+    public let merges = Atomic<Int>(0)
+    public let lastMergeMicros = Atomic<Int>(0)
+    /// Mirrors `pendingBytes`, for INFO.
+    public let unmergedBytes = Atomic<Int>(0)
     public let lastCommitMillis = Atomic<Int64>(0)
     public let lastCommitMicros = Atomic<Int>(0)
     public let readThroughs = Atomic<Int>(0)
@@ -135,10 +149,17 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     /// How long a batch gathers under everysec and no: rows written to the same B-tree page
     /// within it cost one page write; half a second keeps everysec's promise (what a kill -9
     /// can lose is what arrived since the last commit) with room for the commit itself.
-    static let gatherTime = Duration.milliseconds(500)
+    static let gatherTime = Duration.milliseconds(100)
+    /// Pending batches are merged into `entries` once they hold this many bytes, or once the
+    /// oldest is ``mergeAge`` old.
+    static let mergeBytes = 64 << 20
+    static let mergeAge = Duration.seconds(10)
     /// Rows are keyed by (ring position, key): a key is found by its hash, and a range of the
     /// ring (what rebalancing and anti-entropy hand over) is one range scan of the table.
-    static let formatVersion: Int64 = 3
+    /// Format 4 added the `pending` table of committed batches; a format 3 file is upgraded.
+    static let formatVersion: Int64 = 4
+    static let pendingTable = "CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, changes BLOB NOT NULL)"
+
 
     /// Opens (or creates) the database at `path`. Refuses, without changing it, a file that
     /// is not a ringcache database, is damaged, unreadable, or in use by another process.
@@ -160,6 +181,9 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 throw PersistenceError(description: "\(path) is not a ringcache database (application_id \(application), \(objects) schema objects); it was left untouched: move it away or set another `dir`")
             }
             // Takes the exclusive lock now: another process holding the file fails here.
+            // A new file gets 16 KiB pages: a committed batch is one blob written as a chain of
+            // pages, and each page is one WAL frame (a header and the page, written apart).
+            if application == 0 { try database.execute("PRAGMA page_size=16384") }
             try database.execute("BEGIN EXCLUSIVE; COMMIT")
             try database.execute("PRAGMA journal_mode=WAL")
             let synchronous = switch fsync {
@@ -173,7 +197,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             try database.execute("PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456")
             // Checkpoints copy each changed page into the database once, however many commits
             // changed it: a larger WAL between them (64 MiB) means fewer copies.
-            try database.execute("PRAGMA wal_autocheckpoint=16384")
+            let pageSize = try database.integer("PRAGMA page_size")
+            try database.execute("PRAGMA wal_autocheckpoint=\(Int64(64 << 20) / max(pageSize, 512))")
             if application == 0 {
                 try database.execute("""
                     CREATE TABLE entries(
@@ -182,12 +207,15 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                         PRIMARY KEY (position, key)
                     ) WITHOUT ROWID;
                     CREATE INDEX entries_expiry ON entries(expiry) WHERE expiry != 0;
+                    \(Self.pendingTable);
                     PRAGMA application_id=\(Self.applicationID);
                     PRAGMA user_version=\(Self.formatVersion);
                     """)
             } else {
                 let format = try database.integer("PRAGMA user_version")
-                guard format == Self.formatVersion else {
+                if format == 3 {
+                    try database.execute("BEGIN IMMEDIATE; \(Self.pendingTable); PRAGMA user_version=\(Self.formatVersion); COMMIT")
+                } else if format != Self.formatVersion {
                     throw PersistenceError(description: "\(path) has format \(format); this ringcache reads format \(Self.formatVersion); left untouched")
                 }
             }
@@ -200,6 +228,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                     expiry = excluded.expiry, tombstone = excluded.tombstone, written = excluded.written
                 """)
             delete = try database.prepare("DELETE FROM entries WHERE position = ? AND key = ?")
+            appendPending = try database.prepare("INSERT INTO pending(changes) VALUES (?)")
+            pendingBytes = Int(try database.integer("SELECT coalesce(sum(length(changes)), 0) FROM pending"))
             lookup = try database.prepare("SELECT value, version, node, expiry, tombstone FROM entries WHERE position = ? AND key = ?")
             // The primary key's order: rows by ring position, what rebalancing walks.
             scanFirst = try database.prepare(
@@ -384,6 +414,10 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var retry: (log: [UInt8], sequence: UInt64)?
         var lastHousekeeping = ContinuousClock.now
         var lastCommit = ContinuousClock.now
+        // What a crash left pending goes into `entries` before the load reads them.
+        _ = merge()
+        // Scans wait for a merge that succeeded: they walk `entries` only.
+        var waitingScans: [Scan] = []
         while true {
             let loadingNow = loading.load(ordering: .relaxed)
             let sleep = queue.withLock { queue -> Bool in
@@ -403,7 +437,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                     Thread.sleep(forTimeInterval: 0.005)
                 }
             }
-            var (log, sequence, reads, scans, stopping) = queue.withLock { queue in
+            var (log, sequence, reads, newScans, stopping) = queue.withLock { queue in
                 defer {
                     queue.log = []
                     queue.log.reserveCapacity(4096)
@@ -433,14 +467,23 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                     if !stopping { Thread.sleep(forTimeInterval: 0.2) }
                 }
             }
+            waitingScans += newScans
+            let mergeDue = pendingBytes >= Self.mergeBytes || stopping || !reads.isEmpty || !waitingScans.isEmpty
+                || (pendingBytes > 0 && ContinuousClock.now - pendingSince >= Self.mergeAge)
+            let merged = !mergeDue || merge()
             for read in reads { read.done(lookUp(read.key)) }
-            for scan in scans { scan.done(scanRows(scan)) }
+            if merged {
+                for scan in waitingScans { scan.done(scanRows(scan)) }
+                waitingScans = []
+            }
             if loadingNow { loadChunk(into: store) }
             if ContinuousClock.now - lastHousekeeping >= .seconds(1) {
                 lastHousekeeping = .now
                 housekeeping()
             }
             if stopping && queue.withLock({ $0.log.isEmpty && $0.reads.isEmpty && $0.scans.isEmpty }) && (retry == nil || stoppingGaveUp(&retry)) {
+                if pendingBytes > 0 { _ = merge() }
+                for scan in waitingScans { scan.done([]) }
                 break
             }
         }
@@ -449,6 +492,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         // holds its lock until then.
         upsert = nil
         delete = nil
+        appendPending = nil
         lookup = nil
         scanFirst = nil
         scanNext = nil
@@ -473,13 +517,64 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         for done in due { done(success) }
     }
 
-    /// Applies one batch of changes in one transaction. False (and rolled back) on an error.
+    /// Commits one batch of changes: appended, as encoded, to `pending` as one row. False (and
+    /// rolled back) on an error.
     private func commit(_ log: [UInt8]) -> Bool {
         let started = ContinuousClock.now
+        let committed = transaction {
+            try log.withUnsafeBytes { bytes in
+                defer { appendPending.reset() }
+                appendPending.bind(1, bytes)
+                _ = try appendPending.step()
+            }
+        }
+        guard committed else { return false }
+        if pendingBytes == 0 { pendingSince = started }
+        pendingBytes += log.count
+        unmergedBytes.store(pendingBytes, ordering: .relaxed)
+        commits.add(1, ordering: .relaxed)
+        lastCommitMillis.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
+        lastCommitMicros.store(Self.micros(since: started), ordering: .relaxed)
+        return true
+    }
+
+    /// Merges every pending batch into `entries` and empties `pending`, in one transaction.
+    /// False (and rolled back, the batches still pending) on an error.
+    private func merge() -> Bool {
+        guard pendingBytes > 0 else { return true }
+        let started = ContinuousClock.now
+        let merged = transaction {
+            let batches = try pendingBatches()
+            try batches.withUnsafeBytes { try apply($0) }
+            try database.execute("DELETE FROM pending")
+        }
+        guard merged else { return false }
+        pendingBytes = 0
+        unmergedBytes.store(0, ordering: .relaxed)
+        merges.add(1, ordering: .relaxed)
+        lastMergeMicros.store(Self.micros(since: started), ordering: .relaxed)
+        return true
+    }
+
+    /// The pending batches, oldest first, as one run of changes.
+    private func pendingBatches() throws(SQLiteError) -> [UInt8] {
+        let statement = try database.prepare("SELECT id, length(changes) FROM pending ORDER BY id")
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(pendingBytes)
+        while try statement.step() {
+            try database.appendBlob(table: "pending", column: "changes", rowid: statement.int64(0), count: Int(statement.int64(1)), to: &bytes)
+        }
+        return bytes
+    }
+
+    /// Runs `body` in an immediate transaction; on an error rolls it back, records the
+    /// failure (writes answer MISCONF while it lasts) and returns false.
+    private func transaction(_ body: () throws -> Void) -> Bool {
         do {
             try database.execute("BEGIN IMMEDIATE")
-            try log.withUnsafeBytes { try apply($0) }
+            try body()
             try database.execute("COMMIT")
+            return true
         } catch {
             try? database.execute("ROLLBACK")
             writeErrors.add(1, ordering: .relaxed)
@@ -487,11 +582,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             failing.store(true, ordering: .relaxed)
             return false
         }
-        commits.add(1, ordering: .relaxed)
-        lastCommitMillis.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
-        let took = ContinuousClock.now - started
-        lastCommitMicros.store(Int(took.components.seconds * 1_000_000 + took.components.attoseconds / 1_000_000_000_000), ordering: .relaxed)
-        return true
+    }
+
+    private static func micros(since start: ContinuousClock.Instant) -> Int {
+        let took = ContinuousClock.now - start
+        return Int(took.components.seconds * 1_000_000 + took.components.attoseconds / 1_000_000_000_000)
     }
 
     /// One decoded change of a batch; the byte ranges point into the batch's log.
@@ -504,13 +599,10 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var expiry: Int64
         var timestamp: UInt64
         var node: UInt32
-        var order: Int
     }
 
-    /// Writes the changes encoded in `bytes` (inside the caller's transaction): each run of
-    /// changes between two FLUSHALLs is sorted by ring position and reduced to the last change
-    /// of each key, so the B-tree is walked in order and each page is touched once.
-    private func apply(_ bytes: UnsafeRawBufferPointer) throws {
+    /// Calls `body` with each change encoded in `bytes`, in order, and nil for a FLUSHALL.
+    private static func decode(_ bytes: UnsafeRawBufferPointer, _ body: (Change?) throws(SQLiteError) -> Void) throws(SQLiteError) {
         var offset = 0
         func integer<T: FixedWidthInteger>(_ type: T.Type) -> T {
             var value = T.zero
@@ -523,19 +615,47 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             defer { offset += count }
             return offset..<(offset + count)
         }
-        func view(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[range]) }
-        var changes: [Change] = []
-        func flush() throws {
-            changes.sort { a, b in
-                if a.position != b.position { return a.position < b.position }
-                let (x, y) = (view(a.key), view(b.key))
-                if !x.elementsEqual(y) { return x.lexicographicallyPrecedes(y) }
-                return a.order < b.order
+        while offset < bytes.count {
+            let kind = bytes[offset]
+            offset += 1
+            switch kind {
+            case 1:
+                let key = range()
+                let hasValue = bytes[offset] == 1
+                offset += 1
+                let value = hasValue ? range() : nil
+                let expiry = integer(Int64.self)
+                let timestamp = integer(UInt64.self)
+                let node = integer(UInt32.self)
+                try body(Change(position: position(of: UnsafeRawBufferPointer(rebasing: bytes[key])), key: key, value: value,
+                                tombstone: !hasValue, expiry: expiry, timestamp: timestamp, node: node))
+            case 2:
+                let key = range()
+                try body(Change(position: position(of: UnsafeRawBufferPointer(rebasing: bytes[key])), key: key, value: nil,
+                                tombstone: false, expiry: 0, timestamp: 0, node: 0))
+            default:
+                try body(nil)
             }
+        }
+    }
+
+    /// Writes the changes encoded in `bytes` (inside the caller's transaction): each run of
+    /// changes between two FLUSHALLs is sorted by ring position and reduced to the last change
+    /// of each key, so the B-tree is walked in order and each page is touched once.
+    private func apply(_ bytes: UnsafeRawBufferPointer) throws(SQLiteError) {
+        func view(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[range]) }
+        func same(_ a: Range<Int>, _ b: Range<Int>) -> Bool {
+            a.count == b.count && memcmp(bytes.baseAddress! + a.lowerBound, bytes.baseAddress! + b.lowerBound, a.count) == 0
+        }
+        var changes: [Change] = []
+        func flush() throws(SQLiteError) {
+            // Sorted by position, then by the order of the log (where the key's bytes start),
+            // without looking at the keys' bytes: two keys at one position (a hash collision)
+            // keep their order, and each still ends with its last change.
+            changes.sort { $0.position != $1.position ? $0.position < $1.position : $0.key.lowerBound < $1.key.lowerBound }
             for (index, change) in changes.enumerated() {
                 // Only the last change of a key counts.
-                if index + 1 < changes.count, changes[index + 1].position == change.position,
-                   view(changes[index + 1].key).elementsEqual(view(change.key)) {
+                if index + 1 < changes.count, changes[index + 1].position == change.position, same(changes[index + 1].key, change.key) {
                     continue
                 }
                 let key = view(change.key)
@@ -558,25 +678,10 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             }
             changes.removeAll(keepingCapacity: true)
         }
-        while offset < bytes.count {
-            let kind = bytes[offset]
-            offset += 1
-            switch kind {
-            case 1:
-                let key = range()
-                let hasValue = bytes[offset] == 1
-                offset += 1
-                let value = hasValue ? range() : nil
-                let expiry = integer(Int64.self)
-                let timestamp = integer(UInt64.self)
-                let node = integer(UInt32.self)
-                changes.append(Change(position: Self.position(of: view(key)), key: key, value: value, tombstone: !hasValue,
-                                      expiry: expiry, timestamp: timestamp, node: node, order: changes.count))
-            case 2:
-                let key = range()
-                changes.append(Change(position: Self.position(of: view(key)), key: key, value: nil, tombstone: false,
-                                      expiry: 0, timestamp: 0, node: 0, order: changes.count))
-            default:
+        try Self.decode(bytes) { (change) throws(SQLiteError) in
+            if let change {
+                changes.append(change)
+            } else {
                 changes.removeAll(keepingCapacity: true)
                 try database.execute("DELETE FROM entries")
             }
@@ -584,10 +689,27 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         try flush()
     }
 
+    /// The last pending change of `key`: .some(nil) when it was deleted, nil when no pending
+    /// batch names it. Only needed while merges fail (a full disk): reads see pending changes.
+    private func pendingEntry(for key: [UInt8]) -> DiskEntry?? {
+        guard pendingBytes > 0, let batches = try? pendingBatches() else { return nil }
+        var found: DiskEntry??
+        batches.withUnsafeBytes { bytes in
+            try? Self.decode(bytes) { change in
+                guard let change else { return found = .some(nil) }
+                guard UnsafeRawBufferPointer(rebasing: bytes[change.key]).elementsEqual(key) else { return }
+                if change.value == nil && !change.tombstone { return found = .some(nil) }
+                found = .some(DiskEntry(value: change.value.map { Array(bytes[$0]) }, expiry: change.expiry,
+                                        version: Version(timestamp: HLCTimestamp(rawValue: change.timestamp), node: NodeID(rawValue: change.node))))
+            }
+        }
+        return found
+    }
+
     private func lookUp(_ key: [UInt8]) -> DiskEntry? {
         readThroughs.add(1, ordering: .relaxed)
         defer { lookup.reset() }
-        let found: DiskEntry? = key.withUnsafeBytes { bytes in
+        let found: DiskEntry? = pendingEntry(for: key) ?? key.withUnsafeBytes { bytes in
             lookup.bind(1, Self.position(of: bytes))
             lookup.bind(2, bytes)
             guard (try? lookup.step()) == true else { return nil }

@@ -56,6 +56,22 @@ final class SQLiteDatabase {
         return try statement.step() ? statement.int64(0) : 0
     }
 
+    /// Appends the blob in `column` of the row `rowid` of `table` to `bytes`, read straight
+    /// into it (no copy of the whole blob in between).
+    func appendBlob(table: String, column: String, rowid: Int64, count: Int, to bytes: inout [UInt8]) throws(SQLiteError) {
+        var blob: OpaquePointer?
+        let opened = sqlite3_blob_open(handle, "main", table, column, rowid, 0, &blob)
+        guard opened == SQLITE_OK, let blob else {
+            sqlite3_blob_close(blob)
+            throw error(opened)
+        }
+        defer { sqlite3_blob_close(blob) }
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: count))
+        let result = bytes.withUnsafeMutableBytes { sqlite3_blob_read(blob, $0.baseAddress! + start, Int32(count), 0) }
+        guard result == SQLITE_OK else { throw error(result) }
+    }
+
     func prepare(_ sql: String) throws(SQLiteError) -> Statement {
         var statement: OpaquePointer?
         let result = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)

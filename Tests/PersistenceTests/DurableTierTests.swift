@@ -1,5 +1,6 @@
 import CacheStore
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Persistence
@@ -62,6 +63,38 @@ import Testing
             #expect(store.count == 1001)
             Array("k1".utf8).withUnsafeBytes { key in store.readVersioned(key, now: now()) { #expect($0?.version == versions[0]) } }
             #expect(!tier.hasMoreOnDisk)
+        }
+    }
+
+    @Test func committedBatchesStayPendingUntilAMergeAndAReadSeesThemMerged() throws {
+        try withTier(.everysec) { tier, store in
+            for round in 0..<3 {
+                for i in 0..<500 { set(store, "k\(i)", "v\(i).\(round)") }
+            }
+            Array("k7".utf8).withUnsafeBytes { _ = store.remove($0, now: now()) }
+            waitForCommit(tier)
+            // Committed, not merged: the batches wait in `pending` (a merge comes after seconds).
+            #expect(tier.unmergedBytes.load(ordering: .relaxed) > 0)
+            #expect(tier.merges.load(ordering: .relaxed) == 0)
+            let done = DispatchSemaphore(value: 0)
+            let found = Mutex<[String?]>([])
+            for key in ["k3", "k7"] {
+                tier.read(Array(key.utf8)) { entry in
+                    found.withLock { $0.append(entry.flatMap { $0.value.map { String(decoding: $0, as: UTF8.self) } }) }
+                    done.signal()
+                }
+            }
+            done.wait()
+            done.wait()
+            // A read merges first: it finds the last of the three writes, and the delete.
+            #expect(found.withLock { $0 } == ["v3.2", nil])
+            #expect(tier.unmergedBytes.load(ordering: .relaxed) == 0)
+            #expect(tier.merges.load(ordering: .relaxed) == 1)
+        }
+        try withTier { tier, store in
+            while tier.isLoading { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(store.count == 499)
+            #expect(value(store, "k499") == "v499.2")
         }
     }
 
