@@ -63,6 +63,35 @@ def test_hints_keep_writes_for_a_dead_replica_and_reach_it_when_it_returns(tmp_p
         c.stop_all()
 
 
+def test_hints_are_bounded_and_dropped_once_their_entries_expire_while_the_owner_stays_away(tmp_path):
+    c = LocalCluster(str(tmp_path), extra="replicas 2\nread-quorum 1\nwrite-quorum 2\nsloppy-quorum yes\nhint-max-count 40\n").start_all()
+    try:
+        c.kill("n2")
+        n1 = c.client("n1")
+        c.wait_until(lambda: b"cluster_state:degraded" in n1.execute_command("CLUSTER", "INFO"))
+        failed = 0
+        for i in range(300):
+            try:
+                assert n1.set(f"key:{i}", f"v{i}", px=2500)
+            except redis.exceptions.ResponseError as e:
+                assert str(e).startswith("NOQUORUM"), e
+                failed += 1
+        # Each stand-in (n1 for n2's keys shared with n3, n3 for those shared with n1) keeps
+        # at most 40 hints; a refused hint is no acknowledgement, so the write fails.
+        pending = _sum(c, ["n1", "n3"], "hints_pending")
+        assert pending == 80, pending
+        assert failed > 0
+        assert _sum(c, ["n1", "n3"], "hints_dropped") == failed
+        # n2 stays down: the hints go once their entries expire, not when n2 comes back.
+        c.wait_until(lambda: _sum(c, ["n1", "n3"], "hints_pending") == 0, timeout=10)
+        assert _sum(c, ["n1", "n3"], "hints_dropped") == failed + pending
+        c.start("n2")
+        c.wait_until(lambda: b"cluster_state:ok" in n1.execute_command("CLUSTER", "INFO"), timeout=20)
+        assert _sum(c, ["n1", "n3"], "hints_delivered") == 0
+    finally:
+        c.stop_all()
+
+
 def _local_keys(c, name):
     info = c.client(name).info("keyspace")
     return int(info.get("db0", {}).get("keys", 0))

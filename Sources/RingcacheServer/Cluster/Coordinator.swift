@@ -396,10 +396,11 @@ final class Coordinator: @unchecked Sendable {
         }
     }
 
-    /// Replays the hints kept for members that are reachable again (up to 1,000 per member
-    /// per call); those that fail go back to the store for the next call.
+    /// Drops stale hints, then replays those kept for members that are reachable again (up to
+    /// 1,000 per member per call); those that fail go back to the store for the next call.
     func replayHints() {
         let now = wallClockMillis()
+        cluster.hints.purge(now: now, tombstoneTTL: cluster.tombstoneTTL)
         let down = unreachable
         for owner in cluster.hints.owners where !down.contains(owner) && owner != cluster.selfIndex {
             let batch = cluster.hints.take(for: owner, limit: 1000, now: now, tombstoneTTL: cluster.tombstoneTTL)

@@ -64,8 +64,7 @@ final class HintStore: Sendable {
             var out: [Hint] = []
             var keep: [Hint] = []
             for hint in list {
-                let expiry = hint.value.value == nil ? hint.value.version.timestamp.millis + tombstoneTTL : hint.value.expiry
-                if (expiry != 0 && expiry <= now) || now - hint.stored > limits.age {
+                if isStale(hint, now: now, tombstoneTTL: tombstoneTTL) {
                     expired += 1
                     state.count -= 1
                     state.bytes -= hint.bytes
@@ -83,6 +82,34 @@ final class HintStore: Sendable {
         }
         if expired > 0 { dropped.add(expired, ordering: .relaxed) }
         return taken
+    }
+
+    /// Drops the hints whose entry expired or that grew older than the age limit, for every
+    /// owner, reachable or not: a member that stays away does not keep the store full.
+    func purge(now: Int64, tombstoneTTL: Int64) {
+        let purged: Int = state.withLock { state in
+            var purged = 0
+            for (owner, list) in state.hints where list.contains(where: { isStale($0, now: now, tombstoneTTL: tombstoneTTL) }) {
+                var keep: [Hint] = []
+                for hint in list {
+                    if isStale(hint, now: now, tombstoneTTL: tombstoneTTL) {
+                        purged += 1
+                        state.count -= 1
+                        state.bytes -= hint.bytes
+                    } else {
+                        keep.append(hint)
+                    }
+                }
+                state.hints[owner] = keep.isEmpty ? nil : keep
+            }
+            return purged
+        }
+        if purged > 0 { dropped.add(purged, ordering: .relaxed) }
+    }
+
+    private func isStale(_ hint: Hint, now: Int64, tombstoneTTL: Int64) -> Bool {
+        let expiry = hint.value.value == nil ? hint.value.version.timestamp.millis + tombstoneTTL : hint.value.expiry
+        return (expiry != 0 && expiry <= now) || now - hint.stored > limits.age
     }
 
     /// Returns hints that could not be delivered.
