@@ -17,7 +17,7 @@ struct Cluster: ParsableCommand {
 
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the members as a table: state, address, share of the ring, keys, memory.",
+            abstract: "Print the members as a table: state, incarnation, address, share of the ring, keys, memory, hints, transfer.",
             discussion: "States are those gossip reports at the first node that answers; keys and memory come from each node's INFO."
         )
 
