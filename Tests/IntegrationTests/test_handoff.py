@@ -18,15 +18,15 @@ def _sum(c, names, field):
     return sum(int(c.client(n).info("cluster")[field]) for n in names)
 
 
-def _write_with_n2_dead(tmp_path, sloppy):
-    c = LocalCluster(str(tmp_path), extra=f"replicas 2\nread-quorum 1\nwrite-quorum 2\nsloppy-quorum {sloppy}\n").start_all()
+def _write_with_n2_dead(tmp_path, sloppy, extra="", px=None):
+    c = LocalCluster(str(tmp_path), extra=f"replicas 2\nread-quorum 1\nwrite-quorum 2\nsloppy-quorum {sloppy}\n" + extra).start_all()
     c.kill("n2")
     n1 = c.client("n1")
     c.wait_until(lambda: b"cluster_state:degraded" in n1.execute_command("CLUSTER", "INFO"))
     failed = 0
     for i in range(300):
         try:
-            assert n1.set(f"key:{i}", f"v{i}")
+            assert n1.set(f"key:{i}", f"v{i}", px=px)
         except redis.exceptions.ResponseError as e:
             assert str(e).startswith("NOQUORUM"), e
             failed += 1
@@ -64,18 +64,9 @@ def test_hints_keep_writes_for_a_dead_replica_and_reach_it_when_it_returns(tmp_p
 
 
 def test_hints_are_bounded_and_dropped_once_their_entries_expire_while_the_owner_stays_away(tmp_path):
-    c = LocalCluster(str(tmp_path), extra="replicas 2\nread-quorum 1\nwrite-quorum 2\nsloppy-quorum yes\nhint-max-count 40\n").start_all()
+    c, failed = _write_with_n2_dead(tmp_path, "yes", extra="hint-max-count 40\n", px=2500)
+    n1 = c.client("n1")
     try:
-        c.kill("n2")
-        n1 = c.client("n1")
-        c.wait_until(lambda: b"cluster_state:degraded" in n1.execute_command("CLUSTER", "INFO"))
-        failed = 0
-        for i in range(300):
-            try:
-                assert n1.set(f"key:{i}", f"v{i}", px=2500)
-            except redis.exceptions.ResponseError as e:
-                assert str(e).startswith("NOQUORUM"), e
-                failed += 1
         # Each stand-in (n1 for n2's keys shared with n3, n3 for those shared with n1) keeps
         # at most 40 hints; a refused hint is no acknowledgement, so the write fails.
         pending = _sum(c, ["n1", "n3"], "hints_pending")

@@ -190,6 +190,7 @@ def test_a_paced_transfer_keeps_reads_on_the_old_owners_moves_big_values_in_chun
         for start in range(0, len(keys), 50):
             n1.mset({k: expected[k] for k in keys[start:start + 50]})
 
+        started = time.monotonic()
         c.add("n4")
         n4 = c.client("n4")
         c.wait_until(lambda: n4.info("cluster")["rebalance_keys_received"] > 0, timeout=10)
@@ -211,7 +212,13 @@ def test_a_paced_transfer_keeps_reads_on_the_old_owners_moves_big_values_in_chun
 
         members = NAMES + ["n4"]
         c.wait_until(lambda: c.settled(members), timeout=60)
+        took = time.monotonic() - started
         infos = {n: c.info(n) for n in members}
+        # Paced: no sender sent faster than rebalance-max-bytes-per-sec (its first step goes
+        # at once, so one step of slack).
+        for n in NAMES:
+            assert infos[n]["rebalance_bytes_sent"] <= 150 * 1024 * took + 400_000, (n, infos[n]["rebalance_bytes_sent"], took)
+        assert max(infos[n]["rebalance_bytes_sent"] for n in NAMES) > 500_000
         assert sum(infos[n]["rebalance_retries"] for n in NAMES) > 0
         assert sum(infos[n]["rebalance_chunks_sent"] for n in NAMES) >= 5
         assert infos["n4"]["rebalance_chunks_received"] >= 5

@@ -403,7 +403,7 @@ final class Coordinator: @unchecked Sendable {
         cluster.hints.purge(now: now, tombstoneTTL: cluster.tombstoneTTL)
         let down = unreachable
         for owner in cluster.hints.owners where !down.contains(owner) && owner != cluster.selfIndex {
-            let batch = cluster.hints.take(for: owner, limit: 1000, now: now, tombstoneTTL: cluster.tombstoneTTL)
+            let batch = cluster.hints.take(for: owner, limit: 1000)
             guard !batch.isEmpty else { continue }
             var failed: [HintStore.Hint] = []
             var outstanding = batch.count

@@ -55,33 +55,17 @@ final class HintStore: Sendable {
     /// Owners with hints waiting.
     var owners: [Int] { state.withLock { Array($0.hints.keys) } }
 
-    /// Takes up to `limit` hints for `owner` out of the store, dropping those that expired or
-    /// grew too old; the caller gives back those it could not deliver.
-    func take(for owner: Int, limit: Int, now: Int64, tombstoneTTL: Int64) -> [Hint] {
-        var expired = 0
-        let taken: [Hint] = state.withLock { state in
-            guard var list = state.hints[owner] else { return [] }
-            var out: [Hint] = []
-            var keep: [Hint] = []
-            for hint in list {
-                if isStale(hint, now: now, tombstoneTTL: tombstoneTTL) {
-                    expired += 1
-                    state.count -= 1
-                    state.bytes -= hint.bytes
-                } else if out.count < limit {
-                    out.append(hint)
-                    state.count -= 1
-                    state.bytes -= hint.bytes
-                } else {
-                    keep.append(hint)
-                }
-            }
-            list = keep
-            state.hints[owner] = list.isEmpty ? nil : list
+    /// Takes up to `limit` hints for `owner` out of the store (``purge(now:tombstoneTTL:)``
+    /// has dropped the stale ones); the caller gives back those it could not deliver.
+    func take(for owner: Int, limit: Int) -> [Hint] {
+        state.withLock { state in
+            guard let list = state.hints[owner] else { return [] }
+            let out = Array(list.prefix(limit))
+            state.hints[owner] = list.count > limit ? Array(list.dropFirst(limit)) : nil
+            state.count -= out.count
+            state.bytes -= out.reduce(0) { $0 + $1.bytes }
             return out
         }
-        if expired > 0 { dropped.add(expired, ordering: .relaxed) }
-        return taken
     }
 
     /// Drops the hints whose entry expired or that grew older than the age limit, for every
