@@ -121,6 +121,11 @@ public struct HashRing: Sendable {
         }
     }
 
+    /// Whether `member` is one of the replicas of the key at `position` (without allocating).
+    public func replicates(_ member: Int, position: UInt64) -> Bool {
+        withPreferenceList(forPosition: position) { $0.contains(Int32(member)) }
+    }
+
     /// Every member ranked for the key at `position`, best first: the preference list, then
     /// the members a sloppy quorum falls back to, in the same (rendezvous) order.
     public func ranking(forPosition position: UInt64) -> [Int] {

@@ -85,8 +85,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     private var upsert: SQLiteDatabase.Statement!
     private var delete: SQLiteDatabase.Statement!
     private var appendPending: SQLiteDatabase.Statement!
-    /// Bytes of committed batches not merged into `entries` yet, and since when.
-    private var pendingBytes = 0
+    /// Since when committed batches wait in `pending` (while ``unmergedBytes`` is not 0).
     private var pendingSince = ContinuousClock.now
     private var lookup: SQLiteDatabase.Statement!
     private var scanFirst: SQLiteDatabase.Statement!
@@ -110,7 +109,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     public let commits = Atomic<Int>(0)
     public let merges = Atomic<Int>(0)
     public let lastMergeMicros = Atomic<Int>(0)
-    /// Mirrors `pendingBytes`, for INFO.
+    /// Bytes of committed batches not merged into `entries` yet (written by the writer thread).
     public let unmergedBytes = Atomic<Int>(0)
     public let lastCommitMillis = Atomic<Int64>(0)
     public let lastCommitMicros = Atomic<Int>(0)
@@ -146,9 +145,9 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         if let text = getenv("RINGCACHE_SQLITE_QUEUE_LIMIT"), let value = Int(String(cString: text)), value > 0 { return value }
         return 64 << 20
     }()
-    /// How long a batch gathers under everysec and no: rows written to the same B-tree page
-    /// within it cost one page write; half a second keeps everysec's promise (what a kill -9
-    /// can lose is what arrived since the last commit) with room for the commit itself.
+    /// How long a batch gathers under everysec and no. A commit is one appended row, so a
+    /// short gathering costs little, and what a kill -9 can lose (what arrived since the last
+    /// commit) stays well inside everysec's second.
     static let gatherTime = Duration.milliseconds(100)
     /// Pending batches are merged into `entries` once they hold this many bytes, or once the
     /// oldest is ``mergeAge`` old.
@@ -159,7 +158,6 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     /// Format 4 added the `pending` table of committed batches; a format 3 file is upgraded.
     static let formatVersion: Int64 = 4
     static let pendingTable = "CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, changes BLOB NOT NULL)"
-
 
     /// Opens (or creates) the database at `path`. Refuses, without changing it, a file that
     /// is not a ringcache database, is damaged, unreadable, or in use by another process.
@@ -229,7 +227,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 """)
             delete = try database.prepare("DELETE FROM entries WHERE position = ? AND key = ?")
             appendPending = try database.prepare("INSERT INTO pending(changes) VALUES (?)")
-            pendingBytes = Int(try database.integer("SELECT coalesce(sum(length(changes)), 0) FROM pending"))
+            unmergedBytes.store(Int(try database.integer("SELECT coalesce(sum(length(changes)), 0) FROM pending")), ordering: .relaxed)
             lookup = try database.prepare("SELECT value, version, node, expiry, tombstone FROM entries WHERE position = ? AND key = ?")
             // The primary key's order: rows by ring position, what rebalancing walks.
             scanFirst = try database.prepare(
@@ -414,8 +412,9 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var retry: (log: [UInt8], sequence: UInt64)?
         var lastHousekeeping = ContinuousClock.now
         var lastCommit = ContinuousClock.now
-        // What a crash left pending goes into `entries` before the load reads them.
-        _ = merge()
+        // What a crash left pending goes into `entries` before the load reads them; if that
+        // fails, memory may lack it, and read-throughs (which look at `pending`) stay on.
+        if !merge() { diskHasMore.store(true, ordering: .relaxed) }
         // Scans wait for a merge that succeeded: they walk `entries` only.
         var waitingScans: [Scan] = []
         while true {
@@ -456,10 +455,6 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 lastCommit = .now
                 if commit(log) {
                     retry = nil
-                    if failing.load(ordering: .relaxed) {
-                        failure.withLock { $0 = nil }
-                        failing.store(false, ordering: .relaxed)
-                    }
                     finishWaiters(upTo: sequence, success: true)
                 } else {
                     retry = (log, sequence)
@@ -468,8 +463,9 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 }
             }
             waitingScans += newScans
-            let mergeDue = pendingBytes >= Self.mergeBytes || stopping || !reads.isEmpty || !waitingScans.isEmpty
-                || (pendingBytes > 0 && ContinuousClock.now - pendingSince >= Self.mergeAge)
+            let unmerged = unmergedBytes.load(ordering: .relaxed)
+            let mergeDue = unmerged >= Self.mergeBytes || stopping || !reads.isEmpty || !waitingScans.isEmpty
+                || (unmerged > 0 && ContinuousClock.now - pendingSince >= Self.mergeAge)
             let merged = !mergeDue || merge()
             for read in reads { read.done(lookUp(read.key)) }
             if merged {
@@ -482,7 +478,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 housekeeping()
             }
             if stopping && queue.withLock({ $0.log.isEmpty && $0.reads.isEmpty && $0.scans.isEmpty }) && (retry == nil || stoppingGaveUp(&retry)) {
-                if pendingBytes > 0 { _ = merge() }
+                _ = merge()
                 for scan in waitingScans { scan.done([]) }
                 break
             }
@@ -529,9 +525,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             }
         }
         guard committed else { return false }
-        if pendingBytes == 0 { pendingSince = started }
-        pendingBytes += log.count
-        unmergedBytes.store(pendingBytes, ordering: .relaxed)
+        if unmergedBytes.add(log.count, ordering: .relaxed).oldValue == 0 { pendingSince = started }
         commits.add(1, ordering: .relaxed)
         lastCommitMillis.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
         lastCommitMicros.store(Self.micros(since: started), ordering: .relaxed)
@@ -541,7 +535,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     /// Merges every pending batch into `entries` and empties `pending`, in one transaction.
     /// False (and rolled back, the batches still pending) on an error.
     private func merge() -> Bool {
-        guard pendingBytes > 0 else { return true }
+        guard unmergedBytes.load(ordering: .relaxed) > 0 else { return true }
         let started = ContinuousClock.now
         let merged = transaction {
             let batches = try pendingBatches()
@@ -549,7 +543,6 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             try database.execute("DELETE FROM pending")
         }
         guard merged else { return false }
-        pendingBytes = 0
         unmergedBytes.store(0, ordering: .relaxed)
         merges.add(1, ordering: .relaxed)
         lastMergeMicros.store(Self.micros(since: started), ordering: .relaxed)
@@ -560,7 +553,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     private func pendingBatches() throws(SQLiteError) -> [UInt8] {
         let statement = try database.prepare("SELECT id, length(changes) FROM pending ORDER BY id")
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(pendingBytes)
+        bytes.reserveCapacity(unmergedBytes.load(ordering: .relaxed))
         while try statement.step() {
             try database.appendBlob(table: "pending", column: "changes", rowid: statement.int64(0), count: Int(statement.int64(1)), to: &bytes)
         }
@@ -568,12 +561,16 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     }
 
     /// Runs `body` in an immediate transaction; on an error rolls it back, records the
-    /// failure (writes answer MISCONF while it lasts) and returns false.
+    /// failure (writes answer MISCONF while it lasts) and returns false; a success ends it.
     private func transaction(_ body: () throws -> Void) -> Bool {
         do {
             try database.execute("BEGIN IMMEDIATE")
             try body()
             try database.execute("COMMIT")
+            if failing.load(ordering: .relaxed) {
+                failure.withLock { $0 = nil }
+                failing.store(false, ordering: .relaxed)
+            }
             return true
         } catch {
             try? database.execute("ROLLBACK")
@@ -692,7 +689,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     /// The last pending change of `key`: .some(nil) when it was deleted, nil when no pending
     /// batch names it. Only needed while merges fail (a full disk): reads see pending changes.
     private func pendingEntry(for key: [UInt8]) -> DiskEntry?? {
-        guard pendingBytes > 0, let batches = try? pendingBatches() else { return nil }
+        guard unmergedBytes.load(ordering: .relaxed) > 0, let batches = try? pendingBatches() else { return nil }
         var found: DiskEntry??
         batches.withUnsafeBytes { bytes in
             try? Self.decode(bytes) { change in

@@ -32,6 +32,12 @@ import Testing
             #expect(Set(list.members).count == 3)
             #expect(list == b.preferenceList(forKey: "k\(i)"))
         }
+        // `replicates` answers the same as the preference list, for every member.
+        for i in 0..<500 {
+            let position = Array("k\(i)".utf8).withUnsafeBytes { HashRing.position(of: $0) }
+            let list = a.preferenceList(forPosition: position)
+            for member in 0..<5 { #expect(a.replicates(member, position: position) == list.contains(member)) }
+        }
         // N is clamped to the member count.
         #expect(HashRing(members: ["solo"], replicas: 3).preferenceList(forKey: "x").members == [0])
     }

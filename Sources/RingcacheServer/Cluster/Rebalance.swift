@@ -338,9 +338,9 @@ extension Coordinator {
         guard cluster.topology.epoch == epoch, cluster.topology.previous == nil else { return }
         let now = wallClockMillis()
         var keys: [[UInt8]] = []
-        let me = Int32(cluster.selfIndex)
+        let me = cluster.selfIndex
         let next = store.scan(cursor: cursor, count: 1024, now: now) { key in
-            if !ring.withPreferenceList(forPosition: HashRing.position(of: key), { $0.contains(me) }) { keys.append(Array(key)) }
+            if !ring.replicates(me, position: HashRing.position(of: key)) { keys.append(Array(key)) }
         }
         for key in keys { key.withUnsafeBytes { _ = store.remove($0, now: now) } }
         cluster.rebalance.keysDropped.add(keys.count, ordering: .relaxed)
@@ -355,15 +355,14 @@ extension Coordinator {
     /// delete is queued for each row of a key this node no longer replicates.
     private func dropUnownedOnDisk(after cursor: DiskCursor?, epoch: UInt64, ring: HashRing) {
         guard let durable = cluster.node.durable, cluster.topology.epoch == epoch, cluster.topology.previous == nil else { return }
-        let me = Int32(cluster.selfIndex)
+        let me = cluster.selfIndex
         let loop = eventLoop
         durable.scan(after: cursor, limit: 1024) { [self] rows in
             loop.execute {
                 guard let last = rows.last, self.cluster.topology.epoch == epoch else { return }
                 var dropped = 0
                 for row in rows where row.entry != nil {
-                    let owned = row.key.withUnsafeBytes { ring.withPreferenceList(forPosition: HashRing.position(of: $0), { $0.contains(me) }) }
-                    guard !owned else { continue }
+                    guard !row.key.withUnsafeBytes({ ring.replicates(me, position: HashRing.position(of: $0)) }) else { continue }
                     row.key.withUnsafeBytes { durable.removed(key: $0) }
                     dropped += 1
                 }
