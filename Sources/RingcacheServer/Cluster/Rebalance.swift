@@ -326,15 +326,20 @@ extension Coordinator {
 
     /// Once data stopped moving: removes the keys this node no longer replicates (a member
     /// joined and took them), a chunk per event-loop turn (under vector clocks the sibling
-    /// index lets go of them in its sweep).
+    /// index lets go of them in its sweep); then, ``dropGrace`` later, sweeps memory once more
+    /// for writes that coordinators which had not yet heard the transition end still sent here.
     func dropUnowned() {
         let topology = cluster.topology
         guard topology.previous == nil, cleanedEpoch != topology.epoch else { return }
         cleanedEpoch = topology.epoch
-        dropUnowned(from: 0, epoch: topology.epoch, ring: topology.ring)
+        dropUnowned(from: 0, epoch: topology.epoch, ring: topology.ring, last: false)
     }
 
-    private func dropUnowned(from cursor: UInt64, epoch: UInt64, ring: HashRing) {
+    /// How long after the first sweep the second one runs: members learn that a transition
+    /// ended within a push-pull period or two.
+    static let dropGrace = TimeAmount.seconds(3)
+
+    private func dropUnowned(from cursor: UInt64, epoch: UInt64, ring: HashRing, last: Bool) {
         guard cluster.topology.epoch == epoch, cluster.topology.previous == nil else { return }
         let now = wallClockMillis()
         var keys: [[UInt8]] = []
@@ -345,9 +350,11 @@ extension Coordinator {
         for key in keys { key.withUnsafeBytes { _ = store.remove($0, now: now) } }
         cluster.rebalance.keysDropped.add(keys.count, ordering: .relaxed)
         if next != 0 {
-            eventLoop.execute { [self] in dropUnowned(from: next, epoch: epoch, ring: ring) }
-        } else if cluster.node.durable != nil {
-            dropUnownedOnDisk(after: nil, epoch: epoch, ring: ring)
+            eventLoop.execute { [self] in dropUnowned(from: next, epoch: epoch, ring: ring, last: last) }
+        } else if !last {
+            // The disk follows memory from here on (late writes and their removals are journaled).
+            if cluster.node.durable != nil { dropUnownedOnDisk(after: nil, epoch: epoch, ring: ring) }
+            eventLoop.scheduleTask(in: Self.dropGrace) { [self] in dropUnowned(from: 0, epoch: epoch, ring: ring, last: true) }
         }
     }
 
