@@ -150,14 +150,20 @@ public struct HashRing: Sendable {
         return standIns
     }
 
+    /// Rebalancing: the member that sends the key at `position` to those that gain it when
+    /// this is the ring before a change: its first replica that is not `unreachable`.
+    public func sender(forPosition position: UInt64, unreachable: Set<Int>) -> Int? {
+        preferenceList(forPosition: position).members.first { !unreachable.contains($0) }
+    }
+
     /// Rebalancing: the members that gain the key at `position` going from `old` to this ring
     /// (replicas here that were not replicas there), when `sender` is the member that sends it:
     /// the first replica in `old` that is not `unreachable`. Empty for every other member, so
     /// each key moves once, from one holder, and only keys that change owner move. Both rings
     /// index the same member list (members are only appended).
     public func gained(forPosition position: UInt64, from old: HashRing, sender: Int, unreachable: Set<Int>) -> [Int] {
+        guard old.sender(forPosition: position, unreachable: unreachable) == sender else { return [] }
         let before = old.preferenceList(forPosition: position).members
-        guard before.first(where: { !unreachable.contains($0) }) == sender else { return [] }
         return preferenceList(forPosition: position).members.filter { !before.contains($0) }
     }
 

@@ -153,6 +153,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     /// oldest is ``mergeAge`` old.
     static let mergeBytes = 64 << 20
     static let mergeAge = Duration.seconds(10)
+    /// The largest batch buffer the writer keeps for the next batch.
+    static let spareLimit = 16 << 20
     /// Rows are keyed by (ring position, key): a key is found by its hash, and a range of the
     /// ring (what rebalancing and anti-entropy hand over) is one range scan of the table.
     /// Format 4 added the `pending` table of committed batches; a format 3 file is upgraded.
@@ -412,6 +414,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var retry: (log: [UInt8], sequence: UInt64)?
         var lastHousekeeping = ContinuousClock.now
         var lastCommit = ContinuousClock.now
+        var spare: [UInt8] = []
         // What a crash left pending goes into `entries` before the load reads them; if that
         // fails, memory may lack it, and read-throughs (which look at `pending`) stay on.
         if !merge() { diskHasMore.store(true, ordering: .relaxed) }
@@ -436,15 +439,18 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                     Thread.sleep(forTimeInterval: 0.005)
                 }
             }
-            var (log, sequence, reads, newScans, stopping) = queue.withLock { queue in
+            // The queue gets the spare buffer, already as large as a batch has been: the event
+            // loops append without growing it (no copying, no fresh pages) in the common case.
+            var log: [UInt8] = []
+            swap(&log, &spare)
+            var (sequence, reads, newScans, stopping) = queue.withLock { queue in
                 defer {
-                    queue.log = []
-                    queue.log.reserveCapacity(4096)
                     queue.reads = []
                     queue.scans = []
                     queue.writerAsleep = false
                 }
-                return (queue.log, queue.sequence, queue.reads, queue.scans, queue.stopping)
+                swap(&queue.log, &log)
+                return (queue.sequence, queue.reads, queue.scans, queue.stopping)
             }
             queuedBytes.store(0, ordering: .relaxed)
             if let pending = retry {
@@ -456,12 +462,17 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 if commit(log) {
                     retry = nil
                     finishWaiters(upTo: sequence, success: true)
+                    log.removeAll(keepingCapacity: true)
                 } else {
                     retry = (log, sequence)
                     finishWaiters(upTo: sequence, success: false)
                     if !stopping { Thread.sleep(forTimeInterval: 0.2) }
                 }
             }
+            // A buffer grown by a backlog is let go of rather than kept.
+            spare = log.isEmpty && log.capacity <= Self.spareLimit ? log : []
+            log = []
+            if spare.capacity < 4096 { spare.reserveCapacity(4096) }
             waitingScans += newScans
             let unmerged = unmergedBytes.load(ordering: .relaxed)
             let mergeDue = unmerged >= Self.mergeBytes || stopping || !reads.isEmpty || !waitingScans.isEmpty
@@ -637,24 +648,16 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     }
 
     /// Writes the changes encoded in `bytes` (inside the caller's transaction): each run of
-    /// changes between two FLUSHALLs is sorted by ring position and reduced to the last change
-    /// of each key, so the B-tree is walked in order and each page is touched once.
+    /// changes between two FLUSHALLs is reduced to the last change of each key (as it is
+    /// decoded, in a table by ring position), then sorted by ring position, so the B-tree is
+    /// walked in order and each page is touched once.
     private func apply(_ bytes: UnsafeRawBufferPointer) throws(SQLiteError) {
         func view(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[range]) }
-        func same(_ a: Range<Int>, _ b: Range<Int>) -> Bool {
-            a.count == b.count && memcmp(bytes.baseAddress! + a.lowerBound, bytes.baseAddress! + b.lowerBound, a.count) == 0
-        }
-        var changes: [Change] = []
+        var latest = LastChanges(bytes: bytes)
         func flush() throws(SQLiteError) {
-            // Sorted by position, then by the order of the log (where the key's bytes start),
-            // without looking at the keys' bytes: two keys at one position (a hash collision)
-            // keep their order, and each still ends with its last change.
-            changes.sort { $0.position != $1.position ? $0.position < $1.position : $0.key.lowerBound < $1.key.lowerBound }
-            for (index, change) in changes.enumerated() {
-                // Only the last change of a key counts.
-                if index + 1 < changes.count, changes[index + 1].position == change.position, same(changes[index + 1].key, change.key) {
-                    continue
-                }
+            // Distinct keys: the order among keys at one position (a hash collision) is free.
+            latest.changes.sort { $0.position < $1.position }
+            for change in latest.changes {
                 let key = view(change.key)
                 if change.value == nil && !change.tombstone {
                     delete.bind(1, change.position)
@@ -673,17 +676,67 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 upsert.bind(8, written)
                 _ = try upsert.step()
             }
-            changes.removeAll(keepingCapacity: true)
+            latest.removeAll()
         }
         try Self.decode(bytes) { (change) throws(SQLiteError) in
             if let change {
-                changes.append(change)
+                latest.add(change)
             } else {
-                changes.removeAll(keepingCapacity: true)
+                latest.removeAll()
                 try database.execute("DELETE FROM entries")
             }
         }
         try flush()
+    }
+
+    /// The last change of each key in a run of changes: an open-addressing table keyed by the
+    /// key's ring position (a hash already, so its low bits pick the slot), holding indices
+    /// into `changes`. A later change of a key takes its earlier one's place.
+    private struct LastChanges {
+        let bytes: UnsafeRawBufferPointer
+        var changes: [Change] = []
+        /// Index into `changes` plus one; 0 is an empty slot.
+        private var slots: [Int32]
+        private var mask: Int
+
+        init(bytes: UnsafeRawBufferPointer) {
+            self.bytes = bytes
+            slots = [Int32](repeating: 0, count: 1 << 16)
+            mask = slots.count - 1
+        }
+
+        mutating func add(_ change: Change) {
+            var slot = Int(truncatingIfNeeded: change.position) & mask
+            while slots[slot] != 0 {
+                let index = Int(slots[slot]) - 1
+                let held = changes[index]
+                if held.position == change.position, held.key.count == change.key.count,
+                   memcmp(bytes.baseAddress! + held.key.lowerBound, bytes.baseAddress! + change.key.lowerBound, held.key.count) == 0 {
+                    changes[index] = change
+                    return
+                }
+                slot = (slot + 1) & mask
+            }
+            changes.append(change)
+            slots[slot] = Int32(changes.count)
+            if changes.count * 2 > slots.count { grow() }
+        }
+
+        /// Twice the slots, every change placed again (keys are distinct: no comparing).
+        private mutating func grow() {
+            slots = [Int32](repeating: 0, count: slots.count * 2)
+            mask = slots.count - 1
+            for (index, change) in changes.enumerated() {
+                var slot = Int(truncatingIfNeeded: change.position) & mask
+                while slots[slot] != 0 { slot = (slot + 1) & mask }
+                slots[slot] = Int32(index + 1)
+            }
+        }
+
+        mutating func removeAll() {
+            changes.removeAll(keepingCapacity: true)
+            for index in slots.indices { slots[index] = 0 }
+        }
     }
 
     /// The last pending change of `key`: .some(nil) when it was deleted, nil when no pending

@@ -304,3 +304,35 @@ def test_with_persistence_keys_memory_evicted_move_from_the_disk(tmp_path):
         check_placement(c, members, keys, expected)
     finally:
         c.stop_all()
+
+
+def test_when_a_sender_dies_mid_transfer_the_live_replicas_send_its_share(tmp_path):
+    c = GrowingCluster(str(tmp_path), SETTINGS + "rebalance-max-bytes-per-sec 60kb\ngossip-interval 200\ngossip-ping-timeout 80\n").start_all()
+    try:
+        n1 = c.client("n1")
+        expected = {f"key:{i}": (b"%06d" % i) * 170 for i in range(2000)}   # about 1 KiB each
+        keys = list(expected)
+        for start in range(0, len(keys), 50):
+            n1.mset({k: expected[k] for k in keys[start:start + 50]})
+        c.add("n4")
+        n4 = c.client("n4")
+        c.wait_until(lambda: n4.info("cluster")["rebalance_keys_received"] > 0, timeout=10)
+        # Kill a member that is still sending (n1 stays: it is the seed).
+        victim = next((n for n in ("n2", "n3") if c.info(n)["rebalance_state"] == "sending"), None)
+        assert victim, "every sender finished before one could be killed: slow the transfer down"
+        c.kill(victim)
+        survivors = [n for n in NAMES + ["n4"] if n != victim]
+        # The dead member stays in the ring; the transition ends once the live old owners sent
+        # its share too, and not before.
+        c.wait_until(lambda: all(c.info(n)["ring_transition"] == 0 for n in survivors), timeout=60)
+        infos = {n: c.info(n) for n in survivors}
+        assert sum(infos[n]["rebalance_takeovers"] for n in survivors) > 0, infos
+        gained = [k for k in keys if b"n4" in n1.execute_command("CLUSTER", "KEYNODES", k)]
+        assert len(gained) > 500
+        placed = holders(c, ["n4"], gained)
+        missing = [k for k in gained if placed[k] != ["n4"]]
+        assert not missing, f"n4 lacks {len(missing)} of the {len(gained)} keys it gained, e.g. {missing[:3]}"
+        values = n4.mget(gained)
+        assert all(v == expected[k] for k, v in zip(gained, values))
+    finally:
+        c.stop_all()

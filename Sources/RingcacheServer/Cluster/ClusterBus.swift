@@ -55,7 +55,8 @@ enum BusCommand {
     /// `RC.XFERPART <sender> <key> <timestamp> <node> <expiry> <offset> <total> <chunk>`: one
     /// chunk of a big value → `:n`, the bytes held so far (the next offset to send).
     static let transferPart = "RC.XFERPART"
-    /// `RC.XFERDONE <epoch> <sender>`: the sender finished sending for that epoch → `+OK`.
+    /// `RC.XFERDONE <epoch> <sender> <coverage>`: the sender finished sending for that epoch,
+    /// counting the old owners in `coverage` (comma-separated, `*` for all) as down → `+OK`.
     static let transferDone = "RC.XFERDONE"
 }
 
@@ -420,12 +421,12 @@ final class BusHandler: ChannelInboundHandler {
                 cluster.rebalance.keysReceived.add(1, ordering: .relaxed)
             }
             out.writeRESPInteger(received)
-        case BusCommand.transferDone where args.count == 3:
+        case BusCommand.transferDone where args.count == 4:
             guard let epoch = args[1].asInteger, epoch >= 0 else {
                 out.writeRESPError("ERR malformed RC.XFERDONE")
                 return
             }
-            cluster.rebalance.markFinished(args[2].asString, epoch: UInt64(epoch))
+            cluster.rebalance.markFinished(args[2].asString, epoch: UInt64(epoch), covering: ClusterState.decodeCoverage(args[3].asString))
             cluster.checkTransition()
             out.writeOK()
         case "PING":

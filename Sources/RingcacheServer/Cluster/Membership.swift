@@ -12,14 +12,17 @@ import Synchronization
 /// in the answer. Ring entries merge as ``RingMembership`` says; gossip states merge as SWIM
 /// updates do, which repairs what lost datagrams did not carry.
 extension ClusterState {
-    /// `[sender, finished epoch, [[name, host, port, bus port, version, left, incarnation,
-    /// status], ...]]`. The finished epoch is the latest epoch for which the sender has sent
-    /// all it had to send (its epoch when no data moves), 0 while it is sending: a member that
-    /// missed RC.XFERDONE (it restarted) learns it here.
+    /// `[sender, epoch, [[name, host, port, bus port, version, left, incarnation, status], ...],
+    /// [[finished member, coverage], ...]]`: the members, then the claims this node knows of
+    /// members that finished sending for `epoch` (its own and those it heard), each with the
+    /// old owners it covered (comma-separated, `*` for all). A member that missed RC.XFERDONE
+    /// (it restarted, or the sender died before telling it) learns them here.
     func encodeMembers() -> RESPValue {
         let view = gossipView()
         let topology = topology
-        let finished = topology.previous == nil || rebalance.finished(epoch: topology.epoch).contains(selfName) ? topology.epoch : 0
+        var claims = rebalance.coverage(epoch: topology.epoch)
+        // Not sending for this ring (any more): there is nothing this node still owes.
+        if topology.previous == nil, !claims.hasFinished(selfName) { claims.record(selfName, covering: nil) }
         let entries: [RESPValue] = topology.membership.entries.map { entry in
             let swim = view[entry.name]
             return .array([
@@ -28,13 +31,32 @@ extension ClusterState {
                 .bulk(String(swim?.incarnation ?? 0)), .bulk(swim.map { "\($0.status)" } ?? "-"),
             ])
         }
-        return .array([.bulk(selfName), .bulk(String(finished)), .array(entries)])
+        let finished: [RESPValue] = claims.finished.sorted { $0.key < $1.key }.map { claim in
+            .array([.bulk(claim.key), .bulk(Self.encodeCoverage(claim.value))])
+        }
+        return .array([.bulk(selfName), .bulk(String(topology.epoch)), .array(entries), .array(finished)])
+    }
+
+    static func encodeCoverage(_ covering: Set<String>?) -> String {
+        covering.map { $0.sorted().joined(separator: ",") } ?? "*"
+    }
+
+    static func decodeCoverage(_ text: String) -> Set<String>? {
+        text == "*" ? nil : Set(text.split(separator: ",").map(String.init))
     }
 
     /// Reads what ``encodeMembers()`` wrote; nil if it is malformed.
-    static func decodeMembers(_ reply: [RESPValue]) -> (sender: String, finished: UInt64, entries: [RingMembership.Entry], gossip: [SWIM.Member])? {
-        guard reply.count == 3, let sender = reply[0].string, let finished = reply[1].string.flatMap({ UInt64($0) }),
-              case .array(let items?) = reply[2] else { return nil }
+    static func decodeMembers(_ reply: [RESPValue])
+        -> (sender: String, epoch: UInt64, entries: [RingMembership.Entry], gossip: [SWIM.Member], finished: [(String, Set<String>?)])?
+    {
+        guard reply.count == 4, let sender = reply[0].string, let epoch = reply[1].string.flatMap({ UInt64($0) }),
+              case .array(let items?) = reply[2], case .array(let claims?) = reply[3] else { return nil }
+        var finished: [(String, Set<String>?)] = []
+        for claim in claims {
+            guard case .array(let fields?) = claim, fields.count == 2, let name = fields[0].string, !name.isEmpty,
+                  let coverage = fields[1].string else { return nil }
+            finished.append((name, decodeCoverage(coverage)))
+        }
         var entries: [RingMembership.Entry] = []
         var gossip: [SWIM.Member] = []
         for item in items {
@@ -51,13 +73,13 @@ extension ClusterState {
             }
             if let status { gossip.append(SWIM.Member(name: text[0], incarnation: incarnation, status: status)) }
         }
-        return (sender, finished, entries, gossip)
+        return (sender, epoch, entries, gossip, finished)
     }
 
     /// Takes in another node's member list. A node that finds itself marked as left while it
     /// is not leaving (it was restarted after a leave) joins again.
     func absorbMembers(_ reply: [RESPValue]) -> Bool {
-        guard let (sender, finished, entries, gossip) = Self.decodeMembers(reply) else { return false }
+        guard let (_, epoch, entries, gossip, finished) = Self.decodeMembers(reply) else { return false }
         let leaving = rebalance.leaving.load(ordering: .relaxed)
         let me = selfName
         update { membership in
@@ -68,23 +90,26 @@ extension ClusterState {
             return changed
         }
         gossipAbsorb(gossip)
-        if finished != 0, finished == topology.epoch {
-            rebalance.markFinished(sender, epoch: finished)
+        if epoch == topology.epoch, !finished.isEmpty {
+            for (member, covering) in finished { rebalance.markFinished(member, epoch: epoch, covering: covering) }
             checkTransition()
         }
         return true
     }
 
-    /// Every old owner of the ring before the latest change has sent what it had (or is
-    /// dead): reads move to the new ring.
+    /// Names of the members gossip declared dead.
+    var deadNames: Set<String> {
+        let topology = topology
+        return Set(deadMembers.map { topology.members[$0].name })
+    }
+
+    /// Every old owner of the ring before the latest change has sent what it had, and the
+    /// keys of those that died before they finished were sent by the others
+    /// (``TransferCoverage``): reads move to the new ring.
     func checkTransition() {
         let topology = topology
         guard let previous = topology.previous else { return }
-        let dead = deadMembers
-        let finished = rebalance.finished(epoch: topology.epoch)
-        let waiting = previous.members.indices.filter {
-            !previous.excluded.contains($0) && !dead.contains($0) && !finished.contains(previous.members[$0])
-        }
+        let waiting = rebalance.coverage(epoch: topology.epoch).waiting(oldOwners: previous.owners, dead: deadNames)
         if waiting.isEmpty { finishTransition(epoch: topology.epoch) }
     }
 }
@@ -102,6 +127,7 @@ extension Coordinator {
             exchangeMembers(with: peer)
         }
         cluster.checkTransition()
+        takeOverFromTheDead()
         // A leaving node stops once its data was sent, every member heard so, and no read
         // needs the old ring any more.
         if cluster.rebalance.leaving.load(ordering: .relaxed), transfer == nil, cluster.topology.previous == nil,

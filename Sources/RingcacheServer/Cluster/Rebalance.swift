@@ -66,18 +66,30 @@ final class RebalanceState: Sendable {
     let leaving = Atomic<Bool>(false)
     /// A seed answered `RC.JOIN` (or the node needs none).
     let joined = Atomic<Bool>(false)
-    private let finishedBy = Mutex<[UInt64: Set<String>]>([:])
+    private let finishedBy = Mutex<[UInt64: TransferCoverage]>([:])
+    /// Takeover runs: sent again because an old owner died before it finished.
+    let takeovers = Atomic<Int>(0)
 
     init(maxBytesPerSecond: Int) {
         self.maxBytesPerSecond = maxBytesPerSecond
     }
 
-    func markFinished(_ member: String, epoch: UInt64) {
-        _ = finishedBy.withLock { $0[epoch, default: []].insert(member) }
+    /// `member` finished sending for `epoch`, having counted `covering` as down throughout
+    /// (nil: it covers everyone).
+    func markFinished(_ member: String, epoch: UInt64, covering: Set<String>?) {
+        finishedBy.withLock { finished in
+            // Claims for epochs long past are of no use.
+            if finished.count > 16, let oldest = finished.keys.min() { finished[oldest] = nil }
+            finished[epoch, default: TransferCoverage()].record(member, covering: covering)
+        }
+    }
+
+    func coverage(epoch: UInt64) -> TransferCoverage {
+        finishedBy.withLock { $0[epoch] ?? TransferCoverage() }
     }
 
     func finished(epoch: UInt64) -> Set<String> {
-        finishedBy.withLock { $0[epoch] ?? [] }
+        Set(coverage(epoch: epoch).finished.keys)
     }
 
     /// Percent of this node's keys scanned in its latest transfer (100 when none runs).
@@ -102,11 +114,23 @@ final class RebalanceTransfer: @unchecked Sendable {
     /// Keys scanned per step, adapted to the size of the values.
     var scanCount = 256
     var cancelled = false
+    /// A takeover run: the old owners an earlier run of this node covered. Keys that run sent
+    /// (this node first among their replicas once those are left out) are skipped. nil for a
+    /// first run.
+    let sentBefore: Set<Int>?
+    /// Counted as down at every step whatever links and gossip say (a takeover: what the
+    /// earlier run covered and the dead it takes over from), so the run covers them.
+    let countedDown: Set<Int>
+    /// Old owners counted as down at every step so far: this node sends every key whose old
+    /// replicas before it are all in this set (``TransferCoverage``). nil before the first step.
+    var covered: Set<Int>?
 
-    init(epoch: UInt64, old: HashRing, new: HashRing) {
+    init(epoch: UInt64, old: HashRing, new: HashRing, sentBefore: Set<Int>? = nil, countedDown: Set<Int> = []) {
         self.epoch = epoch
         self.old = old
         self.new = new
+        self.sentBefore = sentBefore
+        self.countedDown = countedDown
     }
 }
 
@@ -125,15 +149,37 @@ extension Coordinator {
         if let transfer, transfer.epoch == topology.epoch { return }
         if state.finished(epoch: topology.epoch).contains(cluster.selfName) { return }
         transfer?.cancelled = true
-        let run = RebalanceTransfer(epoch: topology.epoch, old: old, new: topology.ring)
+        begin(RebalanceTransfer(epoch: topology.epoch, old: old, new: topology.ring))
+        logger.info("rebalance: sending the keys other members gain", metadata: ["epoch": "\(topology.epoch)", "keys": "\(store.count)"])
+    }
+
+    private func begin(_ run: RebalanceTransfer) {
+        let state = cluster.rebalance
         transfer = run
-        state.epoch.store(topology.epoch, ordering: .relaxed)
+        state.epoch.store(run.epoch, ordering: .relaxed)
         state.sending.store(true, ordering: .relaxed)
         state.keysTotal.store(cluster.node.durable.map { max($0.rows.load(ordering: .relaxed), store.count) } ?? store.count, ordering: .relaxed)
         state.keysScanned.store(0, ordering: .relaxed)
         state.transfersStarted.add(1, ordering: .relaxed)
-        logger.info("rebalance: sending the keys other members gain", metadata: ["epoch": "\(topology.epoch)", "keys": "\(store.count)"])
         rebalanceStep(run)
+    }
+
+    /// An old owner died before it finished sending, and this node's finished run did not
+    /// count it as down: this node sends again what it would have sent with the dead counted
+    /// as down (only the keys it did not send already), so the new owners get the dead
+    /// member's share from the next live replica. Checked once a second.
+    func takeOverFromTheDead() {
+        let topology = cluster.topology
+        guard let old = topology.previous, transfer == nil else { return }
+        let coverage = cluster.rebalance.coverage(epoch: topology.epoch)
+        let owed = coverage.owedBy(cluster.selfName, oldOwners: old.owners, dead: cluster.deadNames)
+        guard !owed.isEmpty, case .some(.some(let covered)) = coverage.coverage(of: cluster.selfName) else { return }
+        let indices = { (names: Set<String>) in Set(names.compactMap { topology.indexByName[$0] }) }
+        cluster.rebalance.takeovers.add(1, ordering: .relaxed)
+        logger.warning("rebalance: old owners died before they finished sending; sending their share",
+                       metadata: ["epoch": "\(topology.epoch)", "dead": "\(owed.sorted())"])
+        begin(RebalanceTransfer(epoch: topology.epoch, old: old, new: topology.ring, sentBefore: indices(covered),
+                                countedDown: indices(covered.union(owed))))
     }
 
     /// One entry to send: a key's versioned value for one member that gains it.
@@ -152,12 +198,17 @@ extension Coordinator {
     /// in ring order, which also holds what memory evicted) and sends those others gain.
     private func rebalanceStep(_ run: RebalanceTransfer) {
         guard !run.cancelled else { return }
-        let down = unreachable
+        // A takeover counts what it covers as down throughout: that is what it promises.
+        let down = unreachable.union(run.countedDown)
+        run.covered = run.covered.map { $0.intersection(down) } ?? down
         let dead = cluster.deadMembers
         let sender = cluster.selfIndex
         let gained: @Sendable ([UInt8]) -> [Int] = { key in
-            key.withUnsafeBytes {
-                run.new.gained(forPosition: HashRing.position(of: $0), from: run.old, sender: sender, unreachable: down)
+            key.withUnsafeBytes { bytes -> [Int] in
+                let position = HashRing.position(of: bytes)
+                // Sent by an earlier run of this node already.
+                if let sentBefore = run.sentBefore, run.old.sender(forPosition: position, unreachable: sentBefore) == sender { return [] }
+                return run.new.gained(forPosition: position, from: run.old, sender: sender, unreachable: down)
             }.filter { !dead.contains($0) }
         }
         if let durable = cluster.node.durable, !cluster.usesVectorClocks {
@@ -317,10 +368,14 @@ extension Coordinator {
         let state = cluster.rebalance
         state.sending.store(false, ordering: .relaxed)
         state.transfersFinished.add(1, ordering: .relaxed)
-        state.markFinished(cluster.selfName, epoch: run.epoch)
+        let members = cluster.topology.members
+        let owners = Set(run.old.owners)
+        let covering = Set((run.covered ?? []).filter { $0 < members.count }.map { members[$0].name }).intersection(owners)
+        state.markFinished(cluster.selfName, epoch: run.epoch, covering: covering)
         if transfer === run { transfer = nil }
-        logger.info("rebalance: sent", metadata: ["epoch": "\(run.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))"])
-        announceFinished(epoch: run.epoch, attempt: 0)
+        logger.info("rebalance: sent", metadata: ["epoch": "\(run.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))",
+                                                  "covering": "\(covering.sorted())"])
+        announceFinished(epoch: run.epoch, covering: covering, attempt: 0)
         cluster.checkTransition()
     }
 
@@ -381,15 +436,16 @@ extension Coordinator {
 
     /// Tells every member that this node finished sending for `epoch`, until each acknowledged
     /// (a leaving node stops only once they all know).
-    private func announceFinished(epoch: UInt64, attempt: Int) {
+    private func announceFinished(epoch: UInt64, covering: Set<String>, attempt: Int) {
         let down = unreachable
         let peers = cluster.topology.participants.filter { $0 != cluster.selfIndex && !down.contains($0) }
         var outstanding = peers.count
         var missed = false
-        let request = RESPValue.array([.bulk(BusCommand.transferDone), .bulk(String(epoch)), .bulk(cluster.selfName)])
+        let request = RESPValue.array([.bulk(BusCommand.transferDone), .bulk(String(epoch)), .bulk(cluster.selfName),
+                                       .bulk(ClusterState.encodeCoverage(covering))])
         let done = { [self] in
             if missed && attempt < 30 {
-                eventLoop.scheduleTask(in: .seconds(1)) { self.announceFinished(epoch: epoch, attempt: attempt + 1) }
+                eventLoop.scheduleTask(in: .seconds(1)) { self.announceFinished(epoch: epoch, covering: covering, attempt: attempt + 1) }
             } else {
                 announced = epoch
             }
