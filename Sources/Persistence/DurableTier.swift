@@ -63,10 +63,10 @@ public struct DiskRow: Sendable {
 /// change of the store (it is the store's ``StoreJournal``).
 ///
 /// Changes are queued by the event loops (a copy of the bytes, nothing else) and committed in
-/// batches by one writer thread (group commit). A commit appends the batch, as encoded, to
-/// the `pending` table: one row, written at the end of the file, however many keys it holds.
-/// Every ten seconds (or 64 MiB) the pending batches are merged into `entries` in one
-/// transaction, sorted by ring position and reduced to the last change of each key, so a key
+/// batches by one writer thread (group commit). A commit appends the batch, as encoded, to the
+/// pending log beside the database (``PendingLog``): one write, however many keys it holds.
+/// Every ten seconds (or 256 MiB) the pending batches are merged into `entries` in one
+/// transaction, reduced to the last change of each key and sorted by ring position, so a key
 /// written many times in between costs one row update, and each B-tree page of `entries` is
 /// rewritten once per merge rather than once per commit (the table is keyed by a hash, so a
 /// batch of random keys touches most of its pages). The same thread answers read-throughs and
@@ -84,8 +84,9 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     private var written: Int64 = 0
     private var upsert: SQLiteDatabase.Statement!
     private var delete: SQLiteDatabase.Statement!
-    private var appendPending: SQLiteDatabase.Statement!
-    /// Since when committed batches wait in `pending` (while ``unmergedBytes`` is not 0).
+    /// Committed batches not merged into `entries` yet.
+    private let pendingLog: PendingLog
+    /// Since when committed batches wait in the pending log (while ``unmergedBytes`` is not 0).
     private var pendingSince = ContinuousClock.now
     private var lookup: SQLiteDatabase.Statement!
     private var scanFirst: SQLiteDatabase.Statement!
@@ -151,15 +152,15 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     static let gatherTime = Duration.milliseconds(100)
     /// Pending batches are merged into `entries` once they hold this many bytes, or once the
     /// oldest is ``mergeAge`` old.
-    static let mergeBytes = 64 << 20
+    static let mergeBytes = 256 << 20
     static let mergeAge = Duration.seconds(10)
     /// The largest batch buffer the writer keeps for the next batch.
     static let spareLimit = 16 << 20
     /// Rows are keyed by (ring position, key): a key is found by its hash, and a range of the
     /// ring (what rebalancing and anti-entropy hand over) is one range scan of the table.
-    /// Format 4 added the `pending` table of committed batches; a format 3 file is upgraded.
-    static let formatVersion: Int64 = 4
-    static let pendingTable = "CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, changes BLOB NOT NULL)"
+    /// Format 5 keeps committed batches in the pending log beside the database; format 4 kept
+    /// them in a `pending` table (moved into the log on upgrade), format 3 had neither.
+    static let formatVersion: Int64 = 5
 
     /// Opens (or creates) the database at `path`. Refuses, without changing it, a file that
     /// is not a ringcache database, is damaged, unreadable, or in use by another process.
@@ -207,17 +208,19 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                         PRIMARY KEY (position, key)
                     ) WITHOUT ROWID;
                     CREATE INDEX entries_expiry ON entries(expiry) WHERE expiry != 0;
-                    \(Self.pendingTable);
                     PRAGMA application_id=\(Self.applicationID);
                     PRAGMA user_version=\(Self.formatVersion);
                     """)
             } else {
                 let format = try database.integer("PRAGMA user_version")
-                if format == 3 {
-                    try database.execute("BEGIN IMMEDIATE; \(Self.pendingTable); PRAGMA user_version=\(Self.formatVersion); COMMIT")
-                } else if format != Self.formatVersion {
+                guard (3...Self.formatVersion).contains(format) else {
                     throw PersistenceError(description: "\(path) has format \(format); this ringcache reads format \(Self.formatVersion); left untouched")
                 }
+            }
+            // Opened once the database's lock is held: only its holder touches the log.
+            pendingLog = try PendingLog(path: path + "-pending")
+            if application != 0, try database.integer("PRAGMA user_version") < Self.formatVersion {
+                try Self.upgrade(database, log: pendingLog)
             }
             written = try database.integer("SELECT coalesce(max(written), 0) FROM entries")
             rows.store(Int(try database.integer("SELECT count(*) FROM entries")), ordering: .relaxed)
@@ -228,8 +231,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                     expiry = excluded.expiry, tombstone = excluded.tombstone, written = excluded.written
                 """)
             delete = try database.prepare("DELETE FROM entries WHERE position = ? AND key = ?")
-            appendPending = try database.prepare("INSERT INTO pending(changes) VALUES (?)")
-            unmergedBytes.store(Int(try database.integer("SELECT coalesce(sum(length(changes)), 0) FROM pending")), ordering: .relaxed)
+            unmergedBytes.store(pendingLog.size, ordering: .relaxed)
             lookup = try database.prepare("SELECT value, version, node, expiry, tombstone FROM entries WHERE position = ? AND key = ?")
             // The primary key's order: rows by ring position, what rebalancing walks.
             scanFirst = try database.prepare(
@@ -416,7 +418,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var lastCommit = ContinuousClock.now
         var spare: [UInt8] = []
         // What a crash left pending goes into `entries` before the load reads them; if that
-        // fails, memory may lack it, and read-throughs (which look at `pending`) stay on.
+        // fails, memory may lack it, and read-throughs (which look at the pending log) stay on.
         if !merge() { diskHasMore.store(true, ordering: .relaxed) }
         // Scans wait for a merge that succeeded: they walk `entries` only.
         var waitingScans: [Scan] = []
@@ -499,7 +501,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         // holds its lock until then.
         upsert = nil
         delete = nil
-        appendPending = nil
+        pendingLog.close()
         lookup = nil
         scanFirst = nil
         scanNext = nil
@@ -524,51 +526,78 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         for done in due { done(success) }
     }
 
-    /// Commits one batch of changes: appended, as encoded, to `pending` as one row. False (and
-    /// rolled back) on an error.
+    /// Commits one batch of changes: appended, as encoded, to the pending log (and synced
+    /// there under fsync always). False on an error.
     private func commit(_ log: [UInt8]) -> Bool {
         let started = ContinuousClock.now
-        let committed = transaction {
-            try log.withUnsafeBytes { bytes in
-                defer { appendPending.reset() }
-                appendPending.bind(1, bytes)
-                _ = try appendPending.step()
-            }
+        let failed = log.withUnsafeBytes { bytes in
+            pendingLog.append(bytes) ?? (fsync == .always ? pendingLog.sync() : nil)
         }
-        guard committed else { return false }
-        if unmergedBytes.add(log.count, ordering: .relaxed).oldValue == 0 { pendingSince = started }
+        if let failed {
+            recordFailure(failed)
+            return false
+        }
+        recordSuccess()
+        if unmergedBytes.exchange(pendingLog.size, ordering: .relaxed) == 0 { pendingSince = started }
         commits.add(1, ordering: .relaxed)
         lastCommitMillis.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
         lastCommitMicros.store(Self.micros(since: started), ordering: .relaxed)
         return true
     }
 
-    /// Merges every pending batch into `entries` and empties `pending`, in one transaction.
-    /// False (and rolled back, the batches still pending) on an error.
+    /// Merges every pending batch into `entries` in one transaction, makes it durable, then
+    /// empties the log. False (the batches still pending) on an error.
     private func merge() -> Bool {
-        guard unmergedBytes.load(ordering: .relaxed) > 0 else { return true }
+        guard pendingLog.size > 0 else { return true }
         let started = ContinuousClock.now
         let merged = transaction {
-            let batches = try pendingBatches()
-            try batches.withUnsafeBytes { try apply($0) }
-            try database.execute("DELETE FROM pending")
+            try pendingLog.withBatches { bytes, batches in try apply(bytes, batches) }
         }
         guard merged else { return false }
+        // The log goes only once the merge is on disk (synchronous=NORMAL does not sync
+        // commits); without fsync a power loss may cost anything, a kill -9 nothing.
+        if fsync != .no, let failed = syncLog() {
+            recordFailure("cannot sync the WAL after a merge: \(failed)")
+            return false
+        }
+        if let failed = pendingLog.clear() {
+            recordFailure("cannot empty the pending log after a merge: \(failed)")
+            return false
+        }
         unmergedBytes.store(0, ordering: .relaxed)
         merges.add(1, ordering: .relaxed)
         lastMergeMicros.store(Self.micros(since: started), ordering: .relaxed)
         return true
     }
 
-    /// The pending batches, oldest first, as one run of changes.
-    private func pendingBatches() throws(SQLiteError) -> [UInt8] {
-        let statement = try database.prepare("SELECT id, length(changes) FROM pending ORDER BY id")
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(unmergedBytes.load(ordering: .relaxed))
-        while try statement.step() {
-            try database.appendBlob(table: "pending", column: "changes", rowid: statement.int64(0), count: Int(statement.int64(1)), to: &bytes)
+    /// Moves what a format 4 file's `pending` table holds into the log (synced), then drops
+    /// the table. A crash in between moves it again next time, which replays the same
+    /// batches twice in a row: the same rows.
+    private static func upgrade(_ database: SQLiteDatabase, log: PendingLog) throws {
+        if try database.integer("SELECT count(*) FROM sqlite_master WHERE name = 'pending'") > 0 {
+            let statement = try database.prepare("SELECT id, length(changes) FROM pending ORDER BY id")
+            var bytes: [UInt8] = []
+            while try statement.step() {
+                try database.appendBlob(table: "pending", column: "changes", rowid: statement.int64(0), count: Int(statement.int64(1)), to: &bytes)
+            }
+            if !bytes.isEmpty, let failed = bytes.withUnsafeBytes({ log.append($0) }) ?? log.sync() {
+                throw PersistenceError(description: "cannot move the pending batches of \(log.path): \(failed)")
+            }
         }
-        return bytes
+        try database.execute("BEGIN IMMEDIATE; DROP TABLE IF EXISTS pending; PRAGMA user_version=\(formatVersion); COMMIT")
+    }
+
+    private func recordFailure(_ message: String) {
+        writeErrors.add(1, ordering: .relaxed)
+        failure.withLock { $0 = message }
+        failing.store(true, ordering: .relaxed)
+    }
+
+    /// A write succeeded: the failure state, if any, ends.
+    private func recordSuccess() {
+        guard failing.load(ordering: .relaxed) else { return }
+        failure.withLock { $0 = nil }
+        failing.store(false, ordering: .relaxed)
     }
 
     /// Runs `body` in an immediate transaction; on an error rolls it back, records the
@@ -578,16 +607,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             try database.execute("BEGIN IMMEDIATE")
             try body()
             try database.execute("COMMIT")
-            if failing.load(ordering: .relaxed) {
-                failure.withLock { $0 = nil }
-                failing.store(false, ordering: .relaxed)
-            }
+            recordSuccess()
             return true
         } catch {
             try? database.execute("ROLLBACK")
-            writeErrors.add(1, ordering: .relaxed)
-            failure.withLock { $0 = (error as? SQLiteError)?.message ?? "\(error)" }
-            failing.store(true, ordering: .relaxed)
+            recordFailure((error as? SQLiteError)?.message ?? (error as? PersistenceError)?.description ?? "\(error)")
             return false
         }
     }
@@ -609,9 +633,10 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var node: UInt32
     }
 
-    /// Calls `body` with each change encoded in `bytes`, in order, and nil for a FLUSHALL.
-    private static func decode(_ bytes: UnsafeRawBufferPointer, _ body: (Change?) throws(SQLiteError) -> Void) throws(SQLiteError) {
-        var offset = 0
+    /// Calls `body` with each change encoded in `batch` of `bytes`, in order, and nil for a
+    /// FLUSHALL; the changes' ranges are offsets into `bytes`.
+    private static func decode(_ bytes: UnsafeRawBufferPointer, _ batch: Range<Int>, _ body: (Change?) throws(SQLiteError) -> Void) throws(SQLiteError) {
+        var offset = batch.lowerBound
         func integer<T: FixedWidthInteger>(_ type: T.Type) -> T {
             var value = T.zero
             withUnsafeMutableBytes(of: &value) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + MemoryLayout<T>.size)])) }
@@ -623,7 +648,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             defer { offset += count }
             return offset..<(offset + count)
         }
-        while offset < bytes.count {
+        while offset < batch.upperBound {
             let kind = bytes[offset]
             offset += 1
             switch kind {
@@ -651,7 +676,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     /// changes between two FLUSHALLs is reduced to the last change of each key (as it is
     /// decoded, in a table by ring position), then sorted by ring position, so the B-tree is
     /// walked in order and each page is touched once.
-    private func apply(_ bytes: UnsafeRawBufferPointer) throws(SQLiteError) {
+    private func apply(_ bytes: UnsafeRawBufferPointer, _ batches: [Range<Int>]) throws(SQLiteError) {
         func view(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[range]) }
         var latest = LastChanges(bytes: bytes)
         func flush() throws(SQLiteError) {
@@ -678,58 +703,67 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             }
             latest.removeAll()
         }
-        try Self.decode(bytes) { (change) throws(SQLiteError) in
-            if let change {
-                latest.add(change)
-            } else {
-                latest.removeAll()
-                try database.execute("DELETE FROM entries")
+        for batch in batches {
+            try Self.decode(bytes, batch) { (change) throws(SQLiteError) in
+                if let change {
+                    latest.add(change)
+                } else {
+                    latest.removeAll()
+                    try database.execute("DELETE FROM entries")
+                }
             }
         }
         try flush()
     }
 
     /// The last change of each key in a run of changes: an open-addressing table keyed by the
-    /// key's ring position (a hash already, so its low bits pick the slot), holding indices
-    /// into `changes`. A later change of a key takes its earlier one's place.
+    /// key's ring position (a hash already, so its low bits pick the slot). A slot holds the
+    /// position's high half and the index into `changes`, so a probe reads one slot, not the
+    /// change, until the halves match. A later change of a key takes its earlier one's place.
     private struct LastChanges {
         let bytes: UnsafeRawBufferPointer
         var changes: [Change] = []
-        /// Index into `changes` plus one; 0 is an empty slot.
-        private var slots: [Int32]
+        /// `high 32 bits of the position << 32 | index into changes + 1`; 0 is an empty slot.
+        private var slots: [UInt64]
         private var mask: Int
 
         init(bytes: UnsafeRawBufferPointer) {
             self.bytes = bytes
-            slots = [Int32](repeating: 0, count: 1 << 16)
+            slots = [UInt64](repeating: 0, count: 1 << 16)
             mask = slots.count - 1
         }
 
+        private static func tag(_ position: Int64) -> UInt64 { UInt64(bitPattern: position) & 0xFFFF_FFFF_0000_0000 }
+
         mutating func add(_ change: Change) {
+            let tag = Self.tag(change.position)
             var slot = Int(truncatingIfNeeded: change.position) & mask
             while slots[slot] != 0 {
-                let index = Int(slots[slot]) - 1
-                let held = changes[index]
-                if held.position == change.position, held.key.count == change.key.count,
-                   memcmp(bytes.baseAddress! + held.key.lowerBound, bytes.baseAddress! + change.key.lowerBound, held.key.count) == 0 {
-                    changes[index] = change
-                    return
+                let entry = slots[slot]
+                if entry & 0xFFFF_FFFF_0000_0000 == tag {
+                    let index = Int(truncatingIfNeeded: entry & 0xFFFF_FFFF) - 1
+                    let held = changes[index]
+                    if held.position == change.position, held.key.count == change.key.count,
+                       memcmp(bytes.baseAddress! + held.key.lowerBound, bytes.baseAddress! + change.key.lowerBound, held.key.count) == 0 {
+                        changes[index] = change
+                        return
+                    }
                 }
                 slot = (slot + 1) & mask
             }
             changes.append(change)
-            slots[slot] = Int32(changes.count)
+            slots[slot] = tag | UInt64(changes.count)
             if changes.count * 2 > slots.count { grow() }
         }
 
         /// Twice the slots, every change placed again (keys are distinct: no comparing).
         private mutating func grow() {
-            slots = [Int32](repeating: 0, count: slots.count * 2)
+            slots = [UInt64](repeating: 0, count: slots.count * 2)
             mask = slots.count - 1
             for (index, change) in changes.enumerated() {
                 var slot = Int(truncatingIfNeeded: change.position) & mask
                 while slots[slot] != 0 { slot = (slot + 1) & mask }
-                slots[slot] = Int32(index + 1)
+                slots[slot] = Self.tag(change.position) | UInt64(index + 1)
             }
         }
 
@@ -742,18 +776,20 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     /// The last pending change of `key`: .some(nil) when it was deleted, nil when no pending
     /// batch names it. Only needed while merges fail (a full disk): reads see pending changes.
     private func pendingEntry(for key: [UInt8]) -> DiskEntry?? {
-        guard unmergedBytes.load(ordering: .relaxed) > 0, let batches = try? pendingBatches() else { return nil }
-        var found: DiskEntry??
-        batches.withUnsafeBytes { bytes in
-            try? Self.decode(bytes) { change in
-                guard let change else { return found = .some(nil) }
-                guard UnsafeRawBufferPointer(rebasing: bytes[change.key]).elementsEqual(key) else { return }
-                if change.value == nil && !change.tombstone { return found = .some(nil) }
-                found = .some(DiskEntry(value: change.value.map { Array(bytes[$0]) }, expiry: change.expiry,
-                                        version: Version(timestamp: HLCTimestamp(rawValue: change.timestamp), node: NodeID(rawValue: change.node))))
+        guard pendingLog.size > 0 else { return nil }
+        return try? pendingLog.withBatches { bytes, batches -> DiskEntry?? in
+            var found: DiskEntry??
+            for batch in batches {
+                try? Self.decode(bytes, batch) { change in
+                    guard let change else { return found = .some(nil) }
+                    guard UnsafeRawBufferPointer(rebasing: bytes[change.key]).elementsEqual(key) else { return }
+                    if change.value == nil && !change.tombstone { return found = .some(nil) }
+                    found = .some(DiskEntry(value: change.value.map { Array(bytes[$0]) }, expiry: change.expiry,
+                                            version: Version(timestamp: HLCTimestamp(rawValue: change.timestamp), node: NodeID(rawValue: change.node))))
+                }
             }
-        }
-        return found
+            return found
+        } ?? nil
     }
 
     private func lookUp(_ key: [UInt8]) -> DiskEntry? {
@@ -820,7 +856,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
 
     /// Once a second: sync (everysec), purge expired rows, refresh the figures.
     private func housekeeping() {
-        if fsync == .everysec { syncLog() }
+        if fsync == .everysec {
+            // Commits land in the pending log, merges in the WAL: both are synced.
+            if let failed = pendingLog.sync() { recordFailure("cannot sync the pending log: \(failed)") }
+            _ = syncLog()
+        }
         let now = Self.wallMillis()
         if (try? database.execute(
             "DELETE FROM entries WHERE (position, key) IN (SELECT position, key FROM entries WHERE expiry != 0 AND expiry < \(now) LIMIT 10000)")) != nil {
@@ -835,18 +875,18 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         updateDiskBytes()
     }
 
-    /// everysec: the WAL (where commits land, not synced with synchronous=NORMAL) is synced
-    /// once a second, which is what makes a second's commits survive a power loss.
-    private func syncLog() {
-        let descriptor = Glibc.open(path + "-wal", O_RDONLY)
-        guard descriptor >= 0 else { return }
-        _ = Glibc.fsync(descriptor)
-        _ = Glibc.close(descriptor)
+    /// Syncs the WAL (where merges land; synchronous=NORMAL does not sync it at commits); the
+    /// error's text on failure.
+    private func syncLog() -> String? {
+        let descriptor = Glibc.open(path + "-wal", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return errno == ENOENT ? nil : String(cString: strerror(errno)) }
+        defer { _ = Glibc.close(descriptor) }
+        return Glibc.fsync(descriptor) == 0 ? nil : String(cString: strerror(errno))
     }
 
     private func updateDiskBytes() {
         var total = 0
-        for file in [path, path + "-wal"] {
+        for file in [path, path + "-wal", path + "-pending"] {
             var info = stat()
             if stat(file, &info) == 0 { total += Int(info.st_size) }
         }

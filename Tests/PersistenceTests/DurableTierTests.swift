@@ -119,6 +119,100 @@ import Testing
         }
     }
 
+    /// The tier's files as a kill -9 would leave them now: copied while it runs, nothing merged.
+    func crashCopy(_ name: String) throws -> String {
+        let copy = directory + "/" + name
+        for suffix in ["", "-wal", "-pending"] where FileManager.default.fileExists(atPath: directory + "/node.db" + suffix) {
+            try FileManager.default.copyItem(atPath: directory + "/node.db" + suffix, toPath: copy + suffix)
+        }
+        return copy
+    }
+
+    func contents(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+
+    @Test func aCrashLeavesBatchesTheNextStartMergesAndATornLastBatchIsCutOff() throws {
+        var crashed = ""
+        try withTier(.everysec) { tier, store in
+            for i in 0..<300 { set(store, "k\(i)", "v\(i)") }
+            waitForCommit(tier)
+            for i in 0..<300 { set(store, "k\(i)", "w\(i)") }
+            waitForCommit(tier)
+            #expect(tier.merges.load(ordering: .relaxed) == 0)
+            crashed = try crashCopy("crashed.db")
+        }
+        // A write the crash cut short: a header that promises more than the file holds.
+        let whole = try contents(crashed + "-pending")
+        var torn = whole
+        torn += [200, 0, 0, 0] + [UInt8](repeating: 7, count: 8) + [1, 2, 3]
+        try Data(torn).write(to: URL(fileURLWithPath: crashed + "-pending"))
+        let tier = try DurableTier(path: crashed, fsync: .everysec)
+        #expect(try contents(crashed + "-pending") == whole, "the torn batch is cut off, the whole ones kept")
+        let store = CacheStore(configuration: .init(maxMemory: 0, journal: tier))
+        tier.start(loadingInto: store)
+        defer { tier.stop() }
+        while tier.isLoading { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(tier.merges.load(ordering: .relaxed) == 1, "what the crash left pending was merged at start")
+        #expect(store.count == 300)
+        #expect(value(store, "k299") == "w299")
+        #expect(tier.unmergedBytes.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func aPendingLogDamagedBeforeItsEndStopsTheStartAndIsLeftUntouched() throws {
+        var crashed = ""
+        try withTier(.everysec) { tier, store in
+            for round in 0..<2 {
+                for i in 0..<100 { set(store, "k\(i)", "v\(i).\(round)") }
+                waitForCommit(tier)
+            }
+            crashed = try crashCopy("damaged.db")
+        }
+        var bytes = try contents(crashed + "-pending")
+        bytes[PendingLog.magic.count + PendingLog.recordHeader + 5] ^= 0xFF   // inside the first of two batches
+        try Data(bytes).write(to: URL(fileURLWithPath: crashed + "-pending"))
+        #expect {
+            try DurableTier(path: crashed, fsync: .everysec)
+        } throws: { error in
+            "\(error)".contains("damaged") && "\(error)".contains("-pending")
+        }
+        #expect(try contents(crashed + "-pending") == bytes)
+    }
+
+    @Test func aFormat4DatabaseHasItsPendingTableMovedIntoTheLog() throws {
+        try withTier { _, store in set(store, "merged", "m") }
+        // Format 4 kept committed batches in a table: one batch that sets `waiting`.
+        var batch: [UInt8] = [1]
+        func integer<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { batch += $0 } }
+        integer(UInt32(7))
+        batch += Array("waiting".utf8)
+        batch.append(1)
+        integer(UInt32(2))
+        batch += Array("ok".utf8)
+        integer(Int64(0))
+        integer(UInt64(1) << 20)
+        integer(UInt32(9))
+        let database = try SQLiteDatabase(path: directory + "/node.db", create: false)
+        try database.execute("CREATE TABLE pending(id INTEGER PRIMARY KEY, changes BLOB NOT NULL); PRAGMA user_version=4")
+        do {
+            // Statements first: the connection closes (and lets go of its lock) once they are gone.
+            let insert = try database.prepare("INSERT INTO pending(changes) VALUES (?)")
+            try batch.withUnsafeBytes { bytes in
+                insert.bind(1, bytes)
+                _ = try insert.step()
+            }
+            insert.reset()
+        }
+        database.close()
+        try withTier { tier, store in
+            while tier.isLoading { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(value(store, "waiting") == "ok")
+            #expect(value(store, "merged") == "m")
+        }
+        let reopened = try SQLiteDatabase(path: directory + "/node.db", create: false)
+        defer { reopened.close() }
+        #expect(try reopened.integer("PRAGMA user_version") == DurableTier.formatVersion)
+        #expect(try reopened.integer("SELECT count(*) FROM sqlite_master WHERE name = 'pending'") == 0)
+    }
+
     @Test func refusesAFileThatIsNotARingcacheDatabase() throws {
         let path = directory + "/node.db"
         let garbage = Array(repeating: UInt8(0x41), count: 8192)
