@@ -1,3 +1,5 @@
+import CXXHash
+
 /// Who is in the ring: the members that joined and have not left, under an epoch.
 ///
 /// Gossip says who is *reachable*; this says who *owns* data. The two are kept apart on
@@ -47,6 +49,21 @@ public struct RingMembership: Sendable, Equatable {
 
     /// Grows with every join and leave; equal epochs with equal names mean equal rings.
     public var epoch: UInt64 { entries.reduce(0) { $0 &+ $1.version } }
+
+    /// Names this exact member list (each member's version and whether it left): nodes with
+    /// the same digest have the same ring. The epoch alone does not: a join heard here and a
+    /// leave heard there raise it alike. Claims about a ring change (who finished sending)
+    /// name the ring by its digest.
+    public var digest: UInt64 {
+        var bytes: [UInt8] = []
+        for entry in entries.sorted(by: { $0.name < $1.name }) {
+            bytes += entry.name.utf8
+            bytes.append(0)
+            withUnsafeBytes(of: entry.version.littleEndian) { bytes += $0 }
+            bytes.append(entry.left ? 1 : 0)
+        }
+        return bytes.withUnsafeBytes { ringcache_xxh3_64($0.baseAddress, $0.count) }
+    }
 
     public func index(of name: String) -> Int? { entries.firstIndex { $0.name == name } }
 

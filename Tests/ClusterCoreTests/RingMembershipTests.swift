@@ -42,6 +42,24 @@ import Testing
         }
     }
 
+    @Test func theDigestTellsApartRingsOfOneEpochAndNotTheOrderTheyWereHeardIn() {
+        let base = RingMembership(["n1", "n2", "n3"].map { Self.entry($0) })
+        // n4 rejoins here while n2 leaves there: both lists reach the same epoch.
+        var rejoined = base
+        rejoined.merge([Self.entry("n4", version: 2, left: true)])
+        var left = rejoined
+        rejoined.join(Self.entry("n4"))
+        left.leave("n2")
+        #expect(rejoined.epoch == left.epoch)
+        #expect(rejoined.digest != left.digest)
+        var both = rejoined
+        both.merge(left.entries)
+        var other = left
+        other.merge(rejoined.entries)
+        #expect(both.digest == other.digest)
+        #expect(both.epoch > left.epoch)
+    }
+
     @Test func aLeaveWinsOverTheJoinItFollowsAndARejoinWinsOverTheLeave() {
         var a = RingMembership([Self.entry("n1"), Self.entry("n2")])
         var b = a

@@ -55,7 +55,8 @@ enum BusCommand {
     /// `RC.XFERPART <sender> <key> <timestamp> <node> <expiry> <offset> <total> <chunk>`: one
     /// chunk of a big value → `:n`, the bytes held so far (the next offset to send).
     static let transferPart = "RC.XFERPART"
-    /// `RC.XFERDONE <epoch> <sender> <coverage>`: the sender finished sending for that epoch,
+    /// `RC.XFERDONE <ring> <sender> <coverage>`: the sender finished sending for the change to
+    /// that ring (``Topology/ringID``),
     /// counting the old owners in `coverage` (comma-separated, `*` for all) as down → `+OK`.
     static let transferDone = "RC.XFERDONE"
 }
@@ -422,11 +423,11 @@ final class BusHandler: ChannelInboundHandler {
             }
             out.writeRESPInteger(received)
         case BusCommand.transferDone where args.count == 4:
-            guard let epoch = args[1].asInteger, epoch >= 0 else {
+            guard let ring = UInt64(args[1].asString) else {
                 out.writeRESPError("ERR malformed RC.XFERDONE")
                 return
             }
-            cluster.rebalance.markFinished(args[2].asString, epoch: UInt64(epoch), covering: ClusterState.decodeCoverage(args[3].asString))
+            cluster.rebalance.markFinished(args[2].asString, ring: ring, covering: ClusterState.decodeCoverage(args[3].asString))
             cluster.checkTransition()
             out.writeOK()
         case "PING":

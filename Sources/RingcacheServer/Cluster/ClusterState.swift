@@ -26,6 +26,7 @@ final class Topology: Sendable {
         let ring = membership.ring(vnodes: vnodes, replicas: replicas)
         self.ring = ring
         self.previous = previous
+        self.ringID = membership.digest
         self.indexByName = Dictionary(members.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
         var participants = Set(members.indices.filter { !ring.excluded.contains($0) })
         if let previous { participants.formUnion(previous.members.indices.filter { !previous.excluded.contains($0) }) }
@@ -33,6 +34,8 @@ final class Topology: Sendable {
     }
 
     var epoch: UInt64 { ring.epoch }
+    /// The ring's identity (``RingMembership/digest``): what claims about a change are keyed by.
+    let ringID: UInt64
 
 
     /// The ring reads are served by: the old one while data moves.
@@ -163,10 +166,10 @@ final class ClusterState: Sendable {
         return result
     }
 
-    /// Every old owner finished sending for this epoch: reads move to the new ring.
-    func finishTransition(epoch: UInt64) {
+    /// Every old owner finished sending for this ring: reads move to it.
+    func finishTransition(ring: UInt64) {
         let finished = current.withLock { topology -> Topology? in
-            guard topology.previous != nil, topology.epoch == epoch else { return nil }
+            guard topology.previous != nil, topology.ringID == ring else { return nil }
             topology = Topology(membership: topology.membership, vnodes: vnodes, replicas: configuredReplicas, previous: nil)
             return topology
         }

@@ -36,7 +36,7 @@ final class Coordinator: @unchecked Sendable {
     /// The latest epoch whose end of sending every member acknowledged.
     var announced: UInt64 = 0
     /// The epoch whose unowned keys were last removed.
-    var cleanedEpoch: UInt64 = 0
+    var cleanedRing: UInt64 = 0
 
     init(cluster: ClusterState, eventLoop: any EventLoop, logger: Logger) {
         self.cluster = cluster

@@ -12,15 +12,16 @@ import Synchronization
 /// in the answer. Ring entries merge as ``RingMembership`` says; gossip states merge as SWIM
 /// updates do, which repairs what lost datagrams did not carry.
 extension ClusterState {
-    /// `[sender, epoch, [[name, host, port, bus port, version, left, incarnation, status], ...],
+    /// `[sender, ring, [[name, host, port, bus port, version, left, incarnation, status], ...],
     /// [[finished member, coverage], ...]]`: the members, then the claims this node knows of
-    /// members that finished sending for `epoch` (its own and those it heard), each with the
+    /// members that finished sending for its ring (named by its digest; its own claims and
+    /// those it heard), each with the
     /// old owners it covered (comma-separated, `*` for all). A member that missed RC.XFERDONE
     /// (it restarted, or the sender died before telling it) learns them here.
     func encodeMembers() -> RESPValue {
         let view = gossipView()
         let topology = topology
-        var claims = rebalance.coverage(epoch: topology.epoch)
+        var claims = rebalance.coverage(ring: topology.ringID)
         // Not sending for this ring (any more): there is nothing this node still owes.
         if topology.previous == nil, !claims.hasFinished(selfName) { claims.record(selfName, covering: nil) }
         let entries: [RESPValue] = topology.membership.entries.map { entry in
@@ -34,7 +35,7 @@ extension ClusterState {
         let finished: [RESPValue] = claims.finished.sorted { $0.key < $1.key }.map { claim in
             .array([.bulk(claim.key), .bulk(Self.encodeCoverage(claim.value))])
         }
-        return .array([.bulk(selfName), .bulk(String(topology.epoch)), .array(entries), .array(finished)])
+        return .array([.bulk(selfName), .bulk(String(topology.ringID)), .array(entries), .array(finished)])
     }
 
     static func encodeCoverage(_ covering: Set<String>?) -> String {
@@ -47,9 +48,9 @@ extension ClusterState {
 
     /// Reads what ``encodeMembers()`` wrote; nil if it is malformed.
     static func decodeMembers(_ reply: [RESPValue])
-        -> (sender: String, epoch: UInt64, entries: [RingMembership.Entry], gossip: [SWIM.Member], finished: [(String, Set<String>?)])?
+        -> (sender: String, ring: UInt64, entries: [RingMembership.Entry], gossip: [SWIM.Member], finished: [(String, Set<String>?)])?
     {
-        guard reply.count == 4, let sender = reply[0].string, let epoch = reply[1].string.flatMap({ UInt64($0) }),
+        guard reply.count == 4, let sender = reply[0].string, let ring = reply[1].string.flatMap({ UInt64($0) }),
               case .array(let items?) = reply[2], case .array(let claims?) = reply[3] else { return nil }
         var finished: [(String, Set<String>?)] = []
         for claim in claims {
@@ -73,13 +74,13 @@ extension ClusterState {
             }
             if let status { gossip.append(SWIM.Member(name: text[0], incarnation: incarnation, status: status)) }
         }
-        return (sender, epoch, entries, gossip, finished)
+        return (sender, ring, entries, gossip, finished)
     }
 
     /// Takes in another node's member list. A node that finds itself marked as left while it
     /// is not leaving (it was restarted after a leave) joins again.
     func absorbMembers(_ reply: [RESPValue]) -> Bool {
-        guard let (_, epoch, entries, gossip, finished) = Self.decodeMembers(reply) else { return false }
+        guard let (_, ring, entries, gossip, finished) = Self.decodeMembers(reply) else { return false }
         let leaving = rebalance.leaving.load(ordering: .relaxed)
         let me = selfName
         update { membership in
@@ -90,8 +91,9 @@ extension ClusterState {
             return changed
         }
         gossipAbsorb(gossip)
-        if epoch == topology.epoch, !finished.isEmpty {
-            for (member, covering) in finished { rebalance.markFinished(member, epoch: epoch, covering: covering) }
+        // Claims about another ring (one this node has not heard of, or has moved past) do not count.
+        if ring == topology.ringID, !finished.isEmpty {
+            for (member, covering) in finished { rebalance.markFinished(member, ring: ring, covering: covering) }
             checkTransition()
         }
         return true
@@ -109,8 +111,8 @@ extension ClusterState {
     func checkTransition() {
         let topology = topology
         guard let previous = topology.previous else { return }
-        let waiting = rebalance.coverage(epoch: topology.epoch).waiting(oldOwners: previous.owners, dead: deadNames)
-        if waiting.isEmpty { finishTransition(epoch: topology.epoch) }
+        let waiting = rebalance.coverage(ring: topology.ringID).waiting(oldOwners: previous.owners, dead: deadNames)
+        if waiting.isEmpty { finishTransition(ring: topology.ringID) }
     }
 }
 
@@ -131,7 +133,7 @@ extension Coordinator {
         // A leaving node stops once its data was sent, every member heard so, and no read
         // needs the old ring any more.
         if cluster.rebalance.leaving.load(ordering: .relaxed), transfer == nil, cluster.topology.previous == nil,
-           announced == cluster.topology.epoch, let left = cluster.whenLeft.withLock({ $0 }) {
+           announced == cluster.topology.ringID, let left = cluster.whenLeft.withLock({ $0 }) {
             cluster.whenLeft.withLock { $0 = nil }
             left()
         }

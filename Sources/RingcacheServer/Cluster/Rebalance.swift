@@ -66,7 +66,8 @@ final class RebalanceState: Sendable {
     let leaving = Atomic<Bool>(false)
     /// A seed answered `RC.JOIN` (or the node needs none).
     let joined = Atomic<Bool>(false)
-    private let finishedBy = Mutex<[UInt64: TransferCoverage]>([:])
+    /// Claims by ring (``Topology/ringID``), the latest last.
+    private let finishedBy = Mutex<[(ring: UInt64, coverage: TransferCoverage)]>([])
     /// Takeover runs: sent again because an old owner died before it finished.
     let takeovers = Atomic<Int>(0)
 
@@ -74,22 +75,28 @@ final class RebalanceState: Sendable {
         self.maxBytesPerSecond = maxBytesPerSecond
     }
 
-    /// `member` finished sending for `epoch`, having counted `covering` as down throughout
-    /// (nil: it covers everyone).
-    func markFinished(_ member: String, epoch: UInt64, covering: Set<String>?) {
+    /// `member` finished sending for the change to `ring`, having counted `covering` as down
+    /// throughout (nil: it covers everyone).
+    func markFinished(_ member: String, ring: UInt64, covering: Set<String>?) {
         finishedBy.withLock { finished in
-            // Claims for epochs long past are of no use.
-            if finished.count > 16, let oldest = finished.keys.min() { finished[oldest] = nil }
-            finished[epoch, default: TransferCoverage()].record(member, covering: covering)
+            if let at = finished.firstIndex(where: { $0.ring == ring }) {
+                finished[at].coverage.record(member, covering: covering)
+                return
+            }
+            var coverage = TransferCoverage()
+            coverage.record(member, covering: covering)
+            finished.append((ring, coverage))
+            // Claims about rings long past are of no use.
+            if finished.count > 16 { finished.removeFirst() }
         }
     }
 
-    func coverage(epoch: UInt64) -> TransferCoverage {
-        finishedBy.withLock { $0[epoch] ?? TransferCoverage() }
+    func coverage(ring: UInt64) -> TransferCoverage {
+        finishedBy.withLock { $0.first { $0.ring == ring }?.coverage ?? TransferCoverage() }
     }
 
-    func finished(epoch: UInt64) -> Set<String> {
-        Set(coverage(epoch: epoch).finished.keys)
+    func finished(ring: UInt64) -> Set<String> {
+        Set(coverage(ring: ring).finished.keys)
     }
 
     /// Percent of this node's keys scanned in its latest transfer (100 when none runs).
@@ -105,6 +112,8 @@ final class RebalanceState: Sendable {
 /// to the ring `new`. Confined to the coordinator's event loop.
 final class RebalanceTransfer: @unchecked Sendable {
     let epoch: UInt64
+    /// The ring it sends for (``Topology/ringID``).
+    let ringID: UInt64
     let old: HashRing
     let new: HashRing
     /// Where the store scan resumes: it moves on only once a batch is acknowledged.
@@ -125,10 +134,11 @@ final class RebalanceTransfer: @unchecked Sendable {
     /// replicas before it are all in this set (``TransferCoverage``). nil before the first step.
     var covered: Set<Int>?
 
-    init(epoch: UInt64, old: HashRing, new: HashRing, sentBefore: Set<Int>? = nil, countedDown: Set<Int> = []) {
-        self.epoch = epoch
+    init(topology: Topology, old: HashRing, sentBefore: Set<Int>? = nil, countedDown: Set<Int> = []) {
+        self.epoch = topology.epoch
+        self.ringID = topology.ringID
         self.old = old
-        self.new = new
+        self.new = topology.ring
         self.sentBefore = sentBefore
         self.countedDown = countedDown
     }
@@ -146,10 +156,10 @@ extension Coordinator {
         let topology = cluster.topology
         guard let old = topology.previous else { return }
         let state = cluster.rebalance
-        if let transfer, transfer.epoch == topology.epoch { return }
-        if state.finished(epoch: topology.epoch).contains(cluster.selfName) { return }
+        if let transfer, transfer.ringID == topology.ringID { return }
+        if state.finished(ring: topology.ringID).contains(cluster.selfName) { return }
         transfer?.cancelled = true
-        begin(RebalanceTransfer(epoch: topology.epoch, old: old, new: topology.ring))
+        begin(RebalanceTransfer(topology: topology, old: old))
         logger.info("rebalance: sending the keys other members gain", metadata: ["epoch": "\(topology.epoch)", "keys": "\(store.count)"])
     }
 
@@ -171,14 +181,14 @@ extension Coordinator {
     func takeOverFromTheDead() {
         let topology = cluster.topology
         guard let old = topology.previous, transfer == nil else { return }
-        let coverage = cluster.rebalance.coverage(epoch: topology.epoch)
+        let coverage = cluster.rebalance.coverage(ring: topology.ringID)
         let owed = coverage.owedBy(cluster.selfName, oldOwners: old.owners, dead: cluster.deadNames)
         guard !owed.isEmpty, case .some(.some(let covered)) = coverage.coverage(of: cluster.selfName) else { return }
         let indices = { (names: Set<String>) in Set(names.compactMap { topology.indexByName[$0] }) }
         cluster.rebalance.takeovers.add(1, ordering: .relaxed)
         logger.warning("rebalance: old owners died before they finished sending; sending their share",
                        metadata: ["epoch": "\(topology.epoch)", "dead": "\(owed.sorted())"])
-        begin(RebalanceTransfer(epoch: topology.epoch, old: old, new: topology.ring, sentBefore: indices(covered),
+        begin(RebalanceTransfer(topology: topology, old: old, sentBefore: indices(covered),
                                 countedDown: indices(covered.union(owed))))
     }
 
@@ -371,11 +381,11 @@ extension Coordinator {
         let members = cluster.topology.members
         let owners = Set(run.old.owners)
         let covering = Set((run.covered ?? []).filter { $0 < members.count }.map { members[$0].name }).intersection(owners)
-        state.markFinished(cluster.selfName, epoch: run.epoch, covering: covering)
+        state.markFinished(cluster.selfName, ring: run.ringID, covering: covering)
         if transfer === run { transfer = nil }
         logger.info("rebalance: sent", metadata: ["epoch": "\(run.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))",
                                                   "covering": "\(covering.sorted())"])
-        announceFinished(epoch: run.epoch, covering: covering, attempt: 0)
+        announceFinished(ring: run.ringID, covering: covering, attempt: 0)
         cluster.checkTransition()
     }
 
@@ -385,8 +395,8 @@ extension Coordinator {
     /// for writes that coordinators which had not yet heard the transition end still sent here.
     func dropUnowned() {
         let topology = cluster.topology
-        guard topology.previous == nil, cleanedEpoch != topology.epoch else { return }
-        cleanedEpoch = topology.epoch
+        guard topology.previous == nil, cleanedRing != topology.ringID else { return }
+        cleanedRing = topology.ringID
         dropUnowned(from: 0, epoch: topology.epoch, ring: topology.ring, last: false)
     }
 
@@ -436,18 +446,18 @@ extension Coordinator {
 
     /// Tells every member that this node finished sending for `epoch`, until each acknowledged
     /// (a leaving node stops only once they all know).
-    private func announceFinished(epoch: UInt64, covering: Set<String>, attempt: Int) {
+    private func announceFinished(ring: UInt64, covering: Set<String>, attempt: Int) {
         let down = unreachable
         let peers = cluster.topology.participants.filter { $0 != cluster.selfIndex && !down.contains($0) }
         var outstanding = peers.count
         var missed = false
-        let request = RESPValue.array([.bulk(BusCommand.transferDone), .bulk(String(epoch)), .bulk(cluster.selfName),
+        let request = RESPValue.array([.bulk(BusCommand.transferDone), .bulk(String(ring)), .bulk(cluster.selfName),
                                        .bulk(ClusterState.encodeCoverage(covering))])
         let done = { [self] in
             if missed && attempt < 30 {
-                eventLoop.scheduleTask(in: .seconds(1)) { self.announceFinished(epoch: epoch, covering: covering, attempt: attempt + 1) }
+                eventLoop.scheduleTask(in: .seconds(1)) { self.announceFinished(ring: ring, covering: covering, attempt: attempt + 1) }
             } else {
-                announced = epoch
+                announced = ring
             }
         }
         guard !peers.isEmpty else { return done() }
