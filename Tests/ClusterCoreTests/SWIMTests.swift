@@ -73,6 +73,45 @@ import Testing
         #expect(c.members["b"]?.status == .alive && c.members["b"]?.incarnation == 1)
     }
 
+    /// Infection-style dissemination with a bound: each update rides on exactly
+    /// `retransmitMultiplier × ceil(log10(n + 2))` messages, and no message carries more than
+    /// `maxPiggyback` updates.
+    @Test func eachUpdateIsPiggybackedABoundedNumberOfTimes() {
+        var random = SimulationRandom(seed: 5)
+        var a = SWIM.Instance(name: "a")
+        let peers = (0..<12).map { "p\($0)" }
+        for peer in peers { _ = a.add(peer, announce: false) }
+        // 20 members join at once: more news than one message carries.
+        let joiners = (0..<20).map { SWIM.Member(name: "j\($0)", incarnation: 1, status: .alive) }
+        var carried: [String: Int] = [:]
+        var now: Int64 = 0
+        /// Counts what the directives send; answers direct pings, so nobody is suspected
+        /// (which would be news too).
+        func deliver(_ directives: [SWIM.Directive]) {
+            for directive in directives {
+                guard case .send(let message, let to) = directive else { continue }
+                let updates: [SWIM.Member]
+                switch message {
+                case .ping(_, let carriedUpdates), .pingRequest(_, _, let carriedUpdates), .ack(_, _, let carriedUpdates):
+                    updates = carriedUpdates
+                }
+                #expect(updates.count <= a.settings.maxPiggyback)
+                for update in updates where update.name.hasPrefix("j") { carried[update.name, default: 0] += 1 }
+                if case .ping(let sequence, _) = message {
+                    deliver(a.onMessage(.ack(sequence: sequence, target: to, updates: []), from: to, now: now))
+                }
+            }
+        }
+        deliver(a.onMessage(.ping(sequence: 1, updates: joiners), from: "p0", now: 0))
+        for _ in 0..<200 {
+            now += 1000
+            deliver(a.onTimer(.probe, now: now, random: &random))
+        }
+        let budget = a.settings.retransmitMultiplier * 2   // ceil(log10(n + 2)) for 14 ≤ n + 2 ≤ 100
+        #expect(carried.count == joiners.count)
+        #expect(carried.values.allSatisfy { $0 == budget }, "\(carried)")
+    }
+
     @Test func newsOrdersByIncarnationThenStatus() {
         let alive0 = SWIM.Member(name: "x", incarnation: 0, status: .alive)
         #expect(alive0.isSuperseded(by: SWIM.Member(name: "x", incarnation: 0, status: .suspect)))

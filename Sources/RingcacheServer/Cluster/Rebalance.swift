@@ -123,6 +123,16 @@ final class RebalanceTransfer: @unchecked Sendable {
     /// Keys scanned per step, adapted to the size of the values.
     var scanCount = 256
     var cancelled = false
+    /// The big value being sent in chunks and how much of it the receiver acknowledged: a
+    /// step sent again after a failure goes on from there.
+    var chunked: (target: Int, key: [UInt8], version: Version, offset: Int)?
+    /// Big values of the current step already sent whole: a step sent again skips them.
+    var chunkedDone: Set<ChunkedValue> = []
+    struct ChunkedValue: Hashable {
+        var target: Int
+        var key: [UInt8]
+        var version: Version
+    }
     /// A takeover run: the old owners an earlier run of this node covered. Keys that run sent
     /// (this node first among their replicas once those are left out) are skipped. nil for a
     /// first run.
@@ -287,6 +297,7 @@ extension Coordinator {
             state.keysScanned.add(scanned, ordering: .relaxed)
             if last { return finishRebalance(run) }
             moveOn()
+            run.chunkedDone = []
             // The pace: as long as the bytes just sent take at the configured rate.
             let delay = state.maxBytesPerSecond > 0 ? Int64(bytes) * 1_000_000 / Int64(state.maxBytesPerSecond) : 0
             eventLoop.scheduleTask(in: .microseconds(delay)) { self.rebalanceStep(run) }
@@ -353,10 +364,16 @@ extension Coordinator {
     }
 
     /// Sends big values one after the other, each in chunks of ``rebalanceChunkBytes`` that
-    /// the receiver puts together (RC.XFERPART); `done(false)` at the first failure.
-    private func sendChunked(_ entries: [Outgoing], run: RebalanceTransfer, offset: Int = 0, _ done: @escaping (Bool) -> Void) {
+    /// the receiver puts together (RC.XFERPART); `done(false)` at the first failure. A value
+    /// whose chunks a failure interrupted goes on from the last one acknowledged, and from
+    /// wherever the receiver says it stands when that differs (it lost the value: from 0).
+    private func sendChunked(_ entries: [Outgoing], run: RebalanceTransfer, offset: Int? = nil, _ done: @escaping (Bool) -> Void) {
         guard let entry = entries.first, let value = entry.value else { return done(true) }
+        let id = RebalanceTransfer.ChunkedValue(target: entry.target, key: entry.key, version: entry.version)
+        if run.chunkedDone.contains(id) { return sendChunked(Array(entries.dropFirst()), run: run, done) }
         guard !run.cancelled, let link = link(to: entry.target) else { return done(false) }
+        let resumed = run.chunked.flatMap { $0.target == entry.target && $0.key == entry.key && $0.version == entry.version ? $0.offset : nil }
+        let offset = offset ?? resumed ?? 0
         let end = min(value.count, offset + Self.rebalanceChunkBytes)
         let request = RESPValue.array([
             .bulk(BusCommand.transferPart), .bulk(cluster.selfName), .bulkString(ByteBuffer(bytes: entry.key)),
@@ -365,10 +382,24 @@ extension Coordinator {
         ])
         let state = cluster.rebalance
         link.send(request) { [self] reply in
-            guard case .integer(let received)? = reply, received == end else { return done(false) }
+            guard case .integer(let received)? = reply else { return done(false) }
+            guard received == end else {
+                // The receiver holds another prefix: go on from it, unless that is no progress
+                // (then the next try starts the value over).
+                guard received >= 0, received < value.count, received != offset else {
+                    run.chunked = nil
+                    return done(false)
+                }
+                return sendChunked(entries, run: run, offset: received, done)
+            }
             state.bytesSent.add(end - offset, ordering: .relaxed)
             state.chunksSent.add(1, ordering: .relaxed)
-            if end < value.count { return sendChunked(entries, run: run, offset: end, done) }
+            if end < value.count {
+                run.chunked = (entry.target, entry.key, entry.version, end)
+                return sendChunked(entries, run: run, offset: end, done)
+            }
+            run.chunked = nil
+            run.chunkedDone.insert(id)
             state.keysSent.add(1, ordering: .relaxed)
             sendChunked(Array(entries.dropFirst()), run: run, done)
         }
