@@ -112,3 +112,31 @@ def test_anti_entropy_brings_back_a_replica_that_missed_writes_without_any_read(
         assert n3.get("key:0") is None
     finally:
         c.stop_all()
+
+
+def test_under_vector_clocks_anti_entropy_brings_back_siblings_a_replica_missed(tmp_path):
+    c = LocalCluster(str(tmp_path), extra="sloppy-quorum no\nanti-entropy-interval 300\nreconcile vclock\n").start_all()
+    try:
+        c.kill("n3")
+        n1 = c.client("n1")
+        c.wait_until(lambda: b"cluster_state:degraded" in n1.execute_command("CLUSTER", "INFO"))
+        for i in range(100):
+            assert n1.set(f"key:{i}", f"v{i}")
+        # Two writes from the same (empty) context: concurrent, kept as two siblings.
+        for i in range(20):
+            n1.execute_command("VSET", f"twins:{i}", "", "left")
+            n1.execute_command("VSET", f"twins:{i}", "", "right")
+        c.start("n3")
+        # No read touches these keys: n3 gets them, siblings and clocks, from the exchange.
+        c.wait_until(lambda: _local_keys(c, "n3") == 120, timeout=20)
+        assert int(c.client("n3").info("replication")["read_repairs"]) == 0
+        n3 = c.client("n3", single_connection_client=True)
+        n3.execute_command("CONSISTENCY", "READ", "ONE")
+        assert n3.get("key:7") == b"v7"
+        c.kill("n1")
+        c.kill("n2")
+        for i in range(20):
+            context, values = n3.execute_command("VGET", f"twins:{i}")
+            assert sorted(values) == [b"left", b"right"], (i, values)
+    finally:
+        c.stop_all()

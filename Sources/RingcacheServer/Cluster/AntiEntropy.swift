@@ -7,7 +7,12 @@ import RESP
 /// reach, a Merkle digest (``MerkleDigest``) of the entries both replicate; for the buckets
 /// that differ it lists the peer's (key, version) pairs, pulls the entries the peer has newer
 /// and pushes those it has newer itself. Expired entries are left out on both sides; deletes
-/// travel as tombstones until `tombstone-ttl`. Under `reconcile vclock` it does not run yet.
+/// travel as tombstones until `tombstone-ttl`. Under `reconcile vclock` an entry's version is
+/// a fingerprint of its whole sibling set (clocks included), and for a key whose fingerprints
+/// differ each side sends its siblings to the other (`RC.VGET`, `RC.VPUT`), which merges them:
+/// sibling sets have no order to tell which is newer, and merging both ways converges.
+import CXXHash
+
 extension ClusterState {
     static let antiEntropyBits = 8
     /// Buckets exchanged per peer per round, so that one round stays small.
@@ -25,8 +30,33 @@ extension ClusterState {
         }
     }
 
+    /// Under vector clocks: the keys shared with `peer` (in `buckets` when given), each with a
+    /// fingerprint of its sibling set, clocks included, as its version. The siblings are read
+    /// after the store walk (the sibling index is locked before the store, never inside it).
+    func siblingFingerprints(sharedWith peer: Int, buckets: Set<Int>? = nil, now: Int64) -> [(key: [UInt8], position: UInt64, version: Version)] {
+        let probe = MerkleDigest(bits: Self.antiEntropyBits)
+        var shared: [([UInt8], UInt64)] = []
+        forEachShared(with: peer, now: now) { key, position, _, _ in
+            guard buckets.map({ $0.contains(probe.bucket(ofPosition: position)) }) ?? true else { return }
+            shared.append((Array(key), position))
+        }
+        return shared.compactMap { key, position in
+            guard let set = siblings.siblings(of: key, store: node.store, now: now) else { return nil }
+            let fingerprint = set.serialized.withUnsafeBytes { ringcache_xxh3_64($0.baseAddress, $0.count) }
+            return (key, position, Version(timestamp: HLCTimestamp(rawValue: fingerprint), node: NodeID(rawValue: 0)))
+        }
+    }
+
     func digest(sharedWith peer: Int, now: Int64) -> MerkleDigest {
         var digest = MerkleDigest(bits: Self.antiEntropyBits)
+        if usesVectorClocks {
+            for entry in siblingFingerprints(sharedWith: peer, now: now) {
+                entry.key.withUnsafeBytes {
+                    digest.add(key: $0, position: entry.position, version: entry.version.timestamp.rawValue, node: 0, tombstone: false)
+                }
+            }
+            return digest
+        }
         forEachShared(with: peer, now: now) { key, position, version, tombstone in
             digest.add(key: key, position: position, version: version.timestamp.rawValue, node: version.node.rawValue, tombstone: tombstone)
         }
@@ -35,6 +65,9 @@ extension ClusterState {
 
     /// The (key, version) pairs shared with `peer` in `buckets`.
     func entries(sharedWith peer: Int, buckets: Set<Int>, now: Int64) -> [([UInt8], Version, Bool)] {
+        if usesVectorClocks {
+            return siblingFingerprints(sharedWith: peer, buckets: buckets, now: now).map { ($0.key, $0.version, false) }
+        }
         let probe = MerkleDigest(bits: Self.antiEntropyBits)
         var entries: [([UInt8], Version, Bool)] = []
         forEachShared(with: peer, now: now) { key, position, version, tombstone in
@@ -47,7 +80,6 @@ extension ClusterState {
 extension Coordinator {
     /// One anti-entropy round with every reachable peer.
     func antiEntropyRound() {
-        guard !cluster.usesVectorClocks else { return }
         let now = wallClockMillis()
         let down = unreachable
         cluster.node.antiEntropyRounds.add(1, ordering: .relaxed)
@@ -83,6 +115,12 @@ extension Coordinator {
             }
             var mine: [[UInt8]: Version] = [:]
             for (key, version, _) in cluster.entries(sharedWith: peer, buckets: buckets, now: now) { mine[key] = version }
+            if cluster.usesVectorClocks {
+                // Fingerprints have no order: where they differ, each side gets the other's siblings.
+                for (key, version) in theirs where mine[key] != version { pullSiblings(key, from: peer) }
+                for (key, version) in mine where theirs[key] != version { pushSiblings(key, to: peer, now: now) }
+                return
+            }
             for (key, version) in theirs where mine[key].map({ $0 < version }) ?? true { pull(key, from: peer) }
             for (key, version) in mine where theirs[key].map({ $0 < version }) ?? true { push(key, to: peer, now: now) }
         }
@@ -92,6 +130,24 @@ extension Coordinator {
         link(to: peer)?.send({ Self.encodeCommand(BusCommand.get, key, into: &$0) }) { [cluster] reply in
             guard let reply, let decoded = Self.decodeVersioned(reply), let value = decoded.value else { return }
             if cluster.applyLocally(key, value, now: wallClockMillis()) { cluster.node.antiEntropyPulled.add(1, ordering: .relaxed) }
+        }
+    }
+
+    private func pullSiblings(_ key: [UInt8], from peer: Int) {
+        let request = RESPValue.array([.bulk(BusCommand.siblingGet), .bulkString(ByteBuffer(bytes: key))])
+        link(to: peer)?.send(request) { [cluster, store] reply in
+            guard case .bulkString(let bytes?)? = reply, let set = SiblingSet(serialized: bytes.readableBytesView) else { return }
+            let result = cluster.siblings.apply(key, set, limit: cluster.maxSiblings, store: store, now: wallClockMillis(),
+                                                tombstoneTTL: cluster.tombstoneTTL)
+            if result.changed { cluster.node.antiEntropyPulled.add(1, ordering: .relaxed) }
+        }
+    }
+
+    private func pushSiblings(_ key: [UInt8], to peer: Int, now: Int64) {
+        guard let set = cluster.siblings.siblings(of: key, store: store, now: now) else { return }
+        let request = RESPValue.array([.bulk(BusCommand.siblingPut), .bulkString(ByteBuffer(bytes: key)), .bulkString(ByteBuffer(bytes: set.serialized))])
+        link(to: peer)?.send(request) { [cluster] reply in
+            if case .integer? = reply { cluster.node.antiEntropyPushed.add(1, ordering: .relaxed) }
         }
     }
 
