@@ -417,6 +417,12 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var lastHousekeeping = ContinuousClock.now
         var lastCommit = ContinuousClock.now
         var spare: [UInt8] = []
+        // Under a memory limit the page cache takes a sixteenth of it (2 to 64 MiB): SQLite's
+        // pages sit beside the store's memory, not in it.
+        if store.maxMemory > 0 {
+            let kibibytes = min(64 << 10, max(2 << 10, (store.maxMemory / 16) >> 10))
+            try? database.execute("PRAGMA cache_size=-\(kibibytes)")
+        }
         // What a crash left pending goes into `entries` before the load reads them; if that
         // fails, memory may lack it, and read-throughs (which look at the pending log) stay on.
         if !merge() { diskHasMore.store(true, ordering: .relaxed) }

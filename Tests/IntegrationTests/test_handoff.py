@@ -88,12 +88,22 @@ def _local_keys(c, name):
     return int(info.get("db0", {}).get("keys", 0))
 
 
-def test_anti_entropy_brings_back_a_replica_that_missed_writes_without_any_read(tmp_path):
-    c = LocalCluster(str(tmp_path), extra="sloppy-quorum no\nanti-entropy-interval 300\n").start_all()
+def _without_n3(tmp_path, extra=""):
+    """A cluster with anti-entropy every 300 ms, no hints, and n3 down; and a client of n1."""
+    c = LocalCluster(str(tmp_path), extra="sloppy-quorum no\nanti-entropy-interval 300\n" + extra).start_all()
     try:
         c.kill("n3")
         n1 = c.client("n1")
         c.wait_until(lambda: b"cluster_state:degraded" in n1.execute_command("CLUSTER", "INFO"))
+    except BaseException:
+        c.stop_all()
+        raise
+    return c, n1
+
+
+def test_anti_entropy_brings_back_a_replica_that_missed_writes_without_any_read(tmp_path):
+    c, n1 = _without_n3(tmp_path)
+    try:
         for i in range(200):
             assert n1.set(f"key:{i}", f"v{i}")
         n1.delete("key:0")
@@ -115,11 +125,8 @@ def test_anti_entropy_brings_back_a_replica_that_missed_writes_without_any_read(
 
 
 def test_under_vector_clocks_anti_entropy_brings_back_siblings_a_replica_missed(tmp_path):
-    c = LocalCluster(str(tmp_path), extra="sloppy-quorum no\nanti-entropy-interval 300\nreconcile vclock\n").start_all()
+    c, n1 = _without_n3(tmp_path, "reconcile vclock\n")
     try:
-        c.kill("n3")
-        n1 = c.client("n1")
-        c.wait_until(lambda: b"cluster_state:degraded" in n1.execute_command("CLUSTER", "INFO"))
         for i in range(100):
             assert n1.set(f"key:{i}", f"v{i}")
         # Two writes from the same (empty) context: concurrent, kept as two siblings.

@@ -118,6 +118,15 @@ def check_placement(c, names, keys, expected):
         assert not missing, f"{name} reads {len(missing)} keys wrong, e.g. {missing[:3]}"
 
 
+def fill_kib_values(client, count):
+    """Writes `key:0` … of about 1 KiB each, 50 to an MSET; returns what was written."""
+    expected = {f"key:{i}": (b"%06d" % i) * 170 for i in range(count)}
+    keys = list(expected)
+    for start in range(0, len(keys), 50):
+        client.mset({k: expected[k] for k in keys[start:start + 50]})
+    return expected
+
+
 def test_a_node_with_only_seeds_joins_takes_its_keys_and_a_member_leaves_handing_its_keys_out(tmp_path):
     c = GrowingCluster(str(tmp_path)).start_all()
     try:
@@ -294,10 +303,8 @@ def test_with_persistence_keys_memory_evicted_move_from_the_disk(tmp_path):
     c = GrowingCluster(str(tmp_path), SETTINGS + f"persistence sqlite\ndir {data}\nmaxmemory 400kb\n").start_all()
     try:
         n1 = c.client("n1")
-        expected = {f"key:{i}": (b"%06d" % i) * 170 for i in range(2000)}   # about 1 KiB each
+        expected = fill_kib_values(n1, 2000)
         keys = list(expected)
-        for start in range(0, len(keys), 50):
-            n1.mset({k: expected[k] for k in keys[start:start + 50]})
         # Memory holds a fraction of each node's share; the rest is on disk only.
         assert all(local_keys(c, n) < 1000 for n in NAMES), {n: local_keys(c, n) for n in NAMES}
         c.add("n4")
@@ -316,10 +323,8 @@ def test_when_a_sender_dies_mid_transfer_the_live_replicas_send_its_share(tmp_pa
     c = GrowingCluster(str(tmp_path), SETTINGS + "rebalance-max-bytes-per-sec 60kb\ngossip-interval 200\ngossip-ping-timeout 80\n").start_all()
     try:
         n1 = c.client("n1")
-        expected = {f"key:{i}": (b"%06d" % i) * 170 for i in range(2000)}   # about 1 KiB each
+        expected = fill_kib_values(n1, 2000)
         keys = list(expected)
-        for start in range(0, len(keys), 50):
-            n1.mset({k: expected[k] for k in keys[start:start + 50]})
         c.add("n4")
         n4 = c.client("n4")
         c.wait_until(lambda: n4.info("cluster")["rebalance_keys_received"] > 0, timeout=10)
