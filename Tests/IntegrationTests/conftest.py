@@ -84,10 +84,26 @@ def _ringcache_bin():
     return os.environ.get("RINGCACHE_BIN") or os.path.join(REPO_ROOT, ".build", "debug", "ringcache")
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 for TCP and UDP (a node's bus port carries gossip too), never
+    one handed out before in this run: the kernel may give a released port again at once,
+    and two nodes of one cluster configured with the same port fail to start."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in _HANDED_OUT:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def _config_flags(config):
