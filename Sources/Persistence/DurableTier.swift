@@ -49,6 +49,11 @@ public struct DiskEntry: Sendable {
 public struct DiskCursor: Sendable, Equatable {
     public var position: Int64
     public var key: [UInt8]
+
+    public init(position: Int64, key: [UInt8]) {
+        self.position = position
+        self.key = key
+    }
 }
 
 /// A row of a walk: the key and its entry (nil for a placeholder that only moves the cursor on,
@@ -93,6 +98,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     private var scanNext: SQLiteDatabase.Statement!
 
     private let queue = Mutex(Queue())
+    /// What `meta` holds, as the last ``setMeta(_:_:)`` calls left it.
+    private let metaValues: Mutex<[[UInt8]: [UInt8]]>
     private let wake = DispatchSemaphore(value: 0)
     private let queuedBytes = Atomic<Int>(0)
     private let failure = Mutex<String?>(nil)
@@ -130,6 +137,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         var scans: [Scan] = []
         var waiters: [(sequence: UInt64, done: @Sendable (Bool) -> Void)] = []
         var stopping = false
+        /// Named values to store (nil: to remove), in order.
+        var metas: [(name: [UInt8], value: [UInt8]?)] = []
         var writerAsleep = false
     }
 
@@ -221,6 +230,14 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             pendingLog = try PendingLog(path: path + "-pending")
             if application != 0, try database.integer("PRAGMA user_version") < Self.formatVersion {
                 try Self.upgrade(database, log: pendingLog)
+            }
+            // Small named values that outlive a restart (where rebalancing's walk stands).
+            try database.execute("CREATE TABLE IF NOT EXISTS meta(name BLOB PRIMARY KEY, value BLOB NOT NULL)")
+            do {
+                let statement = try database.prepare("SELECT name, value FROM meta")
+                var values: [[UInt8]: [UInt8]] = [:]
+                while try statement.step() { values[Array(statement.blob(0))] = Array(statement.blob(1)) }
+                metaValues = Mutex(values)
             }
             written = try database.integer("SELECT coalesce(max(written), 0) FROM entries")
             rows.store(Int(try database.integer("SELECT count(*) FROM entries")), ordering: .relaxed)
@@ -385,6 +402,45 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         }
     }
 
+    /// A named value stored beside the entries, as the last ``setMeta(_:_:)`` left it.
+    public func meta(_ name: String) -> [UInt8]? {
+        metaValues.withLock { $0[Array(name.utf8)] }
+    }
+
+    /// Stores (nil: removes) a named value that outlives a restart; written by the writer
+    /// thread with the next batch (best effort: a failure leaves the previous value).
+    public func setMeta(_ name: String, _ value: [UInt8]?) {
+        let key = Array(name.utf8)
+        metaValues.withLock { $0[key] = value }
+        let wakeWriter = queue.withLock { queue in
+            queue.metas.append((key, value))
+            defer { queue.writerAsleep = false }
+            return queue.writerAsleep
+        }
+        if wakeWriter { wake.signal() }
+    }
+
+    private func storeMetas(_ metas: [(name: [UInt8], value: [UInt8]?)]) {
+        _ = transaction {
+            for (name, value) in metas {
+                try name.withUnsafeBytes { name in
+                    guard let value else {
+                        let statement = try database.prepare("DELETE FROM meta WHERE name = ?")
+                        statement.bind(1, name)
+                        _ = try statement.step()
+                        return
+                    }
+                    try value.withUnsafeBytes { value in
+                        let statement = try database.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)")
+                        statement.bind(1, name)
+                        statement.bind(2, value)
+                        _ = try statement.step()
+                    }
+                }
+            }
+        }
+    }
+
     // MARK: Writer thread
 
     /// Starts the writer thread; it loads the store first (up to the store's `maxMemory`).
@@ -431,7 +487,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         while true {
             let loadingNow = loading.load(ordering: .relaxed)
             let sleep = queue.withLock { queue -> Bool in
-                let idle = queue.log.isEmpty && queue.reads.isEmpty && queue.scans.isEmpty && !queue.stopping && !loadingNow
+                let idle = queue.log.isEmpty && queue.reads.isEmpty && queue.scans.isEmpty && queue.metas.isEmpty && !queue.stopping && !loadingNow
                 queue.writerAsleep = idle
                 return idle
             }
@@ -451,14 +507,15 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             // loops append without growing it (no copying, no fresh pages) in the common case.
             var log: [UInt8] = []
             swap(&log, &spare)
-            var (sequence, reads, newScans, stopping) = queue.withLock { queue in
+            var (sequence, reads, newScans, metas, stopping) = queue.withLock { queue in
                 defer {
                     queue.reads = []
                     queue.scans = []
+                    queue.metas = []
                     queue.writerAsleep = false
                 }
                 swap(&queue.log, &log)
-                return (queue.sequence, queue.reads, queue.scans, queue.stopping)
+                return (queue.sequence, queue.reads, queue.scans, queue.metas, queue.stopping)
             }
             queuedBytes.store(0, ordering: .relaxed)
             if let pending = retry {
@@ -481,6 +538,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             spare = log.isEmpty && log.capacity <= Self.spareLimit ? log : []
             log = []
             if spare.capacity < 4096 { spare.reserveCapacity(4096) }
+            if !metas.isEmpty { storeMetas(metas) }
             waitingScans += newScans
             let unmerged = unmergedBytes.load(ordering: .relaxed)
             let mergeDue = unmerged >= Self.mergeBytes || stopping || !reads.isEmpty || !waitingScans.isEmpty
@@ -496,7 +554,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 lastHousekeeping = .now
                 housekeeping()
             }
-            if stopping && queue.withLock({ $0.log.isEmpty && $0.reads.isEmpty && $0.scans.isEmpty }) && (retry == nil || stoppingGaveUp(&retry)) {
+            if stopping && queue.withLock({ $0.log.isEmpty && $0.reads.isEmpty && $0.scans.isEmpty && $0.metas.isEmpty }) && (retry == nil || stoppingGaveUp(&retry)) {
                 _ = merge()
                 for scan in waitingScans { scan.done([]) }
                 break

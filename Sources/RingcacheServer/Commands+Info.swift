@@ -127,6 +127,7 @@ extension CommandProcessor {
                     "rebalance_transfers_finished:\(rebalance.transfersFinished.load(ordering: .relaxed))",
                     "rebalance_retries:\(rebalance.retries.load(ordering: .relaxed))",
                     "rebalance_takeovers:\(rebalance.takeovers.load(ordering: .relaxed))",
+                    "rebalance_resumed:\(rebalance.resumed.load(ordering: .relaxed))",
                     "rebalance_chunks_sent:\(rebalance.chunksSent.load(ordering: .relaxed))",
                     "rebalance_chunks_received:\(rebalance.chunksReceived.load(ordering: .relaxed))",
                     "rebalance_keys_dropped:\(rebalance.keysDropped.load(ordering: .relaxed))",

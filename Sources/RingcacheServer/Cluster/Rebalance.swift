@@ -70,6 +70,8 @@ final class RebalanceState: Sendable {
     private let finishedBy = Mutex<[(ring: UInt64, coverage: TransferCoverage)]>([])
     /// Takeover runs: sent again because an old owner died before it finished.
     let takeovers = Atomic<Int>(0)
+    /// Transfers that went on from where this node's walk stood before it restarted.
+    let resumed = Atomic<Int>(0)
 
     init(maxBytesPerSecond: Int) {
         self.maxBytesPerSecond = maxBytesPerSecond
@@ -169,8 +171,42 @@ extension Coordinator {
         if let transfer, transfer.ringID == topology.ringID { return }
         if state.finished(ring: topology.ringID).contains(cluster.selfName) { return }
         transfer?.cancelled = true
-        begin(RebalanceTransfer(topology: topology, old: old))
+        let run = RebalanceTransfer(topology: topology, old: old)
+        if let cursor = savedCursor(for: topology.ringID) {
+            // This node restarted while sending for this ring: its walk goes on from where it
+            // stood. What came before was sent with down sets nobody knows now: it covers nobody.
+            run.diskCursor = cursor
+            run.covered = []
+            state.resumed.add(1, ordering: .relaxed)
+            logger.info("rebalance: going on from where the walk stood before a restart", metadata: ["epoch": "\(topology.epoch)"])
+        }
+        begin(run)
         logger.info("rebalance: sending the keys other members gain", metadata: ["epoch": "\(topology.epoch)", "keys": "\(store.count)"])
+    }
+
+    static let cursorMeta = "rebalance-cursor"
+
+    /// With persistence (last-write-wins, which walks the SQLite table): where the walk for
+    /// `ring` stood when this node stopped, if it stopped while sending for it.
+    private func savedCursor(for ring: UInt64) -> DiskCursor? {
+        guard let durable = cluster.node.durable, !cluster.usesVectorClocks, let bytes = durable.meta(Self.cursorMeta), bytes.count >= 16 else {
+            return nil
+        }
+        let (saved, position) = bytes.withUnsafeBytes {
+            (UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)), Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: Int64.self)))
+        }
+        return saved == ring ? DiskCursor(position: position, key: Array(bytes[16...])) : nil
+    }
+
+    /// Remembers (on disk) where the walk for `ring` stands, or that it ended (nil).
+    private func saveCursor(_ cursor: DiskCursor?, ring: UInt64) {
+        guard let durable = cluster.node.durable else { return }
+        guard let cursor else { return durable.setMeta(Self.cursorMeta, nil) }
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: ring.littleEndian) { bytes += $0 }
+        withUnsafeBytes(of: cursor.position.littleEndian) { bytes += $0 }
+        bytes += cursor.key
+        durable.setMeta(Self.cursorMeta, bytes)
     }
 
     private func begin(_ run: RebalanceTransfer) {
@@ -242,7 +278,11 @@ extension Coordinator {
                             outgoing.append(Outgoing(target: target, key: row.key, version: entry.version, expiry: entry.expiry, value: entry.value))
                         }
                     }
-                    self.transmit(run, outgoing, scanned: rows.count, last: rows.isEmpty) { run.diskCursor = rows.last?.cursor }
+                    self.transmit(run, outgoing, scanned: rows.count, last: rows.isEmpty) {
+                        run.diskCursor = rows.last?.cursor
+                        // A first run's place survives a restart (a takeover's is not kept).
+                        if run.sentBefore == nil, let cursor = run.diskCursor { self.saveCursor(cursor, ring: run.ringID) }
+                    }
                 }
             }
             return
@@ -413,6 +453,7 @@ extension Coordinator {
         let owners = Set(run.old.owners)
         let covering = Set((run.covered ?? []).filter { $0 < members.count }.map { members[$0].name }).intersection(owners)
         state.markFinished(cluster.selfName, ring: run.ringID, covering: covering)
+        if run.sentBefore == nil { saveCursor(nil, ring: run.ringID) }
         if transfer === run { transfer = nil }
         logger.info("rebalance: sent", metadata: ["epoch": "\(run.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))",
                                                   "covering": "\(covering.sorted())"])
