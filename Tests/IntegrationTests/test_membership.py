@@ -297,10 +297,15 @@ def test_forged_and_malformed_gossip_packets_are_dropped_and_counted(tmp_path):
         c.stop_all()
 
 
-def test_with_persistence_keys_memory_evicted_move_from_the_disk(tmp_path):
+def persistent_cluster(tmp_path, extra):
+    """A GrowingCluster whose nodes keep their data in SQLite under tmp_path/data."""
     data = os.path.join(str(tmp_path), "data")
     os.makedirs(data)
-    c = GrowingCluster(str(tmp_path), SETTINGS + f"persistence sqlite\ndir {data}\nmaxmemory 400kb\n").start_all()
+    return GrowingCluster(str(tmp_path), SETTINGS + f"persistence sqlite\ndir {data}\n" + extra).start_all()
+
+
+def test_with_persistence_keys_memory_evicted_move_from_the_disk(tmp_path):
+    c = persistent_cluster(tmp_path, "maxmemory 400kb\n")
     try:
         n1 = c.client("n1")
         expected = fill_kib_values(n1, 2000)
@@ -350,9 +355,7 @@ def test_when_a_sender_dies_mid_transfer_the_live_replicas_send_its_share(tmp_pa
 
 
 def test_with_persistence_a_sender_restarted_mid_transfer_goes_on_from_where_it_stood(tmp_path):
-    data = os.path.join(str(tmp_path), "data")
-    os.makedirs(data)
-    c = GrowingCluster(str(tmp_path), SETTINGS + f"persistence sqlite\ndir {data}\nrebalance-max-bytes-per-sec 60kb\n").start_all()
+    c = persistent_cluster(tmp_path, "rebalance-max-bytes-per-sec 60kb\n")
     try:
         n1 = c.client("n1")
         expected = fill_kib_values(n1, 2000)
