@@ -66,16 +66,17 @@ final class PendingLog {
             }
             return magic.count
         }
-        var contents = [UInt8](repeating: 0, count: length)
-        let read = contents.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, length, 0) }
-        guard read == length else {
+        // Mapped, not read into a buffer: the log may hold hundreds of MiB.
+        guard let mapped = mmap(nil, length, PROT_READ, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
             throw PersistenceError(description: "cannot read \(path): \(String(cString: strerror(errno)))")
         }
+        defer { munmap(mapped, length) }
+        let contents = UnsafeRawBufferPointer(start: mapped, count: length)
         guard length >= magic.count, contents[0..<magic.count].elementsEqual(magic) else {
             throw PersistenceError(description: "\(path) is not a ringcache pending log; it was left untouched: move it away or set another `dir`")
         }
         enum Scan { case whole, cutAt(Int), damagedAt(Int) }
-        let scan = contents.withUnsafeBytes { bytes -> Scan in
+        let scan = { (bytes: UnsafeRawBufferPointer) -> Scan in
             var offset = magic.count
             while offset < length {
                 guard offset + recordHeader <= length else { return .cutAt(offset) }
@@ -90,7 +91,7 @@ final class PendingLog {
                 offset = start + count
             }
             return .whole
-        }
+        }(contents)
         switch scan {
         case .whole:
             return length
