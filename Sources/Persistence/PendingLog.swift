@@ -12,7 +12,8 @@ import Glibc
 /// batch goes to the disk once here and once more as part of the table, rather than through
 /// SQLite's WAL and checkpoint twice. A crash between the merge and the emptying replays the
 /// same batches on the next start, which changes nothing: applying a run of changes again
-/// on top of itself gives the same rows.
+/// on top of itself gives the same rows. Commits go on during a merge: what they append
+/// after the merged part is kept when the merged part goes (``removeMerged(upTo:sync:)``).
 ///
 /// At open, a record cut short at the end (a write a crash interrupted: never acknowledged
 /// under fsync always, within the last second under everysec) is cut off; a record that fails
@@ -154,13 +155,17 @@ final class PendingLog {
     }
 
     /// Calls `body` with the file mapped and the byte range of each batch in it, oldest first.
+    /// Batches appended while `body` runs are not in the view (the mapping ends where the log
+    /// ended when it was called): the view's length is where ``removeMerged(upTo:)`` cuts.
     func withBatches<T>(_ body: (UnsafeRawBufferPointer, [Range<Int>]) throws -> T) throws -> T {
         guard size > 0 else { return try body(UnsafeRawBufferPointer(start: nil, count: 0), []) }
-        guard let mapped = mmap(nil, end, PROT_READ, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
+        let length = end
+        guard let mapped = mmap(nil, length, PROT_READ, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
             throw PersistenceError(description: "cannot map \(path): \(String(cString: strerror(errno)))")
         }
-        defer { munmap(mapped, end) }
-        let bytes = UnsafeRawBufferPointer(start: mapped, count: end)
+        defer { munmap(mapped, length) }
+        let bytes = UnsafeRawBufferPointer(start: mapped, count: length)
+        let end = length
         var ranges: [Range<Int>] = []
         var offset = Self.magic.count
         while offset + Self.recordHeader <= end {
@@ -177,5 +182,60 @@ final class PendingLog {
         guard ftruncate(descriptor, off_t(Self.magic.count)) == 0 else { return String(cString: strerror(errno)) }
         end = Self.magic.count
         return nil
+    }
+
+    /// Drops the records before `merged` (the end of what a merge applied, made durable in the
+    /// database). Records appended since then stay: they are copied into a new file, synced
+    /// (with `sync`), which then takes the log's name in one rename, so a crash leaves either
+    /// the old log (whose merged records replay to the same rows) or the new one.
+    func removeMerged(upTo merged: Int, sync: Bool) -> String? {
+        guard merged < end else { return clear() }
+        let tail = end - merged
+        let newPath = path + ".new"
+        let target = Glibc.open(newPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard target >= 0 else { return "cannot create \(newPath): \(String(cString: strerror(errno)))" }
+        var buffer = [UInt8](repeating: 0, count: Self.magic.count + tail)
+        let copied = buffer.withUnsafeMutableBytes { bytes -> Bool in
+            Self.magic.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: bytes[..<Self.magic.count]).copyMemory(from: $0) }
+            var done = 0
+            while done < tail {
+                let got = pread(descriptor, bytes.baseAddress! + Self.magic.count + done, tail - done, off_t(merged + done))
+                if got < 0 && errno == EINTR { continue }
+                guard got > 0 else { return false }
+                done += got
+            }
+            var written = 0
+            while written < bytes.count {
+                let put = pwrite(target, bytes.baseAddress! + written, bytes.count - written, off_t(written))
+                if put < 0 && errno == EINTR { continue }
+                guard put > 0 else { return false }
+                written += put
+            }
+            return true
+        }
+        guard copied, !sync || fdatasync(target) == 0, rename(newPath, path) == 0 else {
+            let failure = String(cString: strerror(errno))
+            _ = Glibc.close(target)
+            unlink(newPath)
+            return "cannot keep the batches written during a merge in \(path): \(failure)"
+        }
+        _ = Glibc.close(descriptor)
+        descriptor = target
+        end = Self.magic.count + tail
+        // The rename itself is made durable too: later records go to the new file only.
+        if sync {
+            let directory = Glibc.open(Self.directory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if directory >= 0 {
+                defer { _ = Glibc.close(directory) }
+                guard fsync(directory) == 0 else { return "cannot sync the directory of \(path): \(String(cString: strerror(errno)))" }
+            }
+        }
+        return nil
+    }
+
+    /// The directory part of `path` ("." for a bare name).
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 }

@@ -45,14 +45,31 @@ struct ConnectionState {
 
     static let outputChunk = 1024 * 1024
 
-    /// Parses and answers every complete request in `bytes`. Returns the bytes consumed.
+    /// Parses and answers every complete request in `bytes` under `limits`. Returns the bytes
+    /// consumed. Unless the batch stopped for a full reply buffer (it goes on after the write),
+    /// what it did is published: the node's command count, the client's last interaction.
     static func run(
-        _ state: inout ConnectionState, bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64
+        _ state: inout ConnectionState, bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64, limits: RESPLimits
     ) -> (consumed: Int, stop: Stop) {
+        // CONFIG SET of a limit applies to connections already open, from their next batch.
+        state.parser.limits = limits
         // The parts go in as separate variables: the parser is read while the session and
         // the reply buffer are written, which on one struct would copy the parser per request.
-        run(parser: &state.parser, session: &state.session, out: &state.out, waiting: &state.waiting, bytes: bytes,
-            processor: processor, now: now)
+        let result = run(parser: &state.parser, session: &state.session, out: &state.out, waiting: &state.waiting, bytes: bytes,
+                         processor: processor, now: now)
+        if result.stop != .outputFull { state.finishBatch(now: now, node: processor.node) }
+        return result
+    }
+
+    /// Publishes what the batch did: the node's command count (INFO), the client's last
+    /// interaction and command (CLIENT LIST, `timeout`). Atomics, no lock: once per batch.
+    mutating func finishBatch(now: Int64, node: NodeState) {
+        if session.commandsProcessed > 0 {
+            node.commandsProcessed.add(session.commandsProcessed, ordering: .relaxed)
+            session.commandsProcessed = 0
+        }
+        session.client.lastInteraction.store(now, ordering: .relaxed)
+        if let last = session.lastCommand { session.client.lastCommand.store(last.rawValue &+ 1, ordering: .relaxed) }
     }
 
     private static func run(
@@ -122,6 +139,10 @@ final class ClientHandler: ChannelDuplexHandler {
 
     private var processor: CommandProcessor
     private let coordinator: Coordinator?
+    /// Writes this connection's replies at the end of the loop's turn; nil: at once.
+    private let flusher: ReplyFlusher?
+    /// The flusher holds this handler for the end of the turn.
+    private var flushQueued = false
     private let logger: Logger
     /// True while a read batch is being processed; replies completed meanwhile are written
     /// when it ends.
@@ -142,9 +163,10 @@ final class ClientHandler: ChannelDuplexHandler {
     /// True during `context.flush()`, which can fire writability events synchronously.
     private var flushing = false
 
-    init(node: NodeState, coordinator: Coordinator? = nil, logger: Logger) {
+    init(node: NodeState, coordinator: Coordinator? = nil, flusher: ReplyFlusher? = nil, logger: Logger) {
         self.processor = CommandProcessor(node: node)
         self.coordinator = coordinator
+        self.flusher = flusher
         self.logger = logger
         self.pending = ByteBuffer()
     }
@@ -239,8 +261,24 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        flushReplies(context: context)
+        if let flusher {
+            // Written with the other replies of this turn; anything that must write sooner
+            // (a full reply buffer, a close, a pause) flushes on its own meanwhile.
+            if !flushQueued, state?.out.readableBytes ?? 0 > 0 {
+                flushQueued = true
+                flusher.enqueue(self)
+            }
+        } else {
+            flushReplies(context: context)
+        }
         context.fireChannelReadComplete()
+    }
+
+    /// The end of the loop's turn (``ReplyFlusher``): the replies of this turn go out.
+    func flushDeferred() {
+        flushQueued = false
+        guard let context else { return }
+        flushReplies(context: context)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -327,8 +365,9 @@ final class ClientHandler: ChannelDuplexHandler {
     /// Answers every complete request in `buffer`, writing out large reply batches as it goes.
     private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
         let now = wallClockMillis()
-        // CONFIG SET of a limit applies to connections already open, from their next batch.
-        state?.parser.limits = processor.node.limits
+        let processor = self.processor
+        let node = processor.node
+        let limits = node.limits
         processing = true
         defer {
             processing = false
@@ -341,22 +380,20 @@ final class ClientHandler: ChannelDuplexHandler {
             }
         }
         while !closing && !paused && state != nil {
-            if let durable = processor.node.durable, durable.isCongested {
+            if let durable = node.durable, durable.isCongested {
                 // The SQLite writer is behind: requests wait in the socket until it catches up.
-                touch(now: now)
+                state!.finishBatch(now: now, node: node)
                 waitForDisk(context: context)
                 return
             }
             let (consumed, stop) = buffer.withUnsafeReadableBytes { bytes in
-                ConnectionState.run(&state!, bytes: bytes, processor: processor, now: now)
+                ConnectionState.run(&state!, bytes: bytes, processor: processor, now: now, limits: limits)
             }
             buffer.moveReaderIndex(forwardBy: consumed)
             switch stop {
             case .needMoreData:
-                touch(now: now)
                 return
             case .close:
-                touch(now: now)
                 flushReplies(context: context)
                 if state?.waiting.isEmpty == false {
                     // Earlier cluster replies are still coming: close after they are written.
@@ -373,28 +410,16 @@ final class ClientHandler: ChannelDuplexHandler {
                     checkOutputLimit(context: context)
                 }
             case .tooManyWaiting:
-                touch(now: now)
                 paused = true
             }
         }
     }
 
-    private func touch(now: Int64) {
-        guard let session = state?.session else { return }
-        processor.node.commandsProcessed.add(session.commandsProcessed, ordering: .relaxed)
-        state?.session.commandsProcessed = 0
-        session.client.details.withLock { details in
-            details.lastInteraction = now
-            if let last = session.lastCommand { details.lastCommand = last }
-        }
-    }
-
     private func flushReplies(context: ChannelHandlerContext) {
         guard state != nil, state!.out.readableBytes > 0 else { return }
-        context.write(wrapOutboundOut(state!.out), promise: nil)
         // A failed write closes the channel during flush, and channelInactive clears `state`.
         flushing = true
-        context.flush()
+        context.writeAndFlush(wrapOutboundOut(state!.out), promise: nil)
         flushing = false
         // Usually the socket took every byte during flush, so this reuses the same storage;
         // after a very large reply, give the memory back instead of keeping the peak.

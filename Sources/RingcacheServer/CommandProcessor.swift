@@ -24,8 +24,9 @@ struct Session {
 /// Runs parsed requests against a node and writes each reply into the outbound buffer.
 ///
 /// Replies follow Redis's types and error wording, so clients map them as they would
-/// Redis's. Nothing here touches a socket: the handler owns those.
-struct CommandProcessor {
+/// Redis's. Nothing here touches a socket: the handler owns those. A class, so that the
+/// handler hands it to each read batch with one retain rather than a copy of every field.
+final class CommandProcessor {
     let node: NodeState
     /// The cluster this node belongs to, or nil for a standalone node.
     let cluster: ClusterState?

@@ -1,7 +1,8 @@
 /// The commands a node knows: names, arity, flags and key positions as COMMAND reports
 /// them, and the lookup the dispatcher does per request without allocating.
 struct CommandSpec: Sendable {
-    enum Name: Sendable {
+    /// Raw values let a connection publish its last command in an atomic (CLIENT LIST).
+    enum Name: UInt8, Sendable {
         case ping, echo, hello, auth, quit, select, client, command, info, config, time, dbsize, flushall, flushdb
         case get, set, setnx, setex, psetex, getset, getdel, getex, mget, mset, msetnx
         case incr, decr, incrby, decrby, incrbyfloat, append, strlen, getrange, setrange, substr

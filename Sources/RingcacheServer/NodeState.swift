@@ -142,10 +142,6 @@ public final class NodeState: Sendable {
 final class ClientInfo: Sendable {
     struct Details {
         var name: [UInt8] = []
-        /// Kept as the enum and only turned into text for CLIENT LIST: formatting it per batch
-        /// went through reflection.
-        var lastCommand: CommandSpec.Name?
-        var lastInteraction: Int64
         var resp = 2
         var libName = ""
         var libVersion = ""
@@ -158,6 +154,10 @@ final class ClientInfo: Sendable {
     /// The connection, or nil for the node's internal client.
     let channel: (any Channel)?
     let details: Mutex<Details>
+    /// Unix milliseconds of the last read batch: stored once per batch, without a lock.
+    let lastInteraction: Atomic<Int64>
+    /// The last command's raw value + 1 (0: none yet), only turned into text for CLIENT LIST.
+    let lastCommand = Atomic<UInt8>(0)
 
     init(id: Int, channel: (any Channel)?, now: Int64) {
         self.id = id
@@ -165,16 +165,19 @@ final class ClientInfo: Sendable {
         self.address = channel?.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "internal"
         self.localAddress = channel?.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "internal"
         self.createdAt = now
-        self.details = Mutex(Details(lastInteraction: now))
+        self.details = Mutex(Details())
+        self.lastInteraction = Atomic(now)
     }
 
     /// The CLIENT LIST / CLIENT INFO line.
     func describe(now: Int64) -> String {
-        details.withLock { d in
+        let idle = (now - lastInteraction.load(ordering: .relaxed)) / 1000
+        let command = CommandSpec.Name(rawValue: lastCommand.load(ordering: .relaxed) &- 1).map { CommandTable.name(of: $0) } ?? "NULL"
+        return details.withLock { d in
             let name = String(decoding: d.name, as: UTF8.self)
             return "id=\(id) addr=\(address) laddr=\(localAddress) fd=0 name=\(name) age=\((now - createdAt) / 1000) "
-                + "idle=\((now - d.lastInteraction) / 1000) flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
-                + "argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=\(d.lastCommand.map { CommandTable.name(of: $0) } ?? "NULL") "
+                + "idle=\(idle) flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
+                + "argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=\(command) "
                 + "user=default redir=-1 resp=\(d.resp) lib-name=\(d.libName) lib-ver=\(d.libVersion)"
         }
     }
@@ -207,7 +210,7 @@ final class ClientRegistry: Sendable {
     /// Closes clients idle for `timeout` seconds or more.
     func closeIdle(timeout: Int, now: Int64) {
         guard timeout > 0 else { return }
-        for client in all where client.details.withLock({ now - $0.lastInteraction }) >= Int64(timeout) * 1000 {
+        for client in all where now - client.lastInteraction.load(ordering: .relaxed) >= Int64(timeout) * 1000 {
             client.channel?.close(promise: nil)
         }
     }

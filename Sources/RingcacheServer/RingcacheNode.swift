@@ -59,6 +59,12 @@ public final class RingcacheNode: Service, Sendable {
             }
         }
         let coordinatorByLoop = coordinators
+        // One reply flusher per event loop, made on its loop by the first connection there.
+        var flusherBoxes: [ObjectIdentifier: NIOLoopBoundBox<ReplyFlusher?>] = [:]
+        for loop in group.makeIterator() {
+            flusherBoxes[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeEmptyBox(valueType: ReplyFlusher.self, eventLoop: loop)
+        }
+        let flusherByLoop = flusherBoxes
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 511)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -68,8 +74,11 @@ public final class RingcacheNode: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let box = flusherByLoop[ObjectIdentifier(channel.eventLoop)]
+                    if let box, box.value == nil { box.value = ReplyFlusher(loop: channel.eventLoop) }
                     try channel.pipeline.syncOperations.addHandler(
-                        ClientHandler(node: state, coordinator: coordinatorByLoop[ObjectIdentifier(channel.eventLoop)], logger: logger))
+                        ClientHandler(node: state, coordinator: coordinatorByLoop[ObjectIdentifier(channel.eventLoop)],
+                                      flusher: box?.value, logger: logger))
                 }
             }
         let listener: any Channel

@@ -166,6 +166,22 @@ def test_client_id_list_info(server):
     assert info["addr"].startswith("127.0.0.1:")
 
 
+def test_client_list_shows_each_connections_last_command_and_idle_time(server):
+    watcher = server.client(protocol=2)
+    worker = server.client(protocol=2)
+    worker_id = worker.client_id()
+    worker.set("k", "v")
+    worker.get("k")
+    entry = {int(c["id"]): c for c in watcher.client_list()}[worker_id]
+    assert entry["cmd"] == "get"
+    assert entry["idle"] == "0"
+    worker.ping()
+    time.sleep(1.1)
+    entry = {int(c["id"]): c for c in watcher.client_list()}[worker_id]
+    assert entry["cmd"] == "ping"
+    assert int(entry["idle"]) >= 1
+
+
 def test_client_list_and_info_wire_format(raw):
     raw.command_raw("CLIENT", "SETNAME", "rawconn")
     my_id = int(raw.command_raw("CLIENT", "ID")[1:-2])

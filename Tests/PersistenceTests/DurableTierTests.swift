@@ -157,6 +157,58 @@ import Testing
         #expect(tier.unmergedBytes.load(ordering: .relaxed) == 0)
     }
 
+    @Test func writesAreCommittedWhileAMergeRunsAndStayPendingAfterIt() throws {
+        try withTier(.always) { tier, store in
+            for i in 0..<60_000 { set(store, "k\(i)", "v\(i)") }
+            waitForCommit(tier)
+            // A read merges first: 60,000 rows take the writer a while.
+            let events = Mutex<[String]>([])
+            let readDone = DispatchSemaphore(value: 0)
+            tier.read(Array("k1".utf8)) { _ in
+                events.withLock { $0.append("read") }
+                readDone.signal()
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+            set(store, "during", "merge")
+            let committed = DispatchSemaphore(value: 0)
+            tier.whenCommitted(tier.queuedSequence) { ok in
+                events.withLock { $0.append(ok ? "commit" : "failed") }
+                committed.signal()
+            }
+            committed.wait()
+            readDone.wait()
+            #expect(events.withLock { $0 } == ["commit", "read"], "the write was acknowledged before the merge ended")
+            #expect(tier.merges.load(ordering: .relaxed) == 1)
+            #expect(tier.unmergedBytes.load(ordering: .relaxed) > 0, "what was committed during the merge is still pending")
+        }
+        try withTier { tier, store in
+            while tier.isLoading { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(store.count == 60_001)
+            #expect(value(store, "during") == "merge")
+        }
+    }
+
+    @Test func removingTheMergedPartOfThePendingLogKeepsWhatCameAfter() throws {
+        let path = directory + "/log-pending"
+        let log = try PendingLog(path: path)
+        for payload in [[1, 2, 3], [4, 5]] as [[UInt8]] { #expect(payload.withUnsafeBytes { log.append($0) } == nil) }
+        let merged = try log.withBatches { bytes, batches in
+            #expect(batches.count == 2)
+            // Appended while the view is held: not in it.
+            #expect([UInt8]([6, 7, 8, 9]).withUnsafeBytes { log.append($0) } == nil)
+            return bytes.count
+        }
+        #expect(log.removeMerged(upTo: merged, sync: true) == nil)
+        let left = try log.withBatches { bytes, batches in batches.map { Array(bytes[$0]) } }
+        #expect(left == [[6, 7, 8, 9]])
+        log.close()
+        let reopened = try PendingLog(path: path)
+        #expect(try reopened.withBatches { bytes, batches in batches.map { Array(bytes[$0]) } } == [[6, 7, 8, 9]])
+        #expect(reopened.removeMerged(upTo: reopened.end, sync: false) == nil)
+        #expect(reopened.size == 0)
+        #expect(PendingLog.directory(of: "/a/b-pending") == "/a" && PendingLog.directory(of: "/b") == "/" && PendingLog.directory(of: "b") == ".")
+    }
+
     @Test func aPendingLogDamagedBeforeItsEndStopsTheStartAndIsLeftUntouched() throws {
         var crashed = ""
         try withTier(.everysec) { tier, store in
