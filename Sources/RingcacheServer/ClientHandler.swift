@@ -265,8 +265,7 @@ final class ClientHandler: ChannelDuplexHandler {
             // Written with the other replies of this turn; anything that must write sooner
             // (a full reply buffer, a close, a pause) flushes on its own meanwhile.
             if !flushQueued, state?.out.readableBytes ?? 0 > 0 {
-                flushQueued = true
-                flusher.enqueue(self)
+                if flusher.deferFlush(self) { flushQueued = true } else { flushReplies(context: context) }
             }
         } else {
             flushReplies(context: context)
