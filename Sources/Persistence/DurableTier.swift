@@ -486,7 +486,6 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         // Commits go on while a merge runs (it may take seconds): every gathering time, what
         // the event loops queued is appended to the log after the part being merged, and
         // synced as the policy says. Reads and scans wait for the merge.
-        var lastLogSync = ContinuousClock.now
         let commitWhileMerging = { [self] in
             guard retry == nil, ContinuousClock.now - lastCommit >= Self.gatherTime else { return }
             var log: [UInt8] = []
@@ -497,16 +496,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             queuedBytes.store(0, ordering: .relaxed)
             lastCommit = .now
             guard !log.isEmpty else { return }
-            if commit(log) {
-                finishWaiters(upTo: sequence, success: true)
-            } else {
-                retry = (log, sequence)
-                finishWaiters(upTo: sequence, success: false)
-            }
-            if fsync == .everysec, ContinuousClock.now - lastLogSync >= .seconds(1) {
-                lastLogSync = .now
-                if let failed = pendingLog.sync() { recordFailure("cannot sync the pending log: \(failed)") }
-            }
+            if !commit(log, upTo: sequence) { retry = (log, sequence) }
+            if fsync == .everysec, ContinuousClock.now - lastPendingSync >= .seconds(1) { syncPendingLog() }
         }
         // What a crash left pending goes into `entries` before the load reads them; if that
         // fails, memory may lack it, and read-throughs (which look at the pending log) stay on.
@@ -553,13 +544,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             }
             if !log.isEmpty {
                 lastCommit = .now
-                if commit(log) {
+                if commit(log, upTo: sequence) {
                     retry = nil
-                    finishWaiters(upTo: sequence, success: true)
                     log.removeAll(keepingCapacity: true)
                 } else {
                     retry = (log, sequence)
-                    finishWaiters(upTo: sequence, success: false)
                     if !stopping { Thread.sleep(forTimeInterval: 0.2) }
                 }
             }
@@ -617,6 +606,13 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             return due
         }
         for done in due { done(success) }
+    }
+
+    /// Commits a batch holding the changes up to `sequence` and tells their waiters how it went.
+    private func commit(_ log: [UInt8], upTo sequence: UInt64) -> Bool {
+        let committed = commit(log)
+        finishWaiters(upTo: sequence, success: committed)
+        return committed
     }
 
     /// Commits one batch of changes: appended, as encoded, to the pending log (and synced
@@ -963,7 +959,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     private func housekeeping() {
         if fsync == .everysec {
             // Commits land in the pending log, merges in the WAL: both are synced.
-            if let failed = pendingLog.sync() { recordFailure("cannot sync the pending log: \(failed)") }
+            syncPendingLog()
             _ = syncLog()
         }
         let now = Self.wallMillis()
@@ -978,6 +974,14 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             rows.store(Int(count), ordering: .relaxed)
         }
         updateDiskBytes()
+    }
+
+    /// When the pending log was last synced (everysec: housekeeping, or a long merge).
+    private var lastPendingSync = ContinuousClock.now
+
+    private func syncPendingLog() {
+        lastPendingSync = .now
+        if let failed = pendingLog.sync() { recordFailure("cannot sync the pending log: \(failed)") }
     }
 
     /// Syncs the WAL (where merges land; synchronous=NORMAL does not sync it at commits); the
