@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "RingcacheServer", targets: ["RingcacheServer"]),
         .library(name: "RingcacheClient", targets: ["RingcacheClient"]),
         .library(name: "Persistence", targets: ["Persistence"]),
+        .library(name: "ClusterProtocol", targets: ["ClusterProtocol"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -45,6 +46,16 @@ let package = Package(
             dependencies: ["CacheStore", "CXXHash", .product(name: "HeapModule", package: "swift-collections")]
         ),
         .target(
+            name: "ClusterProtocol",
+            dependencies: [
+                "RESP",
+                "CacheStore",
+                "ClusterCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
             name: "Persistence",
             dependencies: ["CSQLite", "CXXHash", "CacheStore"]
         ),
@@ -55,6 +66,7 @@ let package = Package(
                 "Persistence",
                 "CacheStore",
                 "ClusterCore",
+                "ClusterProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -94,6 +106,16 @@ let package = Package(
         .testTarget(name: "CacheStoreTests", dependencies: ["CacheStore"]),
         .testTarget(name: "PersistenceTests", dependencies: ["Persistence", "CacheStore"]),
         .testTarget(name: "ClusterCoreTests", dependencies: ["ClusterCore", "CacheStore"]),
+        .testTarget(
+            name: "ClusterProtocolTests",
+            dependencies: [
+                "ClusterProtocol",
+                "ClusterCore",
+                "CacheStore",
+                "RESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "RingcacheServerTests",
             dependencies: [

@@ -39,7 +39,7 @@ public struct MembershipSimulation {
     private var suspected: Set<String> = []
     private var suspicionEvents = 0
 
-    public init(members count: Int, lossRate: Double, seed: UInt64, settings: SWIM.Settings = SWIM.Settings()) {
+    public init(members count: Int, lossRate: Double, seed: UInt64, settings: SWIM.Settings = .learning) {
         random = SimulationRandom(seed: seed)
         self.lossRate = lossRate
         instances = (0..<count).map { SWIM.Instance(name: "m\($0)", settings: settings) }
@@ -126,5 +126,14 @@ public struct MembershipSimulation {
                 }
             }
         }
+    }
+}
+
+extension SWIM.Settings {
+    /// The paper's SWIM: members learn of each other from gossip alone.
+    public static var learning: SWIM.Settings {
+        var settings = SWIM.Settings()
+        settings.learnsMembersFromGossip = true
+        return settings
     }
 }

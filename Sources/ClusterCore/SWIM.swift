@@ -65,6 +65,12 @@ public enum SWIM {
         /// own death: if it is alive (a partition healed), it refutes with a higher
         /// incarnation and both sides take each other back. 0 never.
         public var deadProbeEvery = 5
+        /// Whether a message from, or an update about, a name this instance does not know adds
+        /// it as a member (up to ``maxMembers``), as in the paper. Off in the server, where
+        /// members come only from the ring, which changes only by an authenticated join.
+        public var learnsMembersFromGossip = false
+        /// Members at most, when ``learnsMembersFromGossip`` is on.
+        public var maxMembers = 4096
         public init() {}
     }
 
@@ -198,9 +204,13 @@ public enum SWIM {
             return Int64(settings.suspicionMultiplier * log10(n) * Double(settings.protocolPeriod))
         }
 
+        /// Probes waiting for an ack, at most: requests past it are ignored.
+        static let maxProbesInFlight = 1024
+
+        /// A message from `sender`, which the shell has checked is a member.
         public mutating func onMessage(_ message: Message, from sender: String, now: Int64) -> [Directive] {
             var directives: [Directive] = []
-            if sender != name, members[sender] == nil { directives += add(sender) }
+            if mayLearn(sender) { directives += add(sender) }
             if let known = members[sender], known.status != .alive {
                 // It speaks, yet we hold it suspect or dead: tell it (on our reply), so it
                 // refutes with a higher incarnation — how a restarted member comes back.
@@ -212,6 +222,8 @@ public enum SWIM {
                 directives.append(.send(.ack(sequence: sequence, target: name, updates: piggyback()), to: sender))
             case .pingRequest(let sequence, let target, let updates):
                 directives += merge(updates, now: now)
+                // Probes only members, and keeps a bounded number of them in flight.
+                guard members[target] != nil, probes.count < Self.maxProbesInFlight else { break }
                 let mine = takeSequence()
                 probes[mine] = (target, sender, sequence)
                 directives.append(.send(.ping(sequence: mine, updates: piggyback()), to: target))
@@ -238,7 +250,9 @@ public enum SWIM {
             for update in updates {
                 if update.name == name {
                     if update.status != .alive && update.incarnation >= incarnation {
-                        incarnation = update.incarnation + 1
+                        // Saturating: an incarnation at the maximum (only a forged one gets
+                        // there) cannot make the refutation overflow.
+                        incarnation = update.incarnation == .max ? .max : update.incarnation + 1
                         enqueue(Member(name: name, incarnation: incarnation, status: .alive))
                     }
                     continue
@@ -252,10 +266,19 @@ public enum SWIM {
             return directives
         }
 
-        /// Records `update` if it is news, queues it for gossip and reports the change.
+        /// True if `name` is new and may be added from what gossip says.
+        private func mayLearn(_ name: String) -> Bool {
+            settings.learnsMembersFromGossip && name != self.name && members[name] == nil && members.count < settings.maxMembers
+        }
+
+        /// Records `update` if it is news about a member, queues it for gossip and reports the
+        /// change. Unless ``Settings/learnsMembersFromGossip`` is on, updates about names that
+        /// are not members are ignored, so no message can grow the table.
         private mutating func apply(_ update: Member) -> [Directive] {
             if let known = members[update.name] {
                 guard known.isSuperseded(by: update) else { return [] }
+            } else if !mayLearn(update.name) {
+                return []
             }
             members[update.name] = update
             enqueue(update)

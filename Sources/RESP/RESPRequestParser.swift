@@ -19,6 +19,11 @@ public struct RESPRequestParser: Sendable {
     public struct Span: Sendable, Hashable {
         public var start: Int
         public var count: Int
+
+        public init(start: Int, count: Int) {
+            self.start = start
+            self.count = count
+        }
     }
 
     /// What one call to ``next(_:authenticated:)`` found.
@@ -49,6 +54,14 @@ public struct RESPRequestParser: Sendable {
 
     /// Number of arguments of the last complete request.
     public var argumentCount: Int { spans.count }
+
+    /// Where the arguments of the last complete request sit in its bytes (offsets from the
+    /// request's first byte). Meaningless for an inline request: see ``isInlineRequest``.
+    public var argumentSpans: [Span] { spans }
+
+    /// True if the last complete request was an inline line, whose arguments live in the
+    /// parser's own copy rather than in the request bytes.
+    public var isInlineRequest: Bool { isInline }
 
     /// Parses the request that starts at `bytes[0]`.
     ///

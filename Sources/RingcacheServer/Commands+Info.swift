@@ -105,13 +105,7 @@ extension CommandProcessor {
                 "anti_entropy_pulled:\(node.antiEntropyPulled.load(ordering: .relaxed))",
                 "anti_entropy_pushed:\(node.antiEntropyPushed.load(ordering: .relaxed))",
             ]
-            if let gossip = cluster?.gossipDrops() {
-                lines += [
-                    "gossip_dropped_bad_mac:\(gossip.mac)",
-                    "gossip_dropped_foreign_cluster:\(gossip.foreign)",
-                    "gossip_dropped_malformed:\(gossip.malformed)",
-                ]
-            }
+            if let cluster { lines += cluster.busGuard.infoLines }
             if let rebalance = cluster?.rebalance {
                 lines += [
                     "rebalance_state:\(rebalance.leaving.load(ordering: .relaxed) ? "leaving" : rebalance.sending.load(ordering: .relaxed) ? "sending" : "idle")",

@@ -59,8 +59,17 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var writeQuorum = 2
     /// Milliseconds a coordinator waits for replicas before answering NOQUORUM.
     public var requestTimeout = 1000
-    /// Shared secret that nodes present on the cluster bus; nil accepts any node of the cluster.
-    public var clusterSecret: String? = nil
+    /// Shared secrets of the cluster bus and gossip, newest first: a node proves with the
+    /// first and accepts any (`cluster-secret new old` while rotating). None: loopback only.
+    public var clusterSecrets: [String] = []
+    /// The first secret, if any.
+    public var clusterSecret: String? { clusterSecrets.first }
+    /// Seconds a bus connection may stay silent before it is closed (peers ping every 10).
+    public var clusterBusIdleTimeout = 60
+    /// Bus connections accepted at once, over all peers.
+    public var clusterBusMaxConnections = 1024
+    /// Where each directive was last set (`file:line`), to name it in errors found later.
+    public var directiveLines: [String: String] = [:]
     public var vnodes = 128
     public var reconcile = Reconcile.lww
     public var maxSiblings = 8
@@ -212,8 +221,9 @@ public struct NodeConfiguration: Sendable, Equatable {
             logLevel = text
         case "cluster-name": clusterName = try single()
         case "cluster-secret":
-            let text = try single()
-            clusterSecret = text.isEmpty ? nil : text
+            clusterSecrets = arguments.filter { !$0.isEmpty }
+        case "cluster-bus-idle-timeout": clusterBusIdleTimeout = try integer(1...86_400)
+        case "cluster-bus-max-connections": clusterBusMaxConnections = try integer(8...1_000_000)
         case "replicas": replicas = try integer(1...16)
         case "read-quorum": readQuorum = try integer(1...16)
         case "write-quorum": writeQuorum = try integer(1...16)
@@ -305,6 +315,8 @@ public struct NodeConfiguration: Sendable, Equatable {
             guard let directive = words.first else { continue }
             do {
                 try configuration.apply(directive, Array(words.dropFirst()))
+                let key = directive == "node" && words.count > 1 ? "node \(words[1])" : directive.lowercased()
+                configuration.directiveLines[key] = "\(file):\(index + 1)"
             } catch {
                 throw ConfigurationError("\(file):\(index + 1): \(error.message)")
             }
@@ -326,6 +338,21 @@ public struct NodeConfiguration: Sendable, Equatable {
         if seeds.isEmpty && isClustered && replicas > nodes.count {
             throw ConfigurationError("replicas (\(replicas)) cannot exceed the number of nodes (\(nodes.count))")
         }
+        try requireSecretOffLoopback()
+    }
+
+    /// A clustered node that listens beyond loopback must have a cluster secret: without one,
+    /// anyone who can reach the bus could join, read and write.
+    func requireSecretOffLoopback() throws(ConfigurationError) {
+        guard isClustered, clusterSecrets.isEmpty, !Self.isLoopback(bind) else { return }
+        let line = directiveLines["node \(nodeName)"] ?? directiveLines["bind"]
+        throw ConfigurationError("\(line.map { "\($0): " } ?? "")node '\(nodeName)' listens on \(bind), which is not loopback, and no "
+            + "cluster-secret is set. Hint: add 'cluster-secret <random>' (e.g. from 'openssl rand -hex 32') to every node's file")
+    }
+
+    /// True for addresses only this machine can reach.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
     /// Chooses the node named `name` from the `node` lines: its port and bind address.

@@ -7,8 +7,8 @@ import Testing
     /// it heals: the occasional ping to a dead member carries its death, which it refutes.
     @Test func membersDeadToEachOtherComeBackAfterAPartitionHeals() {
         var random = SimulationRandom(seed: 3)
-        var a = SWIM.Instance(name: "a")
-        var b = SWIM.Instance(name: "b")
+        var a = SWIM.Instance(name: "a", settings: .learning)
+        var b = SWIM.Instance(name: "b", settings: .learning)
         _ = a.add("b", announce: false)
         _ = b.add("a", announce: false)
         // Each heard from a third member that the other died.
@@ -37,7 +37,7 @@ import Testing
     /// member that hears of it refutes with a higher incarnation.
     @Test func probeSuspectDeadAndRefutation() {
         var random = SimulationRandom(seed: 1)
-        var a = SWIM.Instance(name: "a")
+        var a = SWIM.Instance(name: "a", settings: .learning)
         _ = a.add("b")
         _ = a.add("c")
         var directives = a.onTimer(.probe, now: 0, random: &random)
@@ -57,7 +57,7 @@ import Testing
         #expect(a.members[target]?.status == .dead)
 
         // The suspected side: hearing that it is suspect raises its incarnation and gossips alive.
-        var b = SWIM.Instance(name: "b")
+        var b = SWIM.Instance(name: "b", settings: .learning)
         _ = b.add("a")
         let replies = b.onMessage(.ping(sequence: 7, updates: [SWIM.Member(name: "b", incarnation: 0, status: .suspect)]), from: "a", now: 0)
         #expect(b.incarnation == 1)
@@ -67,7 +67,7 @@ import Testing
         }
         #expect(updates.contains(SWIM.Member(name: "b", incarnation: 1, status: .alive)))
         // And the refutation wins over the suspicion elsewhere.
-        var c = SWIM.Instance(name: "c")
+        var c = SWIM.Instance(name: "c", settings: .learning)
         _ = c.onMessage(.ping(sequence: 1, updates: [SWIM.Member(name: "b", incarnation: 0, status: .suspect)]), from: "a", now: 0)
         _ = c.onMessage(.ping(sequence: 2, updates: [SWIM.Member(name: "b", incarnation: 1, status: .alive)]), from: "a", now: 1)
         #expect(c.members["b"]?.status == .alive && c.members["b"]?.incarnation == 1)
@@ -78,7 +78,7 @@ import Testing
     /// `maxPiggyback` updates.
     @Test func eachUpdateIsPiggybackedABoundedNumberOfTimes() {
         var random = SimulationRandom(seed: 5)
-        var a = SWIM.Instance(name: "a")
+        var a = SWIM.Instance(name: "a", settings: .learning)
         let peers = (0..<12).map { "p\($0)" }
         for peer in peers { _ = a.add(peer, announce: false) }
         // 20 members join at once: more news than one message carries.

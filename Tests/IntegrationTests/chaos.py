@@ -13,6 +13,8 @@ import time
 
 import redis
 
+from bus_client import BusClient
+
 NAMES = ["n1", "n2", "n3"]
 # The node that joins (through n1 as its seed) and leaves during a run.
 JOINER = "n4"
@@ -24,32 +26,6 @@ SECRET = "chaos"
 
 def _ip(*args, check=True):
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-def _command(*parts):
-    out = b"*%d\r\n" % len(parts)
-    for part in parts:
-        part = part if isinstance(part, bytes) else str(part).encode()
-        out += b"$%d\r\n%s\r\n" % (len(part), part)
-    return out
-
-
-def _read(reader):
-    line = reader.readline()
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"+":
-        return rest
-    if kind == b"-":
-        raise redis.exceptions.ResponseError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else reader.read(n + 2)[:-2]
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_read(reader) for _ in range(n)]
-    raise redis.exceptions.ConnectionError(f"unexpected reply {line!r}")
 
 
 def can_run():
@@ -165,12 +141,10 @@ class ChaosCluster:
 
     def local(self, n, key):
         """A node's own copy of key (bus RC.GET: no quorum, no repair), as (version, value)."""
-        with socket.create_connection((self.address[n], BUS), timeout=2) as sock:
-            sock.sendall(_command("RC.AUTH", "chaos", SECRET, "chaos-probe") + _command("RC.GET", key))
-            reader = sock.makefile("rb")
-            ok = _read(reader)
-            assert ok == b"OK", ok
-            reply = _read(reader)
+        # The probe speaks as another member: only members may read a node's copies.
+        probe = next(m for m in self.address if m != n)
+        with BusClient(self.address[n], BUS, "chaos", SECRET, probe, timeout=2) as bus:
+            reply = bus.call("RC.GET", key)
         if not reply:
             return None
         return (reply[0], reply[3])

@@ -8,6 +8,8 @@ import subprocess
 import time
 
 import pytest
+
+from bus_client import BusClient, BusError
 import redis
 
 from conftest import _ringcache_bin, free_port
@@ -188,11 +190,14 @@ def test_bus_requires_the_cluster_secret(cluster):
 
     data, closed = exchange(b"*2\r\n$6\r\nRC.GET\r\n$1\r\nk\r\n", True)
     assert data.startswith(b"-NOAUTH") and closed
-    data, closed = exchange(b"*4\r\n$7\r\nRC.AUTH\r\n$5\r\nitest\r\n$5\r\nwrong\r\n$1\r\nx\r\n", True)
+    # The old clear-text handshake is gone: a secret sent in the open is refused.
+    data, closed = exchange(b"*4\r\n$7\r\nRC.AUTH\r\n$5\r\nitest\r\n$6\r\ns3cret\r\n$1\r\nx\r\n", True)
     assert data.startswith(b"-NOAUTH") and closed
-    data, closed = exchange(b"*4\r\n$7\r\nRC.AUTH\r\n$5\r\nitest\r\n$6\r\ns3cret\r\n$1\r\nx\r\n*1\r\n$4\r\nPING\r\n", False)
-    assert data == b"+OK\r\n+PONG\r\n" and not closed
-    assert "refused a cluster bus connection" in cluster.log("n1")
+    with pytest.raises(BusError):
+        BusClient("127.0.0.1", port, "itest", "wrong", "n2")
+    with BusClient("127.0.0.1", port, "itest", "s3cret", "n2") as bus:
+        assert bus.call("PING") == b"PONG"
+    assert "refused a handshake" in cluster.log("n1")
 
 
 def test_cluster_up_and_down_manage_every_node(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from conftest import free_port
-from chaos import _command, _read
+from bus_client import BusClient
 from conftest import _ringcache_bin
 from test_cluster import LocalCluster, NAMES
 
@@ -66,12 +66,11 @@ def holders(c, names, keys):
     no repair)."""
     result = {k: [] for k in keys}
     for name in names:
-        with socket.create_connection(("127.0.0.1", c.bus_ports[name]), timeout=5) as sock:
-            sock.sendall(_command("RC.AUTH", "itest", c.secret, "probe") + b"".join(_command("RC.GET", k) for k in keys))
-            reader = sock.makefile("rb")
-            assert _read(reader) == b"OK"
-            for k in keys:
-                if _read(reader):
+        # The probe speaks as another member: only members may read a node's copies.
+        probe = next(n for n in c.bus_ports if n != name)
+        with BusClient("127.0.0.1", c.bus_ports[name], "itest", c.secret, probe) as bus:
+            for k, reply in zip(keys, bus.pipeline([("RC.GET", k) for k in keys])):
+                if reply:
                     result[k].append(name)
     return result
 
@@ -283,7 +282,7 @@ def test_forged_and_malformed_gossip_packets_are_dropped_and_counted(tmp_path):
         before = c.info("n1")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             for _ in range(3):
-                udp.sendto(b"RCG1" + os.urandom(120), ("127.0.0.1", c.bus_ports["n1"]))   # no valid MAC
+                udp.sendto(b"RCG2\x05itest" + os.urandom(120), ("127.0.0.1", c.bus_ports["n1"]))   # no valid MAC
             for _ in range(2):
                 udp.sendto(b"xyz", ("127.0.0.1", c.bus_ports["n1"]))                     # too short
         c.wait_until(lambda: c.info("n1")["gossip_dropped_bad_mac"] >= before["gossip_dropped_bad_mac"] + 3

@@ -1,5 +1,6 @@
 import CacheStore
 import ClusterCore
+import ClusterProtocol
 import NIOCore
 import RESP
 
@@ -14,7 +15,7 @@ import RESP
 import CXXHash
 
 extension ClusterState {
-    static let antiEntropyBits = 8
+    static let antiEntropyBits = BusLimits.antiEntropyBits
     /// Buckets exchanged per peer per round, so that one round stays small.
     static let antiEntropyBucketsPerRound = 32
 
@@ -86,10 +87,8 @@ extension Coordinator {
         for peer in cluster.members.indices where peer != cluster.selfIndex && !down.contains(peer) {
             guard let link = link(to: peer) else { continue }
             let local = cluster.digest(sharedWith: peer, now: now)
-            let request = RESPValue.array([.bulk(BusCommand.tree), .bulk(cluster.selfName), .bulk(String(ClusterState.antiEntropyBits))])
-            link.send(request) { [self] reply in
-                guard case .array(let items?) = reply else { return }
-                let theirs = items.compactMap { $0.string.flatMap { UInt64($0) } }
+            link.send(.tree(requester: cluster.selfName)) { [self] reply in
+                guard case .digest(let theirs)? = reply else { return }
                 guard theirs.count == local.buckets.count, local.root != MerkleDigest.root(of: theirs) else { return }
                 let differing = local.differingBuckets(from: theirs).prefix(ClusterState.antiEntropyBucketsPerRound)
                 exchange(with: peer, buckets: Set(differing))
@@ -100,19 +99,11 @@ extension Coordinator {
     /// Lists the peer's entries in `buckets`, pulls those it has newer, pushes those this node
     /// has newer.
     private func exchange(with peer: Int, buckets: Set<Int>) {
-        let request = RESPValue.array(
-            [.bulk(BusCommand.bucket), .bulk(cluster.selfName), .bulk(String(ClusterState.antiEntropyBits))]
-                + buckets.sorted().map { .bulk(String($0)) })
-        link(to: peer)?.send(request) { [self] reply in
-            guard case .array(let items?) = reply, items.count % 3 == 0 else { return }
+        link(to: peer)?.send(.bucket(requester: cluster.selfName, buckets: buckets.sorted())) { [self] reply in
+            guard case .versions(let entries)? = reply else { return }
             let now = wallClockMillis()
             var theirs: [[UInt8]: Version] = [:]
-            for i in stride(from: 0, to: items.count, by: 3) {
-                guard case .bulkString(let key?) = items[i], let timestamp = items[i + 1].string.flatMap({ UInt64($0) }),
-                      let node = items[i + 2].string.flatMap({ UInt32($0) })
-                else { return }
-                theirs[Array(buffer: key)] = Version(timestamp: HLCTimestamp(rawValue: timestamp), node: NodeID(rawValue: node))
-            }
+            for entry in entries { theirs[Array(entry.key.readableBytesView)] = entry.version }
             var mine: [[UInt8]: Version] = [:]
             for (key, version, _) in cluster.entries(sharedWith: peer, buckets: buckets, now: now) { mine[key] = version }
             if cluster.usesVectorClocks {
@@ -127,16 +118,16 @@ extension Coordinator {
     }
 
     private func pull(_ key: [UInt8], from peer: Int) {
-        link(to: peer)?.send({ Self.encodeCommand(BusCommand.get, key, into: &$0) }) { [cluster] reply in
-            guard let reply, let decoded = Self.decodeVersioned(reply), let value = decoded.value else { return }
+        link(to: peer)?.send(.get(key: ByteBuffer(bytes: key))) { [cluster] reply in
+            guard case .entry(let entry?)? = reply else { return }
+            let value = VersionedValue(version: entry.version, value: entry.value.map { Array($0.readableBytesView) }, expiry: entry.expiry)
             if cluster.applyLocally(key, value, now: wallClockMillis()) { cluster.node.antiEntropyPulled.add(1, ordering: .relaxed) }
         }
     }
 
     private func pullSiblings(_ key: [UInt8], from peer: Int) {
-        let request = RESPValue.array([.bulk(BusCommand.siblingGet), .bulkString(ByteBuffer(bytes: key))])
-        link(to: peer)?.send(request) { [cluster, store] reply in
-            guard case .bulkString(let bytes?)? = reply, let set = SiblingSet(serialized: bytes.readableBytesView) else { return }
+        link(to: peer)?.send(.siblingGet(key: ByteBuffer(bytes: key))) { [cluster, store] reply in
+            guard case .siblings(let set?)? = reply else { return }
             let result = cluster.siblings.apply(key, set, limit: cluster.maxSiblings, store: store, now: wallClockMillis(),
                                                 tombstoneTTL: cluster.tombstoneTTL)
             if result.changed { cluster.node.antiEntropyPulled.add(1, ordering: .relaxed) }
@@ -145,9 +136,8 @@ extension Coordinator {
 
     private func pushSiblings(_ key: [UInt8], to peer: Int, now: Int64) {
         guard let set = cluster.siblings.siblings(of: key, store: store, now: now) else { return }
-        let request = RESPValue.array([.bulk(BusCommand.siblingPut), .bulkString(ByteBuffer(bytes: key)), .bulkString(ByteBuffer(bytes: set.serialized))])
-        link(to: peer)?.send(request) { [cluster] reply in
-            if case .integer? = reply { cluster.node.antiEntropyPushed.add(1, ordering: .relaxed) }
+        link(to: peer)?.send(.siblingPut(key: ByteBuffer(bytes: key), siblings: set)) { [cluster] reply in
+            if case .flag? = reply { cluster.node.antiEntropyPushed.add(1, ordering: .relaxed) }
         }
     }
 

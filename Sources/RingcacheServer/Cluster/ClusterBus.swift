@@ -1,89 +1,54 @@
 import CacheStore
 import ClusterCore
+import ClusterProtocol
 import Logging
 import NIOCore
 import Persistence
 import RESP
 
-/// The internal commands replicas answer on the cluster bus, RESP-framed like client
-/// commands (so `redis-cli -p <bus port>` can inspect a node).
-enum BusCommand {
-    /// `RC.AUTH <cluster-name> <secret> <node>`: must come first on every bus connection.
-    static let auth = "RC.AUTH"
-    /// `RC.GET <key>` → `*0` when absent, else `[timestamp, node, expiry, value-or-null]`.
-    static let get = "RC.GET"
-    /// `RC.PUT <key> <timestamp> <node> <expiry> <value>` → `:1` if newer and stored, else `:0`.
-    static let put = "RC.PUT"
-    /// `RC.DEL <key> <timestamp> <node>` (a tombstone) → `:1` if a live value was there, else `:0`.
-    static let delete = "RC.DEL"
-    /// `RC.VGET <key>` → the key's siblings (serialized) or null, under vector clocks.
-    static let siblingGet = "RC.VGET"
-    /// `RC.VPUT <key> <siblings>` → `:1` if a live value was there before, else `:0`.
-    static let siblingPut = "RC.VPUT"
-    /// `RC.COUNT <down-members>` → keys for which this node is the first replica not listed down.
-    static let count = "RC.COUNT"
-    /// `RC.KEYS <pattern> <down-members>` → those keys that match.
-    static let keys = "RC.KEYS"
-    /// `RC.SCAN <cursor> <count> <pattern> <down-members>` → `[next cursor, [keys]]`, the keys
-    /// this node is the first live replica of.
-    static let scan = "RC.SCAN"
-    /// `RC.RANDOMKEY` → a random live key of this node, or null.
-    static let randomKey = "RC.RANDOMKEY"
-    /// `RC.FLUSH` → `+OK` after removing every key.
-    static let flush = "RC.FLUSH"
-    /// `RC.EXEC <read quorum> <write quorum> <command> <key> [args…]` → the command's reply,
-    /// run here as the key's first healthy replica (read-modify-write commands).
-    static let exec = "RC.EXEC"
-    /// `RC.HINT <owner name> <key> <timestamp> <node> <expiry> [value]`: keep this write for
-    /// the member `owner` (no value: a delete) and replay it when the owner is back.
-    static let hint = "RC.HINT"
-    /// `RC.TREE <requester name> <bits>`: the Merkle bucket digests of the entries this node
-    /// and the requester both replicate (anti-entropy).
-    static let tree = "RC.TREE"
-    /// `RC.BUCKET <requester name> <bits> <bucket> ...`: those entries' keys and versions,
-    /// as key, timestamp, node triples.
-    static let bucket = "RC.BUCKET"
-    /// `RC.JOIN <name> <host> <port> <bus port>`: the sender joins the ring → every member
-    /// this node knows, as RC.MEMBERS has them.
-    static let join = "RC.JOIN"
-    /// `RC.MEMBERS <members>`: push-pull of the whole member list (ring entries and gossip
-    /// states) → this node's list after taking in the sender's.
-    static let members = "RC.MEMBERS"
-    /// `RC.XFER <sender> [<key> <timestamp> <node> <expiry> <has value> <value>]...`: entries
-    /// this node gains after a join or leave → `:n` applied.
-    static let transfer = "RC.XFER"
-    /// `RC.XFERPART <sender> <key> <timestamp> <node> <expiry> <offset> <total> <chunk>`: one
-    /// chunk of a big value → `:n`, the bytes held so far (the next offset to send).
-    static let transferPart = "RC.XFERPART"
-    /// `RC.XFERDONE <ring> <sender> <coverage>`: the sender finished sending for the change to
-    /// that ring (``Topology/ringID``),
-    /// counting the old owners in `coverage` (comma-separated, `*` for all) as down → `+OK`.
-    static let transferDone = "RC.XFERDONE"
-}
-
-/// Serves one inbound bus connection: authenticates the peer, then applies replica reads
-/// and writes to the local store and answers in order, one flush per read batch.
+/// Serves one inbound bus connection: the handshake first (``BusHandshakeServer``), then
+/// replica reads and writes applied to the local store, answered in order with one flush per
+/// read batch. Every request is decoded once by ``BusRequest/decode(_:context:)``; a request
+/// that does not decode gets `-ERR` and, before the handshake, the connection is closed.
 final class BusHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// Where the connection stands.
+    private enum State {
+        /// Refused by the connection limit before anything was read.
+        case refused
+        /// Before the handshake finished: only RC.HELLO and RC.PROVE, a few KiB, a deadline.
+        case handshaking(BusHandshakeServer)
+        /// Authenticated as `peer`; `member` is false for a joiner not yet in the ring.
+        case serving(peer: String, member: Bool)
+        case closing
+    }
+
+    /// How long a connection may take to finish the handshake.
+    static let handshakeDeadline = TimeAmount.seconds(3)
+
     private let cluster: ClusterState
     private let coordinator: Coordinator?
     private let logger: Logger
+    private var state: State
     /// Held while the handler is in the pipeline; dropped in `handlerRemoved`.
     private var context: ChannelHandlerContext?
-    /// Replies of RC.EXEC come later; later replies wait behind them, in order.
+    /// Replies that come later (RC.EXEC, disk); later replies wait behind them, in order.
     private var waiting = CircularBuffer<PendingReply>()
     private var parser = RESPRequestParser()
     private var pending = ByteBuffer()
     private var out = ByteBuffer()
-    private var authenticated = false
-    private var closing = false
+    private var remote = "?"
+    private var admitted = false
+    private var deadline: Scheduled<Void>?
 
     init(cluster: ClusterState, coordinator: Coordinator?, logger: Logger) {
         self.cluster = cluster
         self.coordinator = coordinator
         self.logger = logger
+        self.state = .handshaking(BusHandshakeServer(handshake: cluster.handshake, me: cluster.selfName))
+        self.parser.limits = RESPLimits(maxBulkLength: cluster.busLimits.maxBulkLength)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -94,21 +59,60 @@ final class BusHandler: ChannelInboundHandler {
         self.context = nil
     }
 
-    /// Writes the replies that are now in order.
-    private func drain() {
-        while let first = waiting.first, var buffer = first.buffer {
-            out.writeBuffer(&buffer)
-            _ = waiting.removeFirst()
+    func channelActive(context: ChannelHandlerContext) {
+        remote = context.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        guard cluster.busGuard.open() else {
+            state = .refused
+            cluster.busGuard.refuse(.connectionLimit, peer: remote, "too many bus connections; closing a new one", logger: logger, now: wallClockMillis())
+            context.close(promise: nil)
+            return
+        }
+        admitted = true
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: Self.handshakeDeadline) {
+            handler.value.handshakeExpired()
+        }
+        context.fireChannelActive()
+    }
+
+    private func handshakeExpired() {
+        guard case .handshaking = state, let context else { return }
+        cluster.busGuard.refuse(.handshakeTimeout, peer: remote, "no handshake within \(Self.handshakeDeadline)", logger: logger, now: wallClockMillis())
+        close(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        markClosing()
+        context.fireChannelInactive()
+    }
+
+    private var isServing: Bool {
+        if case .serving = state { return true }
+        return false
+    }
+
+    private var isClosing: Bool {
+        switch state {
+        case .closing, .refused: return true
+        default: return false
         }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closing else { return }
+        guard !isClosing else { return }
         var incoming = unwrapInboundIn(data)
         pending.writeBuffer(&incoming)
+        if !isServing, pending.readableBytes > BusHandshake.maxUnauthenticatedBytes {
+            cluster.busGuard.refuse(.unauthenticatedOversize, peer: remote, "more than \(BusHandshake.maxUnauthenticatedBytes) bytes before the handshake",
+                                    logger: logger, now: wallClockMillis())
+            return close(context: context)
+        }
         let now = wallClockMillis()
-        while !closing {
-            let step = pending.withUnsafeReadableBytes { parser.next($0) }
+        var decoding = cluster.decodingContext(now: now)
+        while !isClosing {
+            let authenticated = isServing
+            let step = pending.withUnsafeReadableBytes { parser.next($0, authenticated: authenticated) }
             switch step {
             case .incomplete:
                 pending.discardReadBytes()
@@ -116,58 +120,199 @@ final class BusHandler: ChannelInboundHandler {
             case .skip(let consumed):
                 pending.moveReaderIndex(forwardBy: consumed)
             case .error(let error):
+                cluster.busGuard.refuse(.protocolError, peer: remote, error.message, logger: logger, now: now)
                 out.writeRESPError("ERR \(error.message)")
                 close(context: context)
             case .request(let consumed):
-                pending.withUnsafeReadableBytes { bytes in
-                    parser.withArguments(in: bytes) { arguments in
-                        if authenticated, arguments.count >= 2, Self.touchesOneKey(arguments[0]),
-                           cluster.node.needsReadThrough(arguments[1], now: now) {
-                            readThrough(arguments)
-                        } else if let durable = cluster.node.durable, durable.fsync == .always {
-                            handleDurably(arguments, durable, now: now, context: context)
-                        } else if waiting.isEmpty {
-                            handle(arguments, now: now, context: context)
-                        } else {
-                            let queued = waiting.count
-                            let saved = out
-                            out = ByteBuffer()
-                            handle(arguments, now: now, context: context)
-                            if waiting.count == queued { waiting.append(PendingReply(buffer: out)) }
-                            out = saved
-                        }
-                    }
+                guard !parser.isInlineRequest else {
+                    cluster.busGuard.refuse(.protocolError, peer: remote, "an inline request", logger: logger, now: now)
+                    out.writeRESPError("ERR inline requests are not bus messages")
+                    close(context: context)
+                    return
                 }
+                let frame = BusFrame(buffer: pending, parser: parser)
                 pending.moveReaderIndex(forwardBy: consumed)
+                if case .handshaking = state { decoding.members = cluster.topology.indexByName }
+                do {
+                    let request = try BusRequest.decode(frame, context: decoding)
+                    receive(request, now: now, context: context)
+                } catch {
+                    refuseRequest(error, context: context, now: now)
+                }
             }
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        if out.readableBytes > 0 {
-            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
-            out.clear()
+    /// A request that did not decode: answered with its error in its place; before the
+    /// handshake the connection is closed too.
+    private func refuseRequest(_ error: BusProtocolError, context: ChannelHandlerContext, now: Int64) {
+        let reason: BusGuard.Reason = isServing ? .protocolError : .handshakeRefused
+        cluster.busGuard.refuse(reason, peer: remote, "refused a request: \(error.message)", logger: logger, now: now)
+        if isServing {
+            writeInOrder { $0.writeRESPError("ERR \(error.message)") }
+        } else {
+            out.writeRESPError("NOAUTH \(error.message)")
+            close(context: context)
         }
+    }
+
+    /// Writes a reply that is ready now, behind any that are still owed.
+    private func writeInOrder(_ write: (inout ByteBuffer) -> Void) {
+        if waiting.isEmpty {
+            write(&out)
+        } else {
+            var buffer = ByteBuffer()
+            write(&buffer)
+            waiting.append(PendingReply(buffer: buffer))
+        }
+    }
+
+    private func receive(_ request: BusRequest, now: Int64, context: ChannelHandlerContext) {
+        switch state {
+        case .handshaking(var server):
+            let action = server.onRequest(request, serverNonce: BusHandshake.makeNonce()) { _ in true }
+            state = .handshaking(server)
+            handshake(action, context: context, now: now)
+        case .serving(let peer, let member):
+            if !member {
+                // A joiner may only join; once the ring holds it, it is a member like any other.
+                if cluster.topology.indexByName[peer] != nil {
+                    state = .serving(peer: peer, member: true)
+                } else if !Self.allowedBeforeJoining(request) {
+                    writeInOrder { $0.writeRESPError("NOPERM '\(peer)' is not a member: it may only join") }
+                    return
+                }
+            }
+            guard waiting.count < BusGuard.maxPendingReplies else {
+                cluster.busGuard.refuse(.replyQueue, peer: remote, "\(waiting.count) replies owed; closing", logger: logger, now: now)
+                return close(context: context)
+            }
+            serve(request, peer: peer, now: now, context: context)
+        case .refused, .closing:
+            return
+        }
+    }
+
+    static func allowedBeforeJoining(_ request: BusRequest) -> Bool {
+        switch request {
+        case .join, .ping: return true
+        default: return false
+        }
+    }
+
+    private func handshake(_ action: BusHandshakeServer.Action, context: ChannelHandlerContext, now: Int64) {
+        switch action {
+        case .answer(let reply):
+            reply.encode(into: &out)
+        case .accept(let peer):
+            deadline?.cancel()
+            guard cluster.busGuard.authenticated(peer) else {
+                // No longer unauthenticated, and not counted for the peer: only the total remains.
+                cluster.busGuard.closed(peer: nil, wasUnauthenticated: false)
+                admitted = false
+                cluster.busGuard.refuse(.connectionLimit, peer: "\(peer)@\(remote)", "too many bus connections from one peer", logger: logger, now: now)
+                out.writeRESPError("ERR too many bus connections from \(peer)")
+                return close(context: context)
+            }
+            state = .serving(peer: peer, member: cluster.topology.indexByName[peer] != nil)
+            out.writeRESPRaw("+OK\r\n")
+        case .refuse(let message):
+            cluster.busGuard.refuse(.handshakeRefused, peer: remote, "refused a handshake: \(message)", logger: logger, now: now)
+            out.writeRESPError(message)
+            close(context: context)
+        }
+    }
+
+    /// An authenticated request: read through from disk first when the key may be there
+    /// only, wait for the commit under `persistence-fsync always`, else answer now.
+    private func serve(_ request: BusRequest, peer: String, now: Int64, context: ChannelHandlerContext) {
+        if let key = Self.singleKey(of: request),
+           key.withUnsafeReadableBytes({ cluster.node.needsReadThrough($0, now: now) }) {
+            return readThrough(request, key: key, peer: peer)
+        }
+        if let durable = cluster.node.durable, durable.fsync == .always {
+            return handleDurably(request, peer: peer, durable, now: now, context: context)
+        }
+        if waiting.isEmpty {
+            handle(request, peer: peer, now: now, context: context)
+        } else {
+            let queued = waiting.count
+            let saved = out
+            out = ByteBuffer()
+            handle(request, peer: peer, now: now, context: context)
+            if waiting.count == queued { waiting.append(PendingReply(buffer: out)) }
+            out = saved
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushOut(context: context)
+    }
+
+    /// Stops reading a peer that does not read our replies, and reads again once it does.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        _ = context.channel.setOption(.autoRead, value: context.channel.isWritable)
+        if context.channel.isWritable { context.read() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            cluster.busGuard.refuse(.idle, peer: remote, "silent for \(cluster.busIdleTimeout); closing", logger: logger, now: wallClockMillis())
+            return close(context: context)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
 
-    private func close(context: ChannelHandlerContext) {
-        closing = true
+    private func flushOut(context: ChannelHandlerContext) {
+        guard out.readableBytes > 0 else { return }
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         out.clear()
+        if let buffered = try? context.channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > BusGuard.maxOutputBytes {
+            cluster.busGuard.refuse(.outputLimit, peer: remote, "\(buffered) bytes of replies unread; closing", logger: logger, now: wallClockMillis())
+            context.close(promise: nil)
+        }
+    }
+
+    private func close(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        if !isClosing {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            out.clear()
+        }
+        markClosing()
         context.close(promise: nil)
+    }
+
+    /// Remembers the peer for the connection count, then stops answering.
+    private func markClosing() {
+        switch state {
+        case .handshaking:
+            if admitted {
+                cluster.busGuard.closed(peer: nil, wasUnauthenticated: true)
+                admitted = false
+            }
+        case .serving(let peer, _):
+            if admitted {
+                cluster.busGuard.closed(peer: peer, wasUnauthenticated: false)
+                admitted = false
+            }
+        case .refused, .closing: break
+        }
+        state = .closing
     }
 
     /// `persistence-fsync always`: a write is acknowledged to its coordinator only once the
     /// SQLite batch holding it is committed (a failed commit answers an error).
-    private func handleDurably(_ args: RESPArguments, _ durable: DurableTier, now: Int64, context: ChannelHandlerContext) {
+    private func handleDurably(_ request: BusRequest, peer: String, _ durable: DurableTier, now: Int64, context: ChannelHandlerContext) {
         let before = durable.queuedSequence
         let saved = out
         out = ByteBuffer()
-        handle(args, now: now, context: context)
+        handle(request, peer: peer, now: now, context: context)
         let reply = out
         out = saved
         let sequence = durable.queuedSequence
@@ -185,260 +330,231 @@ final class BusHandler: ChannelInboundHandler {
     }
 
     /// Writes the replies that are now in order.
-    private func flushReady() {
-        guard let context else { return }
-        drain()
-        if out.readableBytes > 0 {
-            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
-            out.clear()
+    private func drain() {
+        while let first = waiting.first, var buffer = first.buffer {
+            out.writeBuffer(&buffer)
+            _ = waiting.removeFirst()
         }
     }
 
-    /// Bus commands about one key (its name second), which read or replace what the node holds.
-    static func touchesOneKey(_ name: UnsafeRawBufferPointer) -> Bool {
-        let text = name.asString
-        return text == BusCommand.get || text == BusCommand.put || text == BusCommand.delete || text == BusCommand.siblingGet
-            || text == BusCommand.siblingPut
+    private func flushReady() {
+        guard let context, !isClosing else { return }
+        drain()
+        flushOut(context: context)
+    }
+
+    /// The key of a request about one key, which reads or replaces what the node holds.
+    static func singleKey(of request: BusRequest) -> ByteBuffer? {
+        switch request {
+        case .get(let key), .delete(let key, _), .siblingGet(let key), .siblingPut(let key, _): return key
+        case .put(let entry): return entry.key
+        default: return nil
+        }
     }
 
     /// Loads the key from disk first, then handles the request; its reply keeps its place.
-    private func readThrough(_ args: RESPArguments) {
+    private func readThrough(_ request: BusRequest, key: ByteBuffer, peer: String) {
         guard let context else { return }
         let reply = PendingReply()
         waiting.append(reply)
-        let request = (0..<args.count).map { Array(args[$0]) }
-        cluster.node.loadFromDisk(request[1], on: context.eventLoop) { [self] in
-            guard let context = self.context else { return }
+        cluster.node.loadFromDisk(Array(key.readableBytesView), on: context.eventLoop) { [self] in
+            guard let context = self.context, !isClosing else { return }
             let saved = out
             out = ByteBuffer()
-            RESPArguments.withArguments(request) { handle($0, now: wallClockMillis(), context: context) }
+            handle(request, peer: peer, now: wallClockMillis(), context: context)
             reply.buffer = out
             out = saved
             drain()
-            if out.readableBytes > 0 {
-                context.writeAndFlush(wrapOutboundOut(out), promise: nil)
-                out.clear()
-            }
+            flushOut(context: context)
         }
     }
 
-    private func handle(_ args: RESPArguments, now: Int64, context: ChannelHandlerContext) {
-        let name = args[0]
-        guard authenticated else {
-            if name.asString == BusCommand.auth, args.count == 4, cluster.authenticate(clusterName: args[1], secret: args[2]) {
-                authenticated = true
-                out.writeOK()
-            } else {
-                logger.warning("refused a cluster bus connection that failed RC.AUTH", metadata: ["peer": "\(context.remoteAddress?.description ?? "?")"])
-                out.writeRESPError("NOAUTH cluster bus authentication failed")
-                close(context: context)
-            }
-            return
+    /// Answers a request after the handshake: replica reads and writes, keyspace steps,
+    /// membership and data moving.
+    private func handle(_ request: BusRequest, peer: String, now: Int64, context: ChannelHandlerContext) {
+        switch request {
+        case .get, .put, .delete, .siblingGet, .siblingPut:
+            handleReplica(request, now: now)
+        case .count, .keys, .scan, .randomKey, .flush:
+            handleKeyspace(request, now: now)
+        case .exec(let read, let write, let command):
+            forward(command, required: (read, write), now: now)
+        case .hint, .tree, .bucket:
+            handleRepair(request, peer: peer, now: now)
+        case .join, .members, .transferDone:
+            handleMembership(request, peer: peer)
+        case .transfer, .transferPart:
+            handleTransfer(request, peer: peer, now: now)
+        case .ping:
+            out.writeRESPRaw("+PONG\r\n")
+        case .hello, .prove:
+            out.writeRESPError("ERR already authenticated")
         }
+    }
+
+    private func handleReplica(_ request: BusRequest, now: Int64) {
         let store = cluster.node.store
-        switch name.asString {
-        case BusCommand.get where args.count == 2:
-            store.readVersioned(args[1], now: now) { entry in
-                guard let entry else {
-                    out.writeRESPArrayHeader(0)
-                    return
+        switch request {
+        case .get(let key):
+            key.withUnsafeReadableBytes { key in
+                store.readVersioned(key, now: now) { entry in
+                    guard let entry else { return BusReply.encodeAbsent(into: &out) }
+                    BusReply.encodeEntry(version: entry.version, expiry: entry.expiry, value: entry.value, into: &out)
                 }
-                out.writeRESPArrayHeader(4)
-                out.writeRESPInteger(Int(entry.version.timestamp.rawValue))
-                out.writeRESPInteger(Int(entry.version.node.rawValue))
-                out.writeRESPInteger(Int(entry.expiry))
-                if let value = entry.value { out.writeRESPBulk(value) } else { out.writeRESPNull(resp3: false) }
             }
-        case BusCommand.put where args.count == 6:
-            guard let version = Self.version(args[2], args[3]), let expiry = args[4].asInteger else {
-                out.writeRESPError("ERR malformed RC.PUT")
-                return
-            }
+        case .put(let entry):
             // A replica honours maxmemory too: evict first, or refuse (the coordinator counts a failure).
-            guard store.makeRoom(now: now) else {
-                out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
-                return
+            guard store.makeRoom(now: now) else { return out.writeRESPError(Self.outOfMemory) }
+            let applied = entry.key.withUnsafeReadableBytes { key in
+                (entry.value ?? ByteBuffer()).withUnsafeReadableBytes { value in
+                    store.applyVersioned(key, value: value, expiry: entry.expiry, version: entry.version, now: now, tombstoneTTL: cluster.tombstoneTTL)
+                }
             }
-            let applied = store.applyVersioned(args[1], value: args[5], expiry: Int64(expiry), version: version, now: now,
-                                               tombstoneTTL: cluster.tombstoneTTL)
-            out.writeRESPInteger(applied ? 1 : 0)
-        case BusCommand.delete where args.count == 4:
-            guard let version = Self.version(args[2], args[3]) else {
-                out.writeRESPError("ERR malformed RC.DEL")
-                return
+            BusReply.encodeFlag(applied, into: &out)
+        case .delete(let key, let version):
+            let existed = key.withUnsafeReadableBytes { key in
+                let existed = store.contains(key, now: now)
+                store.applyVersioned(key, value: nil, expiry: 0, version: version, now: now, tombstoneTTL: cluster.tombstoneTTL)
+                return existed
             }
-            let existed = store.contains(args[1], now: now)
-            store.applyVersioned(args[1], value: nil, expiry: 0, version: version, now: now, tombstoneTTL: cluster.tombstoneTTL)
-            out.writeRESPInteger(existed ? 1 : 0)
-        case BusCommand.siblingGet where args.count == 2:
-            if let set = cluster.siblings.siblings(of: Array(args[1]), store: store, now: now) {
-                set.serialized.withUnsafeBytes { out.writeRESPBulk($0) }
-            } else {
-                out.writeRESPNull(resp3: false)
-            }
-        case BusCommand.siblingPut where args.count == 3:
-            guard let set = SiblingSet(serialized: args[2]) else {
-                out.writeRESPError("ERR malformed RC.VPUT")
-                return
-            }
-            guard store.makeRoom(now: now) else {
-                out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
-                return
-            }
-            let result = cluster.siblings.apply(Array(args[1]), set, limit: cluster.maxSiblings, store: store, now: now,
+            BusReply.encodeFlag(existed, into: &out)
+        case .siblingGet(let key):
+            BusReply.siblings(cluster.siblings.siblings(of: Array(key.readableBytesView), store: store, now: now)).encode(into: &out)
+        case .siblingPut(let key, let set):
+            guard store.makeRoom(now: now) else { return out.writeRESPError(Self.outOfMemory) }
+            let result = cluster.siblings.apply(Array(key.readableBytesView), set, limit: cluster.maxSiblings, store: store, now: now,
                                                 tombstoneTTL: cluster.tombstoneTTL)
-            out.writeRESPInteger(result.existed ? 1 : 0)
-        case BusCommand.count where args.count == 2:
-            out.writeRESPInteger(cluster.countOwnedKeys(down: cluster.memberIndices(from: args[1]), now: now))
-        case BusCommand.keys where args.count == 3:
-            let keys = cluster.ownedKeys(matching: args[1], down: cluster.memberIndices(from: args[2]), now: now)
-            out.writeRESPArrayHeader(keys.count)
-            for key in keys { key.withUnsafeBytes { out.writeRESPBulk($0) } }
-        case BusCommand.scan where args.count == 5:
-            guard let cursor = UInt64(args[1].asString), let count = args[2].asInteger, count >= 1 else {
-                out.writeRESPError("ERR malformed RC.SCAN")
-                return
+            BusReply.encodeFlag(result.existed, into: &out)
+        default:
+            preconditionFailure("\(request.kind) is not a replica request")
+        }
+    }
+
+    static let outOfMemory = "OOM command not allowed when used memory > 'maxmemory'."
+
+    private func handleKeyspace(_ request: BusRequest, now: Int64) {
+        let store = cluster.node.store
+        switch request {
+        case .count(let down):
+            out.writeRESPInteger(cluster.countOwnedKeys(down: cluster.memberIndices(named: down), now: now))
+        case .keys(let pattern, let down):
+            let keys = pattern.withUnsafeReadableBytes { cluster.ownedKeys(matching: $0, down: cluster.memberIndices(named: down), now: now) }
+            BusReply.keys(keys.map { ByteBuffer(bytes: $0) }).encode(into: &out)
+        case .scan(let cursor, let count, let pattern, let down):
+            let (next, keys) = pattern.withUnsafeReadableBytes { pattern in
+                cluster.scanOwned(cursor: cursor, count: count, pattern: GlobPattern.matchesEverything(pattern) ? nil : pattern,
+                                  down: cluster.memberIndices(named: down), now: now)
             }
-            let pattern: UnsafeRawBufferPointer? = GlobPattern.matchesEverything(args[3]) ? nil : args[3]
-            let (next, keys) = cluster.scanOwned(cursor: cursor, count: count, pattern: pattern, down: cluster.memberIndices(from: args[4]), now: now)
-            out.writeRESPArrayHeader(2)
-            out.writeRESPBulk(String(next))
-            out.writeRESPArrayHeader(keys.count)
-            for key in keys { key.withUnsafeBytes { out.writeRESPBulk($0) } }
-        case BusCommand.randomKey:
-            if let key = store.randomKey(now: now) { key.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: false) }
-        case BusCommand.flush:
+            BusReply.scan(next: next, keys: keys.map { ByteBuffer(bytes: $0) }).encode(into: &out)
+        case .randomKey:
+            BusReply.key(store.randomKey(now: now).map { ByteBuffer(bytes: $0) }).encode(into: &out)
+        case .flush:
             store.removeAll()
             cluster.siblings.removeAll()
-            out.writeOK()
-        case BusCommand.exec where args.count >= 5:
-            guard let coordinator, let read = args[1].asInteger, let write = args[2].asInteger, read >= 1, write >= 1 else {
-                out.writeRESPError("ERR malformed RC.EXEC")
-                return
+            BusReply.ok.encode(into: &out)
+        default:
+            preconditionFailure("\(request.kind) is not a keyspace request")
+        }
+    }
+
+    /// RC.EXEC: runs a read-modify-write command here, as its key's first healthy replica.
+    private func forward(_ command: [ByteBuffer], required: (read: Int, write: Int), now: Int64) {
+        guard let coordinator else { return out.writeRESPError("ERR this node runs no coordinator") }
+        let reply = PendingReply()
+        waiting.append(reply)
+        coordinator.runHere(command.map { Array($0.readableBytesView) }, required: required, now: now) { value in
+            var buffer = ByteBuffer()
+            BusReply.command(value).encode(into: &buffer)
+            reply.buffer = buffer
+            self.flushReady()
+        }
+    }
+
+    private func handleRepair(_ request: BusRequest, peer: String, now: Int64) {
+        switch request {
+        case .hint(let owner, let entry):
+            guard let index = cluster.topology.indexByName[owner], index != cluster.selfIndex else {
+                return out.writeRESPError("ERR malformed RC.HINT: the owner is this node")
             }
-            let reply = PendingReply()
-            waiting.append(reply)
-            let command = (3..<args.count).map { Array(args[$0]) }
-            coordinator.runHere(command, required: (read, write), now: now) { value in
-                var buffer = ByteBuffer()
-                value.encode(into: &buffer)
-                reply.buffer = buffer
-                guard let context = self.context else { return }
-                self.drain()
-                if self.out.readableBytes > 0 {
-                    context.writeAndFlush(self.wrapOutboundOut(self.out), promise: nil)
-                    self.out.clear()
-                }
-            }
-        case BusCommand.hint where args.count == 6 || args.count == 7:
-            guard let owner = cluster.topology.indexByName[args[1].asString], owner != cluster.selfIndex,
-                  let version = Self.version(args[3], args[4]), let expiry = args[5].asInteger
-            else {
-                out.writeRESPError("ERR malformed RC.HINT")
-                return
-            }
-            let value = VersionedValue(version: version, value: args.count == 7 ? Array(args[6]) : nil, expiry: Int64(expiry))
-            if cluster.hints.add(owner: owner, key: Array(args[2]), value: value, now: now) {
-                out.writeRESPInteger(1)
+            let value = VersionedValue(version: entry.version, value: entry.value.map { Array($0.readableBytesView) }, expiry: entry.expiry)
+            if cluster.hints.add(owner: index, key: Array(entry.key.readableBytesView), value: value, now: now) {
+                BusReply.flag(true).encode(into: &out)
             } else {
                 out.writeRESPError("ERR hint store full")
             }
-        case BusCommand.tree where args.count == 3:
-            guard let peer = cluster.topology.indexByName[args[1].asString], args[2].asInteger == ClusterState.antiEntropyBits else {
-                out.writeRESPError("ERR malformed RC.TREE")
-                return
-            }
-            let digest = cluster.digest(sharedWith: peer, now: now)
-            out.writeRESPArrayHeader(digest.buckets.count)
-            for bucket in digest.buckets { out.writeRESPBulk(String(bucket)) }
-        case BusCommand.bucket where args.count >= 4:
-            guard let peer = cluster.topology.indexByName[args[1].asString], args[2].asInteger == ClusterState.antiEntropyBits else {
-                out.writeRESPError("ERR malformed RC.BUCKET")
-                return
-            }
-            let buckets = Set((3..<args.count).compactMap { args[$0].asInteger })
-            let entries = cluster.entries(sharedWith: peer, buckets: buckets, now: now)
-            out.writeRESPArrayHeader(entries.count * 3)
-            for (key, version, _) in entries {
-                key.withUnsafeBytes { out.writeRESPBulk($0) }
-                out.writeRESPBulk(String(version.timestamp.rawValue))
-                out.writeRESPBulk(String(version.node.rawValue))
-            }
-        case BusCommand.join where args.count == 5:
-            guard let port = args[3].asInteger, (1...65535).contains(port), let bus = args[4].asInteger, (1...65535).contains(bus),
-                  !args[1].isEmpty, args[1].count <= 255 else {
-                out.writeRESPError("ERR malformed RC.JOIN")
-                return
-            }
-            let entry = RingMembership.Entry(name: args[1].asString, host: args[2].asString, port: port, busPort: bus)
-            if entry.name == cluster.selfName {
-                out.writeRESPError("ERR a member named \(entry.name) is this node")
-                return
-            }
+        case .tree(let requester):
+            guard requester == peer, let index = cluster.topology.indexByName[requester] else { return refuseImpersonation(requester, peer) }
+            BusReply.digest(cluster.digest(sharedWith: index, now: now).buckets).encode(into: &out)
+        case .bucket(let requester, let buckets):
+            guard requester == peer, let index = cluster.topology.indexByName[requester] else { return refuseImpersonation(requester, peer) }
+            let entries = cluster.entries(sharedWith: index, buckets: Set(buckets), now: now)
+            BusReply.versions(entries.map { BusVersionedKey(key: ByteBuffer(bytes: $0.0), version: $0.1) }).encode(into: &out)
+        default:
+            preconditionFailure("\(request.kind) is not a repair request")
+        }
+    }
+
+    private func refuseImpersonation(_ claimed: String, _ peer: String) {
+        out.writeRESPError("NOPERM this connection is '\(peer)', not '\(claimed)'")
+    }
+
+    private func handleMembership(_ request: BusRequest, peer: String) {
+        switch request {
+        case .join(let entry):
+            guard entry.name == peer else { return refuseImpersonation(entry.name, peer) }
             if cluster.update({ $0.join(entry) }) != nil {
                 logger.info("member joined", metadata: ["member": "\(entry.name)", "address": "\(entry.host):\(entry.port)",
                                                         "epoch": "\(cluster.topology.epoch)"])
                 coordinator?.broadcastMembers()
             }
-            cluster.encodeMembers().encode(into: &out)
-        case BusCommand.members where args.count == 2:
-            var request = ByteBuffer(bytes: args[1])
-            guard case .array(let items?)? = try? RESPValueParser().parse(&request) else {
-                out.writeRESPError("ERR malformed RC.MEMBERS")
-                return
-            }
-            _ = cluster.absorbMembers(items)
-            cluster.encodeMembers().encode(into: &out)
-        case BusCommand.transfer where args.count >= 2 && (args.count - 2) % 6 == 0:
-            var applied = 0
-            var bytes = 0
-            var at = 2
-            while at < args.count {
-                guard let version = Self.version(args[at + 1], args[at + 2]), let expiry = args[at + 3].asInteger else {
-                    out.writeRESPError("ERR malformed RC.XFER")
-                    return
-                }
-                let hasValue = args[at + 4].elementsEqual("1".utf8)
-                let value = VersionedValue(version: version, value: hasValue ? Array(args[at + 5]) : nil, expiry: Int64(expiry))
-                if cluster.applyLocally(Array(args[at]), value, now: now) { applied += 1 }
-                bytes += args[at].count + args[at + 5].count
-                at += 6
-            }
-            cluster.rebalance.keysReceived.add((args.count - 2) / 6, ordering: .relaxed)
-            cluster.rebalance.bytesReceived.add(bytes, ordering: .relaxed)
-            out.writeRESPInteger(applied)
-        case BusCommand.transferPart where args.count == 9:
-            guard let version = Self.version(args[3], args[4]), let expiry = args[5].asInteger, let offset = args[6].asInteger,
-                  let total = args[7].asInteger, offset >= 0, total > 0 else {
-                out.writeRESPError("ERR malformed RC.XFERPART")
-                return
-            }
-            let key = Array(args[2])
-            let (received, complete) = cluster.rebalance.receiveChunk(
-                sender: args[1].asString, key: key, version: version, expiry: Int64(expiry), offset: offset, total: total, chunk: args[8], now: now)
-            cluster.rebalance.bytesReceived.add(args[8].count, ordering: .relaxed)
-            if let complete {
-                cluster.applyLocally(key, VersionedValue(version: version, value: complete, expiry: Int64(expiry)), now: now)
-                cluster.rebalance.keysReceived.add(1, ordering: .relaxed)
-            }
-            out.writeRESPInteger(received)
-        case BusCommand.transferDone where args.count == 4:
-            guard let ring = UInt64(args[1].asString) else {
-                out.writeRESPError("ERR malformed RC.XFERDONE")
-                return
-            }
-            cluster.rebalance.markFinished(args[2].asString, ring: ring, covering: ClusterState.decodeCoverage(args[3].asString))
+            BusReply.members(cluster.memberList()).encode(into: &out)
+        case .members(let list):
+            guard list.sender == peer else { return refuseImpersonation(list.sender, peer) }
+            cluster.absorbMembers(list)
+            BusReply.members(cluster.memberList()).encode(into: &out)
+        case .transferDone(let ring, let sender, let coverage):
+            guard sender == peer else { return refuseImpersonation(sender, peer) }
+            cluster.rebalance.markFinished(sender, ring: ring, covering: coverage)
             cluster.checkTransition()
-            out.writeOK()
-        case "PING":
-            out.writeRESPRaw("+PONG\r\n")
+            BusReply.ok.encode(into: &out)
         default:
-            out.writeRESPError("ERR unknown cluster bus command '\(CommandProcessor.printable(name, limit: 64))'")
+            preconditionFailure("\(request.kind) is not a membership request")
         }
     }
 
-    static func version(_ timestamp: UnsafeRawBufferPointer, _ node: UnsafeRawBufferPointer) -> Version? {
-        guard let raw = timestamp.asInteger, raw >= 0, let id = node.asInteger, id >= 0, id <= Int(UInt32.max) else { return nil }
-        return Version(timestamp: HLCTimestamp(rawValue: UInt64(raw)), node: NodeID(rawValue: UInt32(id)))
+    private func handleTransfer(_ request: BusRequest, peer: String, now: Int64) {
+        switch request {
+        case .transfer(let sender, let entries):
+            guard sender == peer else { return refuseImpersonation(sender, peer) }
+            var applied = 0
+            var bytes = 0
+            for entry in entries {
+                let value = VersionedValue(version: entry.version, value: entry.value.map { Array($0.readableBytesView) }, expiry: entry.expiry)
+                if cluster.applyLocally(Array(entry.key.readableBytesView), value, now: now) { applied += 1 }
+                bytes += entry.key.readableBytes + (entry.value?.readableBytes ?? 0)
+            }
+            cluster.rebalance.keysReceived.add(entries.count, ordering: .relaxed)
+            cluster.rebalance.bytesReceived.add(bytes, ordering: .relaxed)
+            BusReply.integer(applied).encode(into: &out)
+        case .transferPart(let chunk):
+            guard chunk.sender == peer else { return refuseImpersonation(chunk.sender, peer) }
+            let key = Array(chunk.key.readableBytesView)
+            let outcome = chunk.bytes.withUnsafeReadableBytes { bytes in
+                cluster.rebalance.receiveChunk(sender: chunk.sender, key: key, version: chunk.version, expiry: chunk.expiry, offset: chunk.offset,
+                                               total: chunk.total, chunk: bytes, now: now, memoryLimit: cluster.node.store.maxMemory)
+            }
+            guard let (received, complete) = outcome else {
+                cluster.busGuard.refuse(.transferRefused, peer: peer, "too many chunked values in progress", logger: logger, now: now)
+                return out.writeRESPError("ERR too many chunked transfers in progress; try again later")
+            }
+            cluster.rebalance.bytesReceived.add(chunk.bytes.readableBytes, ordering: .relaxed)
+            if let complete {
+                cluster.applyLocally(key, VersionedValue(version: chunk.version, value: complete, expiry: chunk.expiry), now: now)
+                cluster.rebalance.keysReceived.add(1, ordering: .relaxed)
+            }
+            BusReply.integer(received).encode(into: &out)
+        default:
+            preconditionFailure("\(request.kind) is not a transfer request")
+        }
     }
 }

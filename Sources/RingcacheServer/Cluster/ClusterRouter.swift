@@ -1,5 +1,6 @@
 import CacheStore
 import ClusterCore
+import ClusterProtocol
 import NIOCore
 import RESP
 
@@ -258,11 +259,11 @@ struct ClusterRouter {
                 coordinator.writeValue(keys[0], keys[2], expiry: expiry, required: quorums(session), now: now, completion: reply)
             }
         case .randomkey:
-            coordinator.fanOut(.command([BusCommand.randomKey]), local: {
-                cluster.node.store.randomKey(now: wallClockMillis()).map { .bulkString(ByteBuffer(bytes: $0)) } ?? .bulkString(nil)
+            coordinator.fanOut(.randomKey, local: {
+                .key(cluster.node.store.randomKey(now: wallClockMillis()).map { ByteBuffer(bytes: $0) })
             }) { replies in
                 let keys = replies.compactMap { reply -> ByteBuffer? in
-                    if case .bulkString(let key?)? = reply { return key }
+                    if case .key(let key?)? = reply { return key }
                     return nil
                 }
                 finish { out in
@@ -288,17 +289,15 @@ struct ClusterRouter {
             }
         case .dbsize, .keys:
             let down = coordinator.unreachable
-            let downList = cluster.memberList(down)
+            let downList = cluster.memberNames(down)
             let pattern = name == .keys ? keys[0] : []
-            let request: RESPValue = name == .keys
-                ? .array([.bulk(BusCommand.keys), .bulkString(ByteBuffer(bytes: pattern)), .bulk(downList)])
-                : .array([.bulk(BusCommand.count), .bulk(downList)])
+            let request: BusRequest = name == .keys ? .keys(pattern: ByteBuffer(bytes: pattern), down: downList) : .count(down: downList)
             let cluster = self.cluster
             coordinator.fanOut(request, local: {
                 let now = wallClockMillis()
                 if name == .keys {
                     let owned = pattern.withUnsafeBytes { cluster.ownedKeys(matching: $0, down: down, now: now) }
-                    return .array(owned.map { .bulkString(ByteBuffer(bytes: $0)) })
+                    return .keys(owned.map { ByteBuffer(bytes: $0) })
                 }
                 return .integer(cluster.countOwnedKeys(down: down, now: now))
             }) { replies in
@@ -311,29 +310,27 @@ struct ClusterRouter {
                     }
                     if name == .dbsize {
                         out.writeRESPInteger(replies.reduce(0) { total, reply in
-                            if case .integer(let n)? = reply { return total + n }
+                            if case .integer(let n)? = reply { return total.addingReportingOverflow(n).partialValue }
                             return total
                         })
                     } else {
                         var all: [ByteBuffer] = []
-                        for case .array(let items?)? in replies {
-                            for case .bulkString(let key?) in items { all.append(key) }
-                        }
+                        for case .keys(let items)? in replies { all += items }
                         out.writeRESPArrayHeader(all.count)
                         for key in all { out.writeRESPBulk(Array(buffer: key)) }
                     }
                 }
             }
         case .flushall, .flushdb:
-            coordinator.fanOut(.command([BusCommand.flush]), local: {
+            coordinator.fanOut(.flush, local: {
                 cluster.node.store.removeAll()
                 cluster.siblings.removeAll()
-                return .simpleString(ByteBuffer(string: "OK"))
+                return .ok
             }) { replies in
                 finish { out in
                     let participants = cluster.topology.participants
                     let missed = replies.enumerated().filter { reply in
-                        if case .simpleString? = reply.element { return false }
+                        if case .ok? = reply.element { return false }
                         if !participants.contains(reply.offset) { return false }
                         return true
                     }.map { cluster.members[$0.offset].name }
@@ -449,20 +446,17 @@ struct ClusterRouter {
             respond(next, keys.map { ByteBuffer(bytes: $0) })
             return ()
         }
-        let request = RESPValue.array([.bulk(BusCommand.scan), .bulk(String(local)), .bulk(String(count)),
-                                       .bulkString(ByteBuffer(bytes: pattern)), .bulk(cluster.memberList(down))])
+        let request = BusRequest.scan(cursor: local, count: count, pattern: ByteBuffer(bytes: pattern), down: cluster.memberNames(down))
         guard !down.contains(member), let link = coordinator.link(to: member) else {
             // That node is down: the next replicas of its keys count them on their turn.
             respond(0, [])
             return ()
         }
         link.send(request) { reply in
-            guard case .array(let items?)? = reply, items.count == 2, let next = items[0].string.flatMap(UInt64.init),
-                case .array(let keys?) = items[1]
-            else {
+            guard case .scan(let next, let keys)? = reply else {
                 return finish { $0.writeRESPError("NOQUORUM scan did not reach \(self.cluster.members[member].name)") }
             }
-            respond(next, keys.compactMap { $0.bytes })
+            respond(next, keys)
         }
         return ()
     }

@@ -1,5 +1,6 @@
 import CacheStore
 import ClusterCore
+import ClusterProtocol
 import NIOCore
 import RESP
 import Synchronization
@@ -59,7 +60,16 @@ final class ClusterState: Sendable {
     let selfIndex: Int
     let selfName: String
     let clusterName: String
-    let secret: String?
+    /// Proves and checks bus handshakes with the cluster secrets.
+    let handshake: BusHandshake
+    /// Cluster secrets, newest first (gossip MACs use them too).
+    let secrets: [String]
+    /// What the bus decoders hold received fields to.
+    let busLimits: BusLimits
+    /// Bus connection limits and refusal counters.
+    let busGuard: BusGuard
+    /// Seconds a bus connection may stay silent.
+    let busIdleTimeout: TimeAmount
     let readQuorum: Int
     let writeQuorum: Int
     let requestTimeout: TimeAmount
@@ -88,7 +98,6 @@ final class ClusterState: Sendable {
     struct GossipHooks: Sendable {
         var view: @Sendable () -> [String: SWIM.Member]
         var absorb: @Sendable ([SWIM.Member]) -> Void
-        var drops: @Sendable () -> (mac: Int, foreign: Int, malformed: Int)
     }
     /// Called once this node has left the ring and handed its data out: the node stops.
     let whenLeft = Mutex<(@Sendable () -> Void)?>(nil)
@@ -105,7 +114,13 @@ final class ClusterState: Sendable {
         self.selfIndex = topology.indexByName[configuration.nodeName] ?? 0
         self.selfName = configuration.nodeName
         self.clusterName = configuration.clusterName
-        self.secret = configuration.clusterSecret
+        self.secrets = configuration.clusterSecrets
+        self.handshake = BusHandshake(cluster: configuration.clusterName, secrets: configuration.clusterSecrets)
+        self.busLimits = BusLimits(maxBulkLength: configuration.limits.maxBulkLength, replicas: configuration.replicas,
+                                   maxSiblings: max(64, configuration.maxSiblings * 4))
+        self.busGuard = BusGuard(maxConnections: configuration.clusterBusMaxConnections,
+                                 maxPerPeer: 4 * configuration.threads + 8)
+        self.busIdleTimeout = .seconds(Int64(configuration.clusterBusIdleTimeout))
         self.readQuorum = configuration.readQuorum
         self.writeQuorum = configuration.writeQuorum
         self.requestTimeout = .milliseconds(Int64(configuration.requestTimeout))
@@ -130,7 +145,6 @@ final class ClusterState: Sendable {
     func attachGossip(_ hooks: GossipHooks) { gossipHooks.withLock { $0 = hooks } }
     func gossipView() -> [String: SWIM.Member] { gossipHooks.withLock { $0 }?.view() ?? [:] }
     func gossipAbsorb(_ members: [SWIM.Member]) { gossipHooks.withLock { $0 }?.absorb(members) }
-    func gossipDrops() -> (mac: Int, foreign: Int, malformed: Int)? { gossipHooks.withLock { $0 }?.drops() }
 
     func onTopologyChange(_ observer: @escaping @Sendable (Topology) -> Void) {
         observers.withLock { $0.append(observer) }
@@ -200,32 +214,22 @@ final class ClusterState: Sendable {
 
     var replicas: Int { ring.replicas }
 
-    /// Members named in a comma-separated list (names travel between nodes, indices do not).
-    func memberIndices(from bytes: UnsafeRawBufferPointer) -> Set<Int> {
+    /// The indices of the members named (names travel between nodes, indices do not);
+    /// names this node does not know are left out.
+    func memberIndices(named names: [String]) -> Set<Int> {
         let topology = topology
-        return Set(bytes.asString.split(separator: ",").compactMap { topology.indexByName[String($0)] })
+        return Set(names.compactMap { topology.indexByName[$0] })
     }
 
-    /// The comma-separated names of `members`, for another node.
-    func memberList(_ indices: Set<Int>) -> String {
+    /// The names of `members`, for another node.
+    func memberNames(_ indices: Set<Int>) -> [String] {
         let members = members
-        return indices.sorted().filter { $0 < members.count }.map { members[$0].name }.joined(separator: ",")
+        return indices.sorted().filter { $0 < members.count }.map { members[$0].name }
     }
 
-    /// True if a bus peer presented this cluster's name and secret.
-    func authenticate(clusterName: UnsafeRawBufferPointer, secret: UnsafeRawBufferPointer) -> Bool {
-        guard clusterName.elementsEqual(self.clusterName.utf8) else { return false }
-        guard let expected = self.secret else { return true }
-        let given = Array(secret)
-        let wanted = Array(expected.utf8)
-        var difference = UInt8(given.count == wanted.count ? 0 : 1)
-        for i in 0..<given.count { difference |= given[i] ^ (i < wanted.count ? wanted[i] : 0) }
-        return difference == 0
-    }
-
-    /// The bus handshake a node sends first.
-    var authRequest: RESPValue {
-        .command([BusCommand.auth, clusterName, secret ?? "", selfName])
+    /// What a decoder checks fields against, now.
+    func decodingContext(now: Int64) -> BusDecodingContext {
+        BusDecodingContext(limits: busLimits, now: now, members: topology.indexByName)
     }
 
     /// Stores a replicated version in this node's store if it is newer (last write wins).

@@ -1,5 +1,6 @@
 import CacheStore
 import ClusterCore
+import ClusterProtocol
 import Logging
 import NIOCore
 import RESP
@@ -69,12 +70,12 @@ final class Coordinator: @unchecked Sendable {
                 execLinks.append(nil)
                 continue
             }
-            let link = PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
-                                authRequest: cluster.authRequest, logger: logger) { change in
+            let link = PeerLink(member: index, name: member.name, host: member.host, port: member.busPort, eventLoop: eventLoop,
+                                cluster: cluster, logger: logger) { change in
                 cluster.linksUp.add(change, ordering: .relaxed)
             }
-            let exec = PeerLink(member: index, host: member.host, port: member.busPort, eventLoop: eventLoop,
-                                authRequest: cluster.authRequest, logger: logger) { _ in }
+            let exec = PeerLink(member: index, name: member.name, host: member.host, port: member.busPort, eventLoop: eventLoop,
+                                cluster: cluster, logger: logger) { _ in }
             links.append(link)
             execLinks.append(exec)
             if started {
@@ -136,6 +137,7 @@ final class Coordinator: @unchecked Sendable {
         // RC.EXEC waits for a quorum round at the peer, so its link gets more time.
         for case let link? in links { link.failIfStalled(olderThan: now - cluster.requestTimeout * 2) }
         for case let link? in execLinks { link.failIfStalled(olderThan: now - cluster.requestTimeout * 4) }
+        for case let link? in links + execLinks { link.keepAlive(now: now) }
     }
 
     /// Members this loop cannot reach right now (its link is down, or gossip declared them
@@ -208,11 +210,11 @@ final class Coordinator: @unchecked Sendable {
     ///
     /// - Parameters:
     ///   - local: this node's answer.
-    ///   - request: what to ask a peer; `decode` reads its answer (nil for a bad answer,
-    ///     `.some(nil)` for "no such key").
+    ///   - request: writes what to ask a peer; `decode` reads its answer (nil for a bad
+    ///     answer, `.some(nil)` for "no such key").
     ///   - repair: sends the reconciled value to a replica that lacks it.
     private func quorumRead<Value: Reconcilable>(
-        _ key: [UInt8], required: Int, local: @escaping () -> Value?, request: String, decode: @escaping (RESPValue) -> Value??,
+        _ key: [UInt8], required: Int, local: @escaping () -> Value?, request: @escaping (inout ByteBuffer) -> Void, decode: @escaping (RESPValue) -> Value??,
         repair: @escaping (Int, Value) -> Void, completion: @escaping (Result<Value?, NoQuorum>) -> Void
     ) {
         let replicas = replicas(of: key)
@@ -249,7 +251,7 @@ final class Coordinator: @unchecked Sendable {
                     perform(operation.quorum.onFailure(from: replica))
                     continue
                 }
-                link.send({ Self.encodeCommand(request, key, into: &$0) }) { reply in
+                link.send(request) { reply in
                     if let reply, let value = decode(reply) {
                         perform(operation.quorum.onResponse(from: replica, value))
                     } else {
@@ -274,12 +276,18 @@ final class Coordinator: @unchecked Sendable {
                 }
                 return local
             },
-            request: BusCommand.get,
-            decode: { [store] reply in
-                let decoded = Self.decodeVersioned(reply)
+            request: { out in key.withUnsafeBytes { BusRequest.encodeGet(key: $0, into: &out) } },
+            decode: { [store, cluster] reply in
+                let decoded: BusEntry?
+                do {
+                    decoded = try BusReply.decodeEntry(reply, limits: cluster.busLimits, now: wallClockMillis())
+                } catch {
+                    cluster.busGuard.count(.peerReplyError)
+                    return nil
+                }
                 // Versions seen from peers move this node's clock on, so its next write orders after them.
-                if let version = decoded?.value?.version { store.observe(version.timestamp) }
-                return decoded.map(\.value)
+                if let version = decoded?.version { store.observe(version.timestamp) }
+                return .some(decoded.map { VersionedValue(version: $0.version, value: $0.value.map { Array($0.readableBytesView) }, expiry: $0.expiry) })
             },
             repair: { [self] replica, value in replicate(key, value, to: replica, now: wallClockMillis()) { _ in } },
             completion: completion)
@@ -290,13 +298,13 @@ final class Coordinator: @unchecked Sendable {
         quorumRead(
             key, required: required,
             local: { [cluster] in cluster.siblings.siblings(of: key, store: cluster.node.store, now: now) },
-            request: BusCommand.siblingGet,
-            decode: { reply in
-                switch reply {
-                case .bulkString(nil): return .some(nil)
-                case .bulkString(let bytes?): return SiblingSet(serialized: Array(buffer: bytes)).map { .some($0) }
-                default: return nil
+            request: { out in key.withUnsafeBytes { BusRequest.encodeSiblingGet(key: $0, into: &out) } },
+            decode: { [cluster] reply in
+                guard case .siblings(let set)? = try? BusReply.decode(reply, answering: .siblingGet, context: cluster.decodingContext(now: wallClockMillis())) else {
+                    cluster.busGuard.count(.peerReplyError)
+                    return nil
                 }
+                return .some(set)
             },
             repair: { [self] replica, set in replicateSiblings(key, set, to: replica, now: wallClockMillis()) { _ in } },
             completion: completion)
@@ -385,14 +393,10 @@ final class Coordinator: @unchecked Sendable {
             done(cluster.hints.add(owner: owner, key: key, value: value, now: now) ? false : nil)
             return
         }
-        var parts: [RESPValue] = [
-            .bulk(BusCommand.hint), .bulk(cluster.members[owner].name), .bulkString(ByteBuffer(bytes: key)),
-            .bulk(String(value.version.timestamp.rawValue)), .bulk(String(value.version.node.rawValue)), .bulk(String(value.expiry)),
-        ]
-        if let bytes = value.value { parts.append(.bulkString(ByteBuffer(bytes: bytes))) }
+        let entry = BusEntry(key: ByteBuffer(bytes: key), version: value.version, expiry: value.expiry, value: value.value.map { ByteBuffer(bytes: $0) })
         guard let link = link(to: standIn) else { return done(nil) }
-        link.send(.array(parts)) { reply in
-            if case .integer? = reply { done(false) } else { done(nil) }
+        link.send(.hint(owner: cluster.members[owner].name, entry: entry)) { reply in
+            if case .flag? = reply { done(false) } else { done(nil) }
         }
     }
 
@@ -474,10 +478,9 @@ final class Coordinator: @unchecked Sendable {
             acknowledgeLocalWrite(since: before, result.existed, done: done)
             return
         }
-        let request = RESPValue.array([.bulk(BusCommand.siblingPut), .bulkString(ByteBuffer(bytes: key)), .bulkString(ByteBuffer(bytes: set.serialized))])
         guard let link = link(to: replica) else { return done(nil) }
-        link.send(request) { reply in
-            if case .integer(let existed)? = reply { done(existed == 1) } else { done(nil) }
+        link.send(.siblingPut(key: ByteBuffer(bytes: key), siblings: set)) { reply in
+            if case .flag(let existed)? = reply { done(existed) } else { done(nil) }
         }
     }
 
@@ -492,49 +495,33 @@ final class Coordinator: @unchecked Sendable {
             return
         }
         let encode: (inout ByteBuffer) -> Void = { buffer in
-            let timestamp = String(value.version.timestamp.rawValue)
-            let node = String(value.version.node.rawValue)
-            if let bytes = value.value {
-                buffer.writeRESPArrayHeader(6)
-                buffer.writeRESPBulk(BusCommand.put)
-                key.withUnsafeBytes { buffer.writeRESPBulk($0) }
-                buffer.writeRESPBulk(timestamp)
-                buffer.writeRESPBulk(node)
-                buffer.writeRESPBulk(String(value.expiry))
-                bytes.withUnsafeBytes { buffer.writeRESPBulk($0) }
-            } else {
-                buffer.writeRESPArrayHeader(4)
-                buffer.writeRESPBulk(BusCommand.delete)
-                key.withUnsafeBytes { buffer.writeRESPBulk($0) }
-                buffer.writeRESPBulk(timestamp)
-                buffer.writeRESPBulk(node)
+            key.withUnsafeBytes { key in
+                if let bytes = value.value {
+                    bytes.withUnsafeBytes { BusRequest.encodePut(key: key, version: value.version, expiry: value.expiry, value: $0, into: &buffer) }
+                } else {
+                    BusRequest.encodeDelete(key: key, version: value.version, into: &buffer)
+                }
             }
         }
         guard let link = link(to: replica) else { return done(nil) }
-        link.send(encode) { reply in
-            switch reply {
-            case .integer(let flag)?: done(value.value == nil && flag == 1)
-            default: done(nil)
+        link.send(encode) { [cluster] reply in
+            guard let reply, let flag = try? BusReply.decodeFlag(reply, value.value == nil ? .delete : .put) else {
+                if reply != nil { cluster.busGuard.count(.peerReplyError) }
+                return done(nil)
             }
+            done(value.value == nil && flag)
         }
-    }
-
-    /// `*2 $<command> $<key>` written straight into the outbound buffer.
-    static func encodeCommand(_ command: String, _ key: [UInt8], into buffer: inout ByteBuffer) {
-        buffer.writeRESPArrayHeader(2)
-        buffer.writeRESPBulk(command)
-        key.withUnsafeBytes { buffer.writeRESPBulk($0) }
     }
 
     // MARK: Fan-out
 
     /// Sends `request` to every other member and runs `local` here; `completion` gets each
     /// member's reply (nil where it failed or timed out), indexed by member.
-    func fanOut(_ request: RESPValue, local: () -> RESPValue, completion: @escaping ([RESPValue?]) -> Void) {
+    func fanOut(_ request: BusRequest, local: () -> BusReply, completion: @escaping ([BusReply?]) -> Void) {
         refreshLinks()
         let topology = topology
         let targets = links.compactMap { link in link.flatMap { topology.participants.contains($0.member) ? $0 : nil } }
-        var replies = [RESPValue?](repeating: nil, count: topology.members.count)
+        var replies = [BusReply?](repeating: nil, count: topology.members.count)
         var outstanding = targets.count
         var done = false
         replies[cluster.selfIndex] = local()
@@ -562,20 +549,6 @@ final class Coordinator: @unchecked Sendable {
         }
     }
 
-    /// A reply to RC.GET: `*0` for none, else timestamp, node, expiry, value (null for a tombstone).
-    static func decodeVersioned(_ reply: RESPValue) -> (value: VersionedValue?, Void)? {
-        guard case .array(let items?) = reply else { return nil }
-        if items.isEmpty { return (nil, ()) }
-        guard items.count == 4, case .integer(let timestamp) = items[0], case .integer(let node) = items[1],
-            case .integer(let expiry) = items[2], timestamp >= 0, node >= 0
-        else { return nil }
-        let version = Version(timestamp: HLCTimestamp(rawValue: UInt64(timestamp)), node: NodeID(rawValue: UInt32(truncatingIfNeeded: node)))
-        switch items[3] {
-        case .bulkString(let bytes?): return (VersionedValue(version: version, value: Array(buffer: bytes), expiry: Int64(expiry)), ())
-        case .bulkString(nil): return (VersionedValue(version: version, value: nil, expiry: Int64(expiry)), ())
-        default: return nil
-        }
-    }
 }
 
 extension Array where Element == UInt8 {

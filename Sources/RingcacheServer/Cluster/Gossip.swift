@@ -1,121 +1,27 @@
 import ClusterCore
-import Crypto
+import ClusterProtocol
 import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
 
-/// SWIM messages as UDP datagrams, with the cluster's name and, when a `cluster-secret` is
-/// set, an HMAC-SHA256 over the whole packet. A packet of another cluster, with a bad MAC,
-/// or malformed, is dropped and counted; nothing a packet says can crash the node.
-///
-/// Layout (big-endian): `RCG1`, cluster name (u8 length + bytes), sender (u8 + bytes), kind
-/// (u8: 1 ping, 2 ping-request, 3 ack), sequence (u64), target (u8 + bytes, empty for ping),
-/// update count (u8) and per update: name (u8 + bytes), incarnation (u64), status (u8), then
-/// the 32-byte MAC when a secret is set.
-enum GossipCodec {
-    enum Rejection: Error, Equatable { case malformed, foreignCluster, badMAC }
-
-    static let magic: [UInt8] = Array("RCG1".utf8)
-
-    static func encode(_ message: SWIM.Message, from sender: String, cluster: String, key: SymmetricKey?) -> [UInt8] {
-        var bytes = magic
-        func string(_ text: String) {
-            let utf8 = Array(text.utf8.prefix(255))
-            bytes.append(UInt8(utf8.count))
-            bytes.append(contentsOf: utf8)
-        }
-        func integer<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) } }
-        string(cluster)
-        string(sender)
-        let (kind, sequence, target, updates): (UInt8, UInt64, String, [SWIM.Member])
-        switch message {
-        case .ping(let s, let u): (kind, sequence, target, updates) = (1, s, "", u)
-        case .pingRequest(let s, let t, let u): (kind, sequence, target, updates) = (2, s, t, u)
-        case .ack(let s, let t, let u): (kind, sequence, target, updates) = (3, s, t, u)
-        }
-        bytes.append(kind)
-        integer(sequence)
-        string(target)
-        let carried = updates.prefix(255)
-        bytes.append(UInt8(carried.count))
-        for update in carried {
-            string(update.name)
-            integer(update.incarnation)
-            bytes.append(update.status == .alive ? 0 : update.status == .suspect ? 1 : 2)
-        }
-        if let key { bytes.append(contentsOf: HMAC<SHA256>.authenticationCode(for: bytes, using: key)) }
-        return bytes
-    }
-
-    static func decode(_ packet: [UInt8], cluster: String, key: SymmetricKey?) throws(Rejection) -> (sender: String, message: SWIM.Message) {
-        var body = packet[...]
-        if let key {
-            guard packet.count > 32 else { throw .malformed }
-            body = packet[..<(packet.count - 32)]
-            guard HMAC<SHA256>.isValidAuthenticationCode(Array(packet[(packet.count - 32)...]), authenticating: Array(body), using: key) else {
-                throw .badMAC
-            }
-        }
-        var at = body.startIndex
-        func take(_ count: Int) throws(Rejection) -> ArraySlice<UInt8> {
-            guard count >= 0, body.endIndex - at >= count else { throw .malformed }
-            defer { at += count }
-            return body[at..<(at + count)]
-        }
-        func string() throws(Rejection) -> String {
-            let length = Int(try take(1).first!)
-            return String(decoding: try take(length), as: UTF8.self)
-        }
-        func integer() throws(Rejection) -> UInt64 {
-            try take(8).reduce(0) { $0 << 8 | UInt64($1) }
-        }
-        guard Array(try take(4)) == magic else { throw .malformed }
-        guard try string() == cluster else { throw .foreignCluster }
-        let sender = try string()
-        let kind = try take(1).first!
-        let sequence = try integer()
-        let target = try string()
-        let count = Int(try take(1).first!)
-        var updates: [SWIM.Member] = []
-        for _ in 0..<count {
-            let name = try string()
-            let incarnation = try integer()
-            let status: SWIM.Status
-            switch try take(1).first! {
-            case 0: status = .alive
-            case 1: status = .suspect
-            case 2: status = .dead
-            default: throw .malformed
-            }
-            updates.append(SWIM.Member(name: name, incarnation: incarnation, status: status))
-        }
-        guard at == body.endIndex, !sender.isEmpty else { throw .malformed }
-        switch kind {
-        case 1: return (sender, .ping(sequence: sequence, updates: updates))
-        case 2: return (sender, .pingRequest(sequence: sequence, target: target, updates: updates))
-        case 3: return (sender, .ack(sequence: sequence, target: target, updates: updates))
-        default: throw .malformed
-        }
-    }
-}
-
 /// The gossip shell: one UDP socket on the bus port number, the SWIM core behind a lock, its
 /// timers on an event loop. Decisions are the core's; this only moves datagrams and timers.
+/// Datagrams are ``GossipPacket``s: a packet of another cluster, with a bad MAC, malformed,
+/// from a sender that is not a member, replayed or stale is dropped and counted.
 final class GossipService: @unchecked Sendable {
     private let cluster: ClusterState
     private let eventLoop: any EventLoop
     private let logger: Logger
     private let core: Mutex<SWIM.Instance>
-    private let key: SymmetricKey?
+    private let keys: GossipPacket.Keys
+    /// Stamps of packets sent, and the replay check of packets received.
+    private let stamps = Mutex<(sent: GossipStamper, received: GossipReplayGuard)>((GossipStamper(), GossipReplayGuard()))
     /// Where each member's gossip socket is; members join and leave.
     private let addresses: Mutex<[String: SocketAddress]>
     /// Touched on `eventLoop` only.
     private var channel: (any Channel)?
     private let stopped = Atomic<Bool>(false)
-    let droppedForMAC = Atomic<Int>(0)
-    let droppedMalformed = Atomic<Int>(0)
-    let droppedForeign = Atomic<Int>(0)
 
     init(cluster: ClusterState, settings: SWIM.Settings, eventLoop: any EventLoop, logger: Logger) throws {
         self.cluster = cluster
@@ -132,14 +38,10 @@ final class GossipService: @unchecked Sendable {
         }
         self.core = Mutex(instance)
         self.addresses = Mutex(addresses)
-        self.key = cluster.secret.map { SymmetricKey(data: Array($0.utf8)) }
+        self.keys = GossipPacket.Keys(cluster: cluster.clusterName, secrets: cluster.secrets)
         cluster.attachGossip(.init(
             view: { [weak self] in self?.view ?? [:] },
-            absorb: { [weak self] in self?.absorb($0) },
-            drops: { [weak self] in
-                (self?.droppedForMAC.load(ordering: .relaxed) ?? 0, self?.droppedForeign.load(ordering: .relaxed) ?? 0,
-                 self?.droppedMalformed.load(ordering: .relaxed) ?? 0)
-            }))
+            absorb: { [weak self] in self?.absorb($0) }))
         cluster.onTopologyChange { [weak self] topology in
             guard let self else { return }
             self.eventLoop.execute { self.sync(topology) }
@@ -156,6 +58,7 @@ final class GossipService: @unchecked Sendable {
                 perform(core.withLock { $0.add(member.name, announce: false) })
             } else if addresses.withLock({ $0.removeValue(forKey: member.name) }) != nil {
                 core.withLock { $0.remove(member.name) }
+                stamps.withLock { $0.received.forget(member.name) }
                 cluster.setStatus(.alive, of: member.name)
             }
         }
@@ -229,17 +132,26 @@ final class GossipService: @unchecked Sendable {
         }
     }
 
-    fileprivate func received(_ packet: [UInt8]) {
+    fileprivate func received(_ packet: [UInt8], from address: String) {
+        let guardian = cluster.busGuard
+        let now = wallClockMillis()
         do {
-            let (sender, message) = try GossipCodec.decode(packet, cluster: cluster.clusterName, key: key)
-            guard addresses.withLock({ $0[sender] != nil }) else { return }
-            perform(core.withLock { $0.onMessage(message, from: sender, now: wallClockMillis()) })
+            let (sender, stamp, message) = try GossipPacket.decode(packet, cluster: cluster.clusterName, keys: keys)
+            guard addresses.withLock({ $0[sender] != nil }) else {
+                return guardian.refuse(.gossipUnknownSender, peer: address, "gossip from '\(sender)', not a member", logger: logger, now: now)
+            }
+            switch stamps.withLock({ $0.received.admit(stamp, from: sender, now: now) }) {
+            case .accept: break
+            case .replay: return guardian.refuse(.gossipReplay, peer: address, "a replayed gossip packet", logger: logger, now: now)
+            case .stale: return guardian.refuse(.gossipStale, peer: address, "a stale gossip packet", logger: logger, now: now)
+            }
+            perform(core.withLock { $0.onMessage(message, from: sender, now: now) })
         } catch .badMAC {
-            droppedForMAC.add(1, ordering: .relaxed)
+            guardian.refuse(.gossipBadMAC, peer: address, "a gossip packet with a bad MAC (check cluster-secret)", logger: logger, now: now)
         } catch .foreignCluster {
-            droppedForeign.add(1, ordering: .relaxed)
+            guardian.refuse(.gossipForeign, peer: address, "a gossip packet of another cluster", logger: logger, now: now)
         } catch {
-            droppedMalformed.add(1, ordering: .relaxed)
+            guardian.refuse(.gossipMalformed, peer: address, "a malformed gossip packet", logger: logger, now: now)
         }
     }
 
@@ -250,7 +162,8 @@ final class GossipService: @unchecked Sendable {
             switch directive {
             case .send(let message, let to):
                 guard let address = addresses.withLock({ $0[to] }), let channel else { continue }
-                let bytes = GossipCodec.encode(message, from: me, cluster: cluster.clusterName, key: key)
+                let stamp = stamps.withLock { $0.sent.next(now: wallClockMillis()) }
+                let bytes = GossipPacket.encode(message, from: me, stamp: stamp, cluster: cluster.clusterName, keys: keys)
                 let envelope = AddressedEnvelope(remoteAddress: address, data: channel.allocator.buffer(bytes: bytes))
                 channel.writeAndFlush(envelope, promise: nil)
             case .timer(let timer, let at):
@@ -275,8 +188,8 @@ private final class GossipHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
-        guard envelope.data.readableBytes <= 65_507 else { return }
-        service.received(Array(envelope.data.readableBytesView))
+        guard envelope.data.readableBytes <= GossipPacket.maxLength else { return }
+        service.received(Array(envelope.data.readableBytesView), from: envelope.remoteAddress.ipAddress ?? "?")
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

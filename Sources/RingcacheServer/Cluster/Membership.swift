@@ -1,4 +1,5 @@
 import ClusterCore
+import ClusterProtocol
 import Logging
 import NIOCore
 import RESP
@@ -12,91 +13,38 @@ import Synchronization
 /// in the answer. Ring entries merge as ``RingMembership`` says; gossip states merge as SWIM
 /// updates do, which repairs what lost datagrams did not carry.
 extension ClusterState {
-    /// `[sender, ring, [[name, host, port, bus port, version, left, incarnation, status], ...],
-    /// [[finished member, coverage], ...]]`: the members, then the claims this node knows of
-    /// members that finished sending for its ring (named by its digest; its own claims and
-    /// those it heard), each with the
-    /// old owners it covered (comma-separated, `*` for all). A member that missed RC.XFERDONE
-    /// (it restarted, or the sender died before telling it) learns them here.
-    func encodeMembers() -> RESPValue {
+    /// This node's member list for another node: the members with their gossip states, and
+    /// the claims this node knows of members that finished sending for its ring (its own and
+    /// those it heard). A member that missed RC.XFERDONE (it restarted, or the sender died
+    /// before telling it) learns them here.
+    func memberList() -> MemberList {
         let view = gossipView()
         let topology = topology
         var claims = rebalance.coverage(ring: topology.ringID)
         // Not sending for this ring (any more): there is nothing this node still owes.
         if topology.previous == nil, !claims.hasFinished(selfName) { claims.record(selfName, covering: nil) }
-        let entries: [RESPValue] = topology.membership.entries.map { entry in
-            let swim = view[entry.name]
-            return .array([
-                .bulk(entry.name), .bulk(entry.host), .bulk(String(entry.port)), .bulk(String(entry.busPort)),
-                .bulk(String(entry.version)), .bulk(entry.left ? "1" : "0"),
-                .bulk(String(swim?.incarnation ?? 0)), .bulk(swim.map { "\($0.status)" } ?? "-"),
-            ])
-        }
-        let finished: [RESPValue] = claims.finished.sorted { $0.key < $1.key }.map { claim in
-            .array([.bulk(claim.key), .bulk(Self.encodeCoverage(claim.value))])
-        }
-        return .array([.bulk(selfName), .bulk(String(topology.ringID)), .array(entries), .array(finished)])
-    }
-
-    static func encodeCoverage(_ covering: Set<String>?) -> String {
-        covering.map { $0.sorted().joined(separator: ",") } ?? "*"
-    }
-
-    static func decodeCoverage(_ text: String) -> Set<String>? {
-        text == "*" ? nil : Set(text.split(separator: ",").map(String.init))
-    }
-
-    /// Reads what ``encodeMembers()`` wrote; nil if it is malformed.
-    static func decodeMembers(_ reply: [RESPValue])
-        -> (sender: String, ring: UInt64, entries: [RingMembership.Entry], gossip: [SWIM.Member], finished: [(String, Set<String>?)])?
-    {
-        guard reply.count == 4, let sender = reply[0].string, let ring = reply[1].string.flatMap({ UInt64($0) }),
-              case .array(let items?) = reply[2], case .array(let claims?) = reply[3] else { return nil }
-        var finished: [(String, Set<String>?)] = []
-        for claim in claims {
-            guard case .array(let fields?) = claim, fields.count == 2, let name = fields[0].string, !name.isEmpty,
-                  let coverage = fields[1].string else { return nil }
-            finished.append((name, decodeCoverage(coverage)))
-        }
-        var entries: [RingMembership.Entry] = []
-        var gossip: [SWIM.Member] = []
-        for item in items {
-            guard case .array(let fields?) = item, fields.count == 8 else { return nil }
-            let text = fields.map { $0.string ?? "" }
-            guard !text[0].isEmpty, let port = Int(text[2]), let bus = Int(text[3]), let version = UInt64(text[4]),
-                  let incarnation = UInt64(text[6]) else { return nil }
-            entries.append(RingMembership.Entry(name: text[0], host: text[1], port: port, busPort: bus, version: version, left: text[5] == "1"))
-            let status: SWIM.Status? = switch text[7] {
-            case "alive": .alive
-            case "suspect": .suspect
-            case "dead": .dead
-            default: nil
-            }
-            if let status { gossip.append(SWIM.Member(name: text[0], incarnation: incarnation, status: status)) }
-        }
-        return (sender, ring, entries, gossip, finished)
+        let members = topology.membership.entries.map { MemberList.Member(entry: $0, gossip: view[$0.name]) }
+        return MemberList(sender: selfName, ring: topology.ringID, members: members, finished: claims.finished)
     }
 
     /// Takes in another node's member list. A node that finds itself marked as left while it
     /// is not leaving (it was restarted after a leave) joins again.
-    func absorbMembers(_ reply: [RESPValue]) -> Bool {
-        guard let (_, ring, entries, gossip, finished) = Self.decodeMembers(reply) else { return false }
+    func absorbMembers(_ list: MemberList) {
         let leaving = rebalance.leaving.load(ordering: .relaxed)
         let me = selfName
         update { membership in
-            var changed = membership.merge(entries)
+            var changed = membership.merge(list.members.map(\.entry))
             if !leaving, let at = membership.index(of: me), membership.entries[at].left {
                 changed = membership.join(membership.entries[at]) || changed
             }
             return changed
         }
-        gossipAbsorb(gossip)
+        gossipAbsorb(list.members.compactMap(\.gossip))
         // Claims about another ring (one this node has not heard of, or has moved past) do not count.
-        if ring == topology.ringID, !finished.isEmpty {
-            for (member, covering) in finished { rebalance.markFinished(member, ring: ring, covering: covering) }
+        if list.ring == topology.ringID, !list.finished.isEmpty {
+            for (member, covering) in list.finished { rebalance.markFinished(member, ring: list.ring, covering: covering) }
             checkTransition()
         }
-        return true
     }
 
     /// Names of the members gossip declared dead.
@@ -142,10 +90,8 @@ extension Coordinator {
     /// Sends this node's member list to `peer` and takes in the answer.
     func exchangeMembers(with peer: Int) {
         guard let link = link(to: peer) else { return }
-        var members = ByteBuffer()
-        cluster.encodeMembers().encode(into: &members)
-        link.send(.array([.bulk(BusCommand.members), .bulkString(members)])) { [cluster] reply in
-            if case .array(let items?)? = reply { _ = cluster.absorbMembers(items) }
+        link.send(.members(cluster.memberList())) { [cluster] reply in
+            if case .members(let list)? = reply { cluster.absorbMembers(list) }
         }
     }
 
@@ -159,19 +105,20 @@ extension Coordinator {
 
     private func join(through seeds: [NodeConfiguration.SeedAddress]) {
         let me = cluster.members[cluster.selfIndex]
-        let request = RESPValue.array([.bulk(BusCommand.join), .bulk(me.name), .bulk(me.host), .bulk(String(me.port)), .bulk(String(me.busPort))])
+        let request = BusRequest.join(RingMembership.Entry(name: me.name, host: me.host, port: me.port, busPort: me.busPort))
         for seed in seeds where !(seed.host == me.host && seed.busPort == me.busPort) {
-            let link = PeerLink(member: -1, host: seed.host, port: seed.busPort, eventLoop: eventLoop,
-                                authRequest: cluster.authRequest, logger: logger) { _ in }
+            let link = PeerLink(member: -1, name: nil, host: seed.host, port: seed.busPort, eventLoop: eventLoop, cluster: cluster,
+                                logger: logger) { _ in }
             link.connect()
             link.send(request) { [self] reply in
                 link.stop()
-                guard case .array(let items?)? = reply, cluster.absorbMembers(items) else {
+                guard case .members(let list)? = reply else {
                     if case .error(let message)? = reply {
-                        logger.warning("join refused", metadata: ["seed": "\(seed.host):\(seed.port)", "reply": "\(String(buffer: message))"])
+                        logger.warning("join refused", metadata: ["seed": "\(seed.host):\(seed.port)", "reply": "\(message)"])
                     }
                     return
                 }
+                cluster.absorbMembers(list)
                 if !cluster.rebalance.joined.exchange(true, ordering: .relaxed) {
                     logger.info("joined the cluster", metadata: ["seed": "\(seed.host):\(seed.port)", "epoch": "\(cluster.topology.epoch)",
                                                                  "members": "\(cluster.topology.owners.count)"])

@@ -1,3 +1,4 @@
+import ClusterProtocol
 import Logging
 import NIOCore
 import NIOPosix
@@ -6,8 +7,9 @@ import RESP
 /// One persistent, pipelined bus connection from an event loop to a peer.
 ///
 /// Requests are written as they come and flushed once per event-loop turn; replies arrive
-/// in order and complete the callbacks in order. The link counts as up only once the peer
-/// accepted our RC.AUTH; requests made before that wait, and go out after the handshake.
+/// in order and complete the callbacks in order. The link counts as up only once both sides
+/// proved they know the cluster secret (``BusHandshakeClient``); requests made before that
+/// wait, and go out after the handshake.
 /// A lost connection fails its outstanding requests at once and is re-established with
 /// exponential backoff (100 ms doubling to 5 s); while it is down, requests fail fast. A
 /// peer that stops answering (its oldest request is far past the request timeout) or lets
@@ -21,11 +23,17 @@ final class PeerLink: @unchecked Sendable {
     static let maximumOutstanding = 65_536
 
     let member: Int
+    /// The member this link must reach; nil for a seed known only by its address.
+    let name: String?
     let host: String
     let port: Int
     let eventLoop: any EventLoop
-    private let authRequest: RESPValue
+    fileprivate let cluster: ClusterState
     private let logger: Logger
+    /// When the last request was written: an idle link sends PING now and then, so the
+    /// peer's idle timeout does not close it.
+    private var lastSent = NIODeadline.now()
+    static let keepAliveInterval = TimeAmount.seconds(10)
     private(set) var state = State.idle
     private var channel: (any Channel)?
     private var callbacks = CircularBuffer<(sent: NIODeadline, callback: (RESPValue?) -> Void)>()
@@ -39,22 +47,34 @@ final class PeerLink: @unchecked Sendable {
     /// Told when the link comes up (+1) or goes down (-1).
     private let linkChanged: @Sendable (Int) -> Void
 
-    init(member: Int, host: String, port: Int, eventLoop: any EventLoop, authRequest: RESPValue, logger: Logger,
+    init(member: Int, name: String?, host: String, port: Int, eventLoop: any EventLoop, cluster: ClusterState, logger: Logger,
          linkChanged: @escaping @Sendable (Int) -> Void) {
         self.member = member
+        self.name = name
         self.host = host
         self.port = port
         self.eventLoop = eventLoop
-        self.authRequest = authRequest
+        self.cluster = cluster
         self.logger = logger
         self.linkChanged = linkChanged
     }
 
     var isConnected: Bool { state == .connected }
 
-    /// Sends a request; `callback` gets the reply, or nil if the link failed.
-    func send(_ request: RESPValue, _ callback: @escaping (RESPValue?) -> Void) {
-        send({ request.encode(into: &$0) }, callback)
+    /// Sends a request; `callback` gets the reply decoded for it, or nil if the link failed
+    /// or the reply does not answer the request (counted in INFO as a bad reply).
+    func send(_ request: BusRequest, _ callback: @escaping (BusReply?) -> Void) {
+        let kind = request.kind
+        let cluster = cluster
+        send({ request.encode(into: &$0) }) { value in
+            guard let value else { return callback(nil) }
+            do {
+                callback(try BusReply.decode(value, answering: kind, context: cluster.decodingContext(now: wallClockMillis())))
+            } catch {
+                cluster.busGuard.count(.peerReplyError)
+                callback(nil)
+            }
+        }
     }
 
     /// Sends a request that `encode` writes straight into the outbound buffer.
@@ -103,7 +123,8 @@ final class PeerLink: @unchecked Sendable {
             channel.close(promise: nil)
             return false
         }
-        callbacks.append((.now(), callback))
+        lastSent = .now()
+        callbacks.append((lastSent, callback))
         return true
     }
 
@@ -130,7 +151,7 @@ final class PeerLink: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(PeerLinkHandler(link: link))
+                    try channel.pipeline.syncOperations.addHandler(PeerLinkHandler(link: link, maxBulkLength: link.cluster.busLimits.maxBulkLength))
                 }
             }
             .connect(host: host, port: port)
@@ -151,23 +172,46 @@ final class PeerLink: @unchecked Sendable {
         }
         self.channel = channel
         state = .authenticating
-        var handshake = channel.allocator.buffer(capacity: 64)
-        authRequest.encode(into: &handshake)
-        write(handshake) { [self] reply in
-            guard case .simpleString = reply else {
-                logger.error("cluster bus peer refused our RC.AUTH (check cluster-name and cluster-secret)",
-                             metadata: ["peer": "\(host):\(port)", "reply": "\(String(describing: reply))"])
+        let client = BusHandshakeClient(handshake: cluster.handshake, me: cluster.selfName, expecting: name)
+        let context = { [cluster] in cluster.decodingContext(now: wallClockMillis()) }
+        var hello = channel.allocator.buffer(capacity: 128)
+        client.hello.encode(into: &hello)
+        write(hello) { [self] reply in
+            let challenge = reply.flatMap { try? BusReply.decode($0, answering: .hello, context: context()) } ?? .error("no answer")
+            switch client.onChallenge(challenge) {
+            case .failure(let error):
+                logger.error("cluster bus handshake failed (check cluster-name and cluster-secret)",
+                             metadata: ["peer": "\(host):\(port)", "reason": "\(error.message)"])
                 self.channel?.close(promise: nil)
-                return
+            case .success(let (_, prove)):
+                var buffer = ByteBuffer()
+                prove.encode(into: &buffer)
+                write(buffer) { [self] reply in
+                    guard case .simpleString? = reply else {
+                        logger.error("cluster bus peer refused our proof (check cluster-secret)", metadata: ["peer": "\(host):\(port)"])
+                        self.channel?.close(promise: nil)
+                        return
+                    }
+                    linkUp()
+                }
             }
-            state = .connected
-            backoff = .milliseconds(100)
-            linkChanged(1)
-            logger.info("cluster bus link up", metadata: ["peer": "\(host):\(port)"])
-            let waiting = queued
-            queued = []
-            for (request, callback) in waiting { write(request, callback) }
         }
+    }
+
+    private func linkUp() {
+        state = .connected
+        backoff = .milliseconds(100)
+        linkChanged(1)
+        logger.info("cluster bus link up", metadata: ["peer": "\(host):\(port)"])
+        let waiting = queued
+        queued = []
+        for (request, callback) in waiting { write(request, callback) }
+    }
+
+    /// Sends PING on a link that has been quiet for a while.
+    func keepAlive(now: NIODeadline) {
+        guard state == .connected, callbacks.isEmpty, now - lastSent > Self.keepAliveInterval else { return }
+        send(.ping) { _ in }
     }
 
     fileprivate func received(_ reply: RESPValue) {
@@ -217,16 +261,24 @@ final class PeerLink: @unchecked Sendable {
 
 /// Reads the peer's replies and hands them to the link in order.
 ///
-/// Replies are parsed straight from the received buffer and handed on at once, and only an
-/// incomplete tail is copied: the receive buffer is not kept past `channelRead`, so the
-/// event loop can reuse it instead of allocating a new one for every read.
+/// A reply's end is found by a ``RESPFrameScanner`` that remembers how far it got, so a big
+/// reply arriving in many reads is scanned once; it is parsed once it is whole. Replies are
+/// taken straight from the received buffer, and only an incomplete tail is copied: the
+/// receive buffer is not kept past `channelRead`, so the event loop can reuse it.
 private final class PeerLinkHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let link: PeerLink
-    private let parser = RESPValueParser()
+    private let parser: RESPValueParser
+    private var scanner: RESPFrameScanner
     private var tail = ByteBuffer()
 
-    init(link: PeerLink) { self.link = link }
+    init(link: PeerLink, maxBulkLength: Int) {
+        self.link = link
+        // Replies may list every key a peer holds: no element limit beyond memory.
+        let limits = RESPLimits(maxBulkLength: maxBulkLength, maxMultibulkLength: Int(Int32.max))
+        self.parser = RESPValueParser(limits: limits)
+        self.scanner = RESPFrameScanner(limits: limits)
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
@@ -245,7 +297,10 @@ private final class PeerLinkHandler: ChannelInboundHandler {
     }
 
     private func deliver(_ buffer: inout ByteBuffer) throws {
-        while let reply = try parser.parse(&buffer) {
+        while let length = try buffer.withUnsafeReadableBytes({ bytes throws(RESPProtocolError) in try scanner.scan(bytes) }) {
+            guard var frame = buffer.readSlice(length: length), let reply = try parser.parse(&frame) else {
+                throw RESPProtocolError(.invalidReply, "Protocol error: a reply the scanner and the parser disagree on")
+            }
             link.received(reply)
         }
     }

@@ -1,5 +1,6 @@
 import CacheStore
 import ClusterCore
+import ClusterProtocol
 import NIOCore
 import RESP
 
@@ -32,10 +33,15 @@ extension Coordinator {
             return
         }
         cluster.node.readModifyWritesForwarded.add(1, ordering: .relaxed)
-        let request = RESPValue.array([.bulk(BusCommand.exec), .bulk(String(required.read)), .bulk(String(required.write))]
-            + args.map { .bulkString(ByteBuffer(bytes: $0)) })
-        execLink(to: primary)?.send(request) { reply in
-            completion(reply ?? .error(ByteBuffer(string: "NOQUORUM the key's first replica \(self.cluster.members[primary].name) did not answer")))
+        let request = BusRequest.exec(read: required.read, write: required.write, command: args.map { ByteBuffer(bytes: $0) })
+        let noAnswer = RESPValue.error(ByteBuffer(string: "NOQUORUM the key's first replica \(cluster.members[primary].name) did not answer"))
+        guard let link = execLink(to: primary) else { return completion(noAnswer) }
+        link.send(request) { reply in
+            switch reply {
+            case .command(let value)?: completion(value)
+            case .error(let message)?: completion(.error(ByteBuffer(string: message)))
+            default: completion(noAnswer)
+            }
         }
     }
 

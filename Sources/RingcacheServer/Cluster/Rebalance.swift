@@ -1,5 +1,6 @@
 import CacheStore
 import ClusterCore
+import ClusterProtocol
 import Logging
 import NIOCore
 import Persistence
@@ -35,17 +36,30 @@ final class RebalanceState: Sendable {
     /// Takes one chunk of a big value; returns the bytes held so far (the sender's next
     /// offset) and the whole value once the last chunk arrived. A chunk that does not follow
     /// on starts the value again only at offset 0; otherwise the sender learns where to resume.
+    /// Values put together at once, at most: a sender sends one big value at a time.
+    static let maxPartialValues = 64
+    /// Bytes held in values being put together, at most (and a quarter of `maxmemory`).
+    static let maxPartialBytes = 256 * 1024 * 1024
+
+    /// nil when the chunk is refused: too many values or bytes in progress (the sender retries).
     func receiveChunk(sender: String, key: [UInt8], version: Version, expiry: Int64, offset: Int, total: Int,
-                      chunk: UnsafeRawBufferPointer, now: Int64) -> (received: Int, complete: [UInt8]?) {
+                      chunk: UnsafeRawBufferPointer, now: Int64, memoryLimit: Int) -> (received: Int, complete: [UInt8]?)? {
         chunksReceived.add(1, ordering: .relaxed)
         return partial.withLock { partial in
             // Forget values whose sender went quiet for a minute.
             partial = partial.filter { now - $0.value.started < 60_000 }
             let id = PartialKey(sender: sender, key: key)
             if offset == 0 {
-                var bytes: [UInt8] = []
-                bytes.reserveCapacity(total)
-                partial[id] = (version, expiry, bytes, now)
+                // Room for it is checked against what is held, not what `total` claims: the
+                // bytes are counted as they arrive.
+                let held = partial.values.reduce(0) { $0 + $1.bytes.count }
+                let limit = memoryLimit > 0 ? min(Self.maxPartialBytes, memoryLimit / 4) : Self.maxPartialBytes
+                guard partial[id] != nil || partial.count < Self.maxPartialValues, held + chunk.count <= limit else { return nil }
+                partial[id] = (version, expiry, [], now)
+            } else if let held = partial[id] {
+                let total = partial.values.reduce(0) { $0 + $1.bytes.count }
+                let limit = memoryLimit > 0 ? min(Self.maxPartialBytes, memoryLimit / 4) : Self.maxPartialBytes
+                guard total + chunk.count <= limit || held.bytes.count != offset else { return nil }
             }
             guard var held = partial[id], held.version == version, held.bytes.count == offset, offset + chunk.count <= total else {
                 return (partial[id]?.bytes.count ?? 0, nil)
@@ -246,8 +260,9 @@ extension Coordinator {
         var expiry: Int64
         var value: [UInt8]?
         /// Under vector clocks: the key's siblings, sent whole with RC.VPUT.
-        var siblings: [UInt8]? = nil
-        var size: Int { key.count + (value?.count ?? 0) + (siblings?.count ?? 0) + 32 }
+        var siblings: SiblingSet? = nil
+        var siblingBytes = 0
+        var size: Int { key.count + (value?.count ?? 0) + siblingBytes + 32 }
     }
 
     /// One step: takes the next keys (from memory, or with persistence from the SQLite table
@@ -296,10 +311,10 @@ extension Coordinator {
             guard !targets.isEmpty else { continue }
             if cluster.usesVectorClocks {
                 guard let set = cluster.siblings.siblings(of: key, store: store, now: now) else { continue }
-                let serialized = set.serialized
+                let bytes = set.serialized.count
                 for target in targets {
                     outgoing.append(Outgoing(target: target, key: key, version: Version(timestamp: HLCTimestamp(rawValue: 0), node: NodeID(rawValue: 0)),
-                                             expiry: 0, value: nil, siblings: serialized))
+                                             expiry: 0, value: nil, siblings: set, siblingBytes: bytes))
                 }
                 continue
             }
@@ -365,10 +380,8 @@ extension Coordinator {
                 var pending = entries.count
                 var ok = true
                 for entry in entries {
-                    let request = RESPValue.array([.bulk(BusCommand.siblingPut), .bulkString(ByteBuffer(bytes: entry.key)),
-                                                   .bulkString(ByteBuffer(bytes: entry.siblings ?? []))])
-                    link.send(request) { reply in
-                        if case .integer? = reply {} else { ok = false }
+                    link.send(.siblingPut(key: ByteBuffer(bytes: entry.key), siblings: entry.siblings ?? SiblingSet())) { reply in
+                        if case .flag? = reply {} else { ok = false }
                         pending -= 1
                         guard pending == 0 else { return }
                         if ok {
@@ -383,14 +396,10 @@ extension Coordinator {
                 }
                 continue
             }
-            var parts: [RESPValue] = [.bulk(BusCommand.transfer), .bulk(cluster.selfName)]
-            for entry in entries {
-                parts += [
-                    .bulkString(ByteBuffer(bytes: entry.key)), .bulk(String(entry.version.timestamp.rawValue)), .bulk(String(entry.version.node.rawValue)),
-                    .bulk(String(entry.expiry)), .bulk(entry.value == nil ? "0" : "1"), .bulkString(ByteBuffer(bytes: entry.value ?? [])),
-                ]
+            let wire = entries.map { entry in
+                BusEntry(key: ByteBuffer(bytes: entry.key), version: entry.version, expiry: entry.expiry, value: entry.value.map { ByteBuffer(bytes: $0) })
             }
-            link.send(.array(parts)) { reply in
+            link.send(.transfer(sender: cluster.selfName, entries: wire)) { reply in
                 if case .integer? = reply {
                     state.keysSent.add(entries.count, ordering: .relaxed)
                     state.bytesSent.add(entries.reduce(0) { $0 + $1.size }, ordering: .relaxed)
@@ -415,11 +424,9 @@ extension Coordinator {
         let resumed = run.chunked.flatMap { $0.target == entry.target && $0.key == entry.key && $0.version == entry.version ? $0.offset : nil }
         let offset = offset ?? resumed ?? 0
         let end = min(value.count, offset + Self.rebalanceChunkBytes)
-        let request = RESPValue.array([
-            .bulk(BusCommand.transferPart), .bulk(cluster.selfName), .bulkString(ByteBuffer(bytes: entry.key)),
-            .bulk(String(entry.version.timestamp.rawValue)), .bulk(String(entry.version.node.rawValue)), .bulk(String(entry.expiry)),
-            .bulk(String(offset)), .bulk(String(value.count)), .bulkString(ByteBuffer(bytes: value[offset..<end])),
-        ])
+        let request = BusRequest.transferPart(BusChunk(
+            sender: cluster.selfName, key: ByteBuffer(bytes: entry.key), version: entry.version, expiry: entry.expiry, offset: offset,
+            total: value.count, bytes: ByteBuffer(bytes: value[offset..<end])))
         let state = cluster.rebalance
         link.send(request) { [self] reply in
             guard case .integer(let received)? = reply else { return done(false) }
@@ -523,8 +530,7 @@ extension Coordinator {
         let peers = cluster.topology.participants.filter { $0 != cluster.selfIndex && !down.contains($0) }
         var outstanding = peers.count
         var missed = false
-        let request = RESPValue.array([.bulk(BusCommand.transferDone), .bulk(String(ring)), .bulk(cluster.selfName),
-                                       .bulk(ClusterState.encodeCoverage(covering))])
+        let request = BusRequest.transferDone(ring: ring, sender: cluster.selfName, coverage: covering)
         let done = { [self] in
             if missed && attempt < 30 {
                 eventLoop.scheduleTask(in: .seconds(1)) { self.announceFinished(ring: ring, covering: covering, attempt: attempt + 1) }
@@ -541,7 +547,7 @@ extension Coordinator {
                 continue
             }
             link.send(request) { reply in
-                if case .simpleString? = reply {} else { missed = true }
+                if case .ok? = reply {} else { missed = true }
                 outstanding -= 1
                 if outstanding == 0 { done() }
             }
