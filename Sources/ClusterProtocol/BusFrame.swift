@@ -51,16 +51,11 @@ public struct BusFrame: Sendable {
         return buffer.getSlice(at: buffer.readerIndex + span.start, length: span.count) ?? ByteBuffer()
     }
 
-    /// True if argument `index` is `text` (upper case), compared without case.
-    func argument(_ index: Int, is text: String) -> Bool {
+    /// Calls `body` with the bytes of argument `index`, in place.
+    func withArgumentBytes<Result>(_ index: Int, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
         let span = spans[index]
         return buffer.withUnsafeReadableBytes { bytes in
-            let argument = UnsafeRawBufferPointer(rebasing: bytes[span.start..<(span.start + span.count)])
-            guard argument.count == text.utf8.count else { return false }
-            return zip(argument, text.utf8).allSatisfy { a, b in
-                let upper = a >= UInt8(ascii: "a") && a <= UInt8(ascii: "z") ? a - 32 : a
-                return upper == b
-            }
+            body(UnsafeRawBufferPointer(rebasing: bytes[span.start..<(span.start + span.count)]))
         }
     }
 

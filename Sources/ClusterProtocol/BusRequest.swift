@@ -334,11 +334,29 @@ extension BusRequest {
         return try reader.decode()
     }
 
-    /// The kind named by the first argument, without allocating for the common ones.
+    /// The kind named by the first argument (any case), found without allocating.
     static func kind(of frame: BusFrame) -> Kind? {
-        for kind in Kind.allCases where frame.argument(0, is: kind.rawValue) { return kind }
-        return nil
+        frame.withArgumentBytes(0) { name in
+            for (bytes, kind) in kindsByName where bytes.count == name.count {
+                var equal = true
+                for i in 0..<name.count {
+                    let byte = name[i]
+                    if (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte) != bytes[i] {
+                        equal = false
+                        break
+                    }
+                }
+                if equal { return kind }
+            }
+            return nil
+        }
     }
+
+    /// Each kind's name as bytes, the replica path's kinds first.
+    private static let kindsByName: [([UInt8], Kind)] = {
+        let first: [Kind] = [.put, .get, .delete, .siblingPut, .siblingGet]
+        return (first + Kind.allCases.filter { !first.contains($0) }).map { (Array($0.rawValue.utf8), $0) }
+    }()
 
     static func decodeCoverage(_ text: String) -> Set<String>? {
         text == "*" ? nil : Set(text.split(separator: ",").map(String.init))

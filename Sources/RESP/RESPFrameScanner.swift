@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Finds where one whole RESP value ends in bytes that arrive in pieces, remembering how far
 /// it got: a large reply that comes in many reads is scanned once in all, not once per read.
 /// The caller parses the value once the scanner has found its end.
@@ -62,6 +64,14 @@ public struct RESPFrameScanner: Sendable {
             }
             while let last = open.last, last == 0 { open.removeLast() }
         }
+    }
+
+    /// ``scan(_:)`` over a buffer's readable bytes.
+    public mutating func scan(_ buffer: ByteBuffer) throws(RESPProtocolError) -> Int? {
+        let result: Result<Int?, RESPProtocolError> = buffer.withUnsafeReadableBytes { bytes in
+            do throws(RESPProtocolError) { return .success(try scan(bytes)) } catch { return .failure(error) }
+        }
+        return try result.get()
     }
 
     private mutating func finish() -> Int {

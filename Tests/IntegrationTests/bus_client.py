@@ -7,6 +7,7 @@ import hmac
 import os
 import socket
 import struct
+import time
 
 
 def command(*args):
@@ -119,3 +120,21 @@ class BusClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+STATUS = {"alive": 0, "suspect": 1, "dead": 2}
+
+
+def gossip_packet(cluster, secret, sender, updates=(), kind=1, sequence=1, target="", stamp=None):
+    """A signed gossip datagram (RCG2), as a member would send it. `updates` are
+    (name, incarnation, status) triples; `stamp` defaults to now."""
+    def string(text):
+        data = text.encode()
+        return bytes([len(data)]) + data
+    if stamp is None:
+        stamp = int(time.time() * 1000) << 16
+    body = b"RCG2" + string(cluster) + string(sender) + struct.pack(">Q", stamp)
+    body += bytes([kind]) + struct.pack(">Q", sequence) + string(target) + bytes([len(updates)])
+    for name, incarnation, status in updates:
+        body += string(name) + struct.pack(">Q", incarnation) + bytes([STATUS[status]])
+    return body + hmac.new((secret or cluster).encode(), body, hashlib.sha256).digest()

@@ -21,7 +21,7 @@ JOINER = "n4"
 ALL = NAMES + [JOINER]
 PORT = 7600
 BUS = 17600
-SECRET = "chaos"
+SECRET = "chaos-8d1f0c47e2b9"
 
 
 def _ip(*args, check=True):

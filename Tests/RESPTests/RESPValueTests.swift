@@ -63,3 +63,42 @@ import Testing
         }
     }
 }
+
+@Suite struct RESPFrameScannerTests {
+    /// Fed one byte at a time, the scanner finds each value's end exactly where the parser
+    /// does, scanning each byte once.
+    @Test func findsTheSameEndsAsTheParserByteByByte() throws {
+        let values: [RESPValue] = [
+            .integer(7), .simpleString(ByteBuffer(string: "OK")), .error(ByteBuffer(string: "ERR x")), .bulkString(nil),
+            .bulkString(ByteBuffer(string: "hello\r\nworld")), .array([]), .array(nil),
+            .array([.integer(1), .array([.bulkString(ByteBuffer(string: "a")), .array([])]), .bulkString(nil)]),
+            .map([.bulkString(ByteBuffer(string: "k"))], [.array([.integer(2)])]), .null, .boolean(true), .double(1.5),
+        ]
+        var stream = ByteBuffer()
+        var lengths: [Int] = []
+        for value in values {
+            let before = stream.writerIndex
+            value.encode(into: &stream)
+            lengths.append(stream.writerIndex - before)
+        }
+        var scanner = RESPFrameScanner()
+        var found: [Int] = []
+        var start = 0
+        let bytes = Array(stream.readableBytesView)
+        for end in 1...bytes.count {
+            let window = ByteBuffer(bytes: bytes[start..<end])
+            if let length = try scanner.scan(window) {
+                found.append(length)
+                start += length
+            }
+        }
+        #expect(found == lengths)
+    }
+
+    @Test func refusesWhatTheParserRefuses() {
+        for bad in ["$-2\r\n", "*2147483648\r\n", "?\r\n", "$999999999999\r\n"] {
+            var scanner = RESPFrameScanner()
+            #expect(throws: RESPProtocolError.self) { _ = try scanner.scan(ByteBuffer(string: bad)) }
+        }
+    }
+}

@@ -18,6 +18,7 @@ final class BusGuard: Sendable {
         case replyQueue = "bus_closed_reply_queue"
         case peerReplyError = "bus_bad_replies"
         case transferRefused = "bus_transfers_refused"
+        case joinRefused = "bus_joins_refused"
         case gossipBadMAC = "gossip_dropped_bad_mac"
         case gossipForeign = "gossip_dropped_foreign_cluster"
         case gossipMalformed = "gossip_dropped_malformed"
@@ -94,6 +95,22 @@ final class BusGuard: Sendable {
     }
 
     var openConnections: Int { connections.withLock { $0.total } }
+
+    /// New members a node admits, at most, per ``joinWindowMillis``: joins are rare, and a
+    /// burst of new names (even authenticated) must not grow the ring and gossip tables fast.
+    static let maxJoinsPerWindow = 16
+    static let joinWindowMillis: Int64 = 10_000
+    private let joins = Mutex<[Int64]>([])
+
+    /// True if one more new member may join now.
+    func admitJoin(now: Int64) -> Bool {
+        joins.withLock { times in
+            times.removeAll { now - $0 >= Self.joinWindowMillis }
+            guard times.count < Self.maxJoinsPerWindow else { return false }
+            times.append(now)
+            return true
+        }
+    }
 
     /// INFO lines.
     var infoLines: [String] {

@@ -42,6 +42,8 @@ final class BusHandler: ChannelInboundHandler {
     private var remote = "?"
     private var admitted = false
     private var deadline: Scheduled<Void>?
+    /// The peer stopped reading our replies: requests wait in `pending` until it reads again.
+    private var paused = false
 
     init(cluster: ClusterState, coordinator: Coordinator?, logger: Logger) {
         self.cluster = cluster
@@ -108,9 +110,26 @@ final class BusHandler: ChannelInboundHandler {
                                     logger: logger, now: wallClockMillis())
             return close(context: context)
         }
+        if !paused { process(context: context) }
+    }
+
+    /// Replies buffered before they are written out mid-batch, so that a batch of small
+    /// requests for big values never builds one huge buffer.
+    static let flushThreshold = 1024 * 1024
+
+    /// Answers the requests buffered so far, until they run out, the connection closes, or
+    /// the peer stops reading (then what is left waits for ``channelWritabilityChanged``).
+    private func process(context: ChannelHandlerContext) {
         let now = wallClockMillis()
         var decoding = cluster.decodingContext(now: now)
         while !isClosing {
+            if out.readableBytes > Self.flushThreshold {
+                flushOut(context: context)
+                guard context.channel.isWritable else {
+                    paused = true
+                    return
+                }
+            }
             let authenticated = isServing
             let step = pending.withUnsafeReadableBytes { parser.next($0, authenticated: authenticated) }
             switch step {
@@ -120,15 +139,14 @@ final class BusHandler: ChannelInboundHandler {
             case .skip(let consumed):
                 pending.moveReaderIndex(forwardBy: consumed)
             case .error(let error):
-                cluster.busGuard.refuse(.protocolError, peer: remote, error.message, logger: logger, now: now)
+                cluster.busGuard.refuse(authenticated ? .protocolError : .handshakeRefused, peer: remote, error.message, logger: logger, now: now)
                 out.writeRESPError("ERR \(error.message)")
                 close(context: context)
             case .request(let consumed):
                 guard !parser.isInlineRequest else {
-                    cluster.busGuard.refuse(.protocolError, peer: remote, "an inline request", logger: logger, now: now)
+                    cluster.busGuard.refuse(authenticated ? .protocolError : .handshakeRefused, peer: remote, "an inline request", logger: logger, now: now)
                     out.writeRESPError("ERR inline requests are not bus messages")
-                    close(context: context)
-                    return
+                    return close(context: context)
                 }
                 let frame = BusFrame(buffer: pending, parser: parser)
                 pending.moveReaderIndex(forwardBy: consumed)
@@ -251,14 +269,22 @@ final class BusHandler: ChannelInboundHandler {
 
     /// Stops reading a peer that does not read our replies, and reads again once it does.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        _ = context.channel.setOption(.autoRead, value: context.channel.isWritable)
-        if context.channel.isWritable { context.read() }
+        let writable = context.channel.isWritable
+        _ = context.channel.setOption(.autoRead, value: writable)
+        if writable, paused {
+            paused = false
+            process(context: context)
+            flushOut(context: context)
+        }
+        if writable { context.read() }
         context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            cluster.busGuard.refuse(.idle, peer: remote, "silent for \(cluster.busIdleTimeout); closing", logger: logger, now: wallClockMillis())
+            // Before the handshake, silence is a handshake that did not come.
+            cluster.busGuard.refuse(isServing ? .idle : .handshakeTimeout, peer: remote, "silent for \(cluster.busIdleTimeout); closing",
+                                    logger: logger, now: wallClockMillis())
             return close(context: context)
         }
         context.fireUserInboundEventTriggered(event)
@@ -502,6 +528,11 @@ final class BusHandler: ChannelInboundHandler {
         switch request {
         case .join(let entry):
             guard entry.name == peer else { return refuseImpersonation(entry.name, peer) }
+            let now = wallClockMillis()
+            guard cluster.topology.indexByName[entry.name] != nil || cluster.busGuard.admitJoin(now: now) else {
+                cluster.busGuard.refuse(.joinRefused, peer: peer, "too many new members at once; refusing a join", logger: logger, now: now)
+                return out.writeRESPError("ERR too many joins at once; try again later")
+            }
             if cluster.update({ $0.join(entry) }) != nil {
                 logger.info("member joined", metadata: ["member": "\(entry.name)", "address": "\(entry.host):\(entry.port)",
                                                         "epoch": "\(cluster.topology.epoch)"])

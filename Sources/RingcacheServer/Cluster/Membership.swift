@@ -29,11 +29,21 @@ extension ClusterState {
 
     /// Takes in another node's member list. A node that finds itself marked as left while it
     /// is not leaving (it was restarted after a leave) joins again.
+    ///
+    /// Members this node has not heard of are taken in at the rate ``BusGuard/admitJoin(now:)``
+    /// allows (the rest come again with the next push-pull), except by a node that has not
+    /// joined yet, which takes its seed's whole list. Claims name members only.
     func absorbMembers(_ list: MemberList) {
         let leaving = rebalance.leaving.load(ordering: .relaxed)
         let me = selfName
+        let known = topology.indexByName
+        let now = wallClockMillis()
+        let trustsAll = !rebalance.joined.load(ordering: .relaxed)
+        let entries = list.members.map(\.entry).filter { entry in
+            known[entry.name] != nil || entry.name == me || trustsAll || busGuard.admitJoin(now: now)
+        }
         update { membership in
-            var changed = membership.merge(list.members.map(\.entry))
+            var changed = membership.merge(entries)
             if !leaving, let at = membership.index(of: me), membership.entries[at].left {
                 changed = membership.join(membership.entries[at]) || changed
             }
@@ -41,8 +51,11 @@ extension ClusterState {
         }
         gossipAbsorb(list.members.compactMap(\.gossip))
         // Claims about another ring (one this node has not heard of, or has moved past) do not count.
+        let members = topology.indexByName
         if list.ring == topology.ringID, !list.finished.isEmpty {
-            for (member, covering) in list.finished { rebalance.markFinished(member, ring: list.ring, covering: covering) }
+            for (member, covering) in list.finished where members[member] != nil {
+                rebalance.markFinished(member, ring: list.ring, covering: covering)
+            }
             checkTransition()
         }
     }

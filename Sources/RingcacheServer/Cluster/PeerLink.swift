@@ -33,7 +33,8 @@ final class PeerLink: @unchecked Sendable {
     /// When the last request was written: an idle link sends PING now and then, so the
     /// peer's idle timeout does not close it.
     private var lastSent = NIODeadline.now()
-    static let keepAliveInterval = TimeAmount.seconds(10)
+    /// Well inside the peers' idle timeout (the same `cluster-bus-idle-timeout` everywhere).
+    var keepAliveInterval: TimeAmount { min(.seconds(10), .nanoseconds(cluster.busIdleTimeout.nanoseconds / 3)) }
     private(set) var state = State.idle
     private var channel: (any Channel)?
     private var callbacks = CircularBuffer<(sent: NIODeadline, callback: (RESPValue?) -> Void)>()
@@ -210,7 +211,7 @@ final class PeerLink: @unchecked Sendable {
 
     /// Sends PING on a link that has been quiet for a while.
     func keepAlive(now: NIODeadline) {
-        guard state == .connected, callbacks.isEmpty, now - lastSent > Self.keepAliveInterval else { return }
+        guard state == .connected, callbacks.isEmpty, now - lastSent > keepAliveInterval else { return }
         send(.ping) { _ in }
     }
 
@@ -297,7 +298,7 @@ private final class PeerLinkHandler: ChannelInboundHandler {
     }
 
     private func deliver(_ buffer: inout ByteBuffer) throws {
-        while let length = try buffer.withUnsafeReadableBytes({ bytes throws(RESPProtocolError) in try scanner.scan(bytes) }) {
+        while let length = try scanner.scan(buffer) {
             guard var frame = buffer.readSlice(length: length), let reply = try parser.parse(&frame) else {
                 throw RESPProtocolError(.invalidReply, "Protocol error: a reply the scanner and the parser disagree on")
             }
