@@ -9,14 +9,7 @@ import socket
 import struct
 import time
 
-
-def command(*args):
-    """A RESP multibulk request of the given arguments (str, bytes or int)."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a.encode() if isinstance(a, str) else str(a).encode() if isinstance(a, int) else a
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
+from resp_helpers import encode_command as command
 
 
 class BusError(Exception):
