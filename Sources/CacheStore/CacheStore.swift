@@ -504,14 +504,24 @@ public final class CacheStore: Sendable {
     }
 
     /// Removes every key.
+    ///
+    /// Atomic with respect to writes, as a restart sees it: the flush is journaled while every
+    /// shard is locked, and each shard is emptied before its lock is released, so a write is
+    /// either journaled before the flush and emptied with it, or after it and kept in both.
     public func removeAll() {
-        journal?.removedAll()
-        for shard in shards {
-            shard.table.withLock { table in
-                let before = table.usedBytes
-                table.reset()
-                usedBytes.add(table.usedBytes - before, ordering: .relaxed)
-            }
+        removeAll(lockingFrom: 0)
+    }
+
+    private func removeAll(lockingFrom index: Int) {
+        guard index < shards.count else {
+            journal?.removedAll()
+            return
+        }
+        shards[index].table.withLock { table in
+            removeAll(lockingFrom: index + 1)
+            let before = table.usedBytes
+            table.reset()
+            usedBytes.add(table.usedBytes - before, ordering: .relaxed)
         }
     }
 

@@ -103,6 +103,10 @@ public struct VectorClock: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Entries a clock may hold when it arrives from outside (a client's causal context, a
+    /// peer's sibling): one per node that wrote the key, far above any real cluster.
+    public static let maxEntries = 1024
+
     /// Compact binary form: per entry, 4 bytes of node id then 8 bytes of counter, big-endian.
     public var encoded: [UInt8] {
         var bytes: [UInt8] = []
@@ -116,8 +120,8 @@ public struct VectorClock: Hashable, Sendable, CustomStringConvertible {
 
     /// Reads the form written by ``encoded``; nil if it is malformed.
     public init?(encoded bytes: some Collection<UInt8>) {
+        guard bytes.count % 12 == 0, bytes.count <= Self.maxEntries * 12 else { return nil }
         let bytes = Array(bytes)
-        guard bytes.count % 12 == 0 else { return nil }
         var counters: [NodeID: UInt64] = [:]
         for offset in stride(from: 0, to: bytes.count, by: 12) {
             var node: UInt32 = 0

@@ -104,7 +104,10 @@ extension SiblingSet {
         var bytes: [UInt8] = []
         func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) } }
         for sibling in siblings {
-            let clock = sibling.clock.encoded
+            // A clock merged from many wide ones could outgrow the u16 length: it keeps its
+            // first entries (the form is read back with at most VectorClock.maxEntries anyway),
+            // which can only make a later write look concurrent, never drop a value.
+            let clock = Array(sibling.clock.encoded.prefix(VectorClock.maxEntries * 12))
             put(UInt16(clock.count))
             bytes.append(contentsOf: clock)
             put(sibling.value.version.timestamp.rawValue)
@@ -112,7 +115,7 @@ extension SiblingSet {
             put(sibling.value.expiry)
             put(UInt8(sibling.value.value == nil ? 1 : 0))
             let value = sibling.value.value ?? []
-            put(UInt32(value.count))
+            put(UInt32(clamping: value.count))
             bytes.append(contentsOf: value)
         }
         return bytes
@@ -157,7 +160,7 @@ extension VectorClock {
 
     /// Reads ``hex``; the empty string is the empty clock. Nil if malformed.
     public init?(hex bytes: UnsafeRawBufferPointer) {
-        guard bytes.count % 2 == 0 else { return nil }
+        guard bytes.count % 2 == 0, bytes.count <= VectorClock.maxEntries * 24 else { return nil }
         func nibble(_ c: UInt8) -> UInt8? {
             switch c {
             case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")

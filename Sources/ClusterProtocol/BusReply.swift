@@ -3,6 +3,20 @@ import ClusterCore
 import NIOCore
 import RESP
 
+/// What a replica holds of a key (RC.GET's answer): its version, expiry and bytes (nil for a
+/// tombstone).
+public struct BusValue: Sendable, Hashable {
+    public var version: Version
+    public var expiry: Int64
+    public var value: ByteBuffer?
+
+    public init(version: Version, expiry: Int64, value: ByteBuffer?) {
+        self.version = version
+        self.expiry = expiry
+        self.value = value
+    }
+}
+
 /// A key and version as anti-entropy lists them (RC.BUCKET).
 public struct BusVersionedKey: Sendable, Hashable {
     public var key: ByteBuffer
@@ -24,7 +38,7 @@ public enum BusReply: Sendable, Hashable {
     /// `:n`: a count (RC.COUNT), entries applied (RC.XFER), bytes held (RC.XFERPART).
     case integer(Int)
     /// RC.GET: `*0` when absent, else `*4 :timestamp :node :expiry $value` (null: tombstone).
-    case entry(BusEntry?)
+    case entry(BusValue?)
     /// RC.VGET: the serialized siblings, or null.
     case siblings(SiblingSet?)
     /// RC.KEYS.
@@ -193,12 +207,12 @@ public enum BusReply: Sendable, Hashable {
 
     /// RC.GET's answer: nil for none, else the entry (a nil value is a tombstone). Its
     /// timestamp is held to the same skew as a request's.
-    public static func decodeEntry(_ value: RESPValue, context: BusDecodingContext) throws(BusProtocolError) -> BusEntry? {
+    public static func decodeEntry(_ value: RESPValue, context: BusDecodingContext) throws(BusProtocolError) -> BusValue? {
         try decodeEntry(value, limits: context.limits, now: context.now)
     }
 
     /// ``decodeEntry(_:context:)`` without a member table (the coordinator's hot path).
-    public static func decodeEntry(_ value: RESPValue, limits: BusLimits, now: Int64) throws(BusProtocolError) -> BusEntry? {
+    public static func decodeEntry(_ value: RESPValue, limits: BusLimits, now: Int64) throws(BusProtocolError) -> BusValue? {
         guard case .array(let items?) = value else { throw unexpected(.get) }
         if items.isEmpty { return nil }
         guard items.count == 4, case .integer(let timestamp) = items[0], case .integer(let node) = items[1],
@@ -210,8 +224,8 @@ public enum BusReply: Sendable, Hashable {
         }
         let version = Version(timestamp: HLCTimestamp(rawValue: UInt64(timestamp)), node: NodeID(rawValue: UInt32(node)))
         switch items[3] {
-        case .bulkString(let bytes?): return BusEntry(key: ByteBuffer(), version: version, expiry: Int64(expiry), value: bytes)
-        case .bulkString(nil), .null: return BusEntry(key: ByteBuffer(), version: version, expiry: Int64(expiry), value: nil)
+        case .bulkString(let bytes?): return BusValue(version: version, expiry: Int64(expiry), value: bytes)
+        case .bulkString(nil), .null: return BusValue(version: version, expiry: Int64(expiry), value: nil)
         default: throw unexpected(.get)
         }
     }

@@ -371,9 +371,11 @@ private struct FieldReader {
 
     var limits: BusLimits { context.limits }
 
-    func arity(_ counts: Int...) throws(BusProtocolError) {
-        guard counts.contains(frame.count) else {
-            throw BusProtocolError(.malformed, "\(kind.rawValue) takes \(counts.map { String($0 - 1) }.joined(separator: " or ")) arguments, got \(frame.count - 1)")
+    /// The request has `count` parts (or `alternative`, for requests with an optional last one).
+    func arity(_ count: Int, or alternative: Int? = nil) throws(BusProtocolError) {
+        guard frame.count == count || frame.count == alternative else {
+            let expected = alternative.map { "\(count - 1) or \($0 - 1)" } ?? "\(count - 1)"
+            throw BusProtocolError(.malformed, "\(kind.rawValue) takes \(expected) arguments, got \(frame.count - 1)")
         }
     }
 
@@ -467,7 +469,7 @@ private struct FieldReader {
             try arity(1)
             return .flush
         case .ping:
-            try arity(1, 2)
+            try arity(1, or: 2)
             return .ping
         case .exec:
             guard frame.count >= 5 else { throw BusProtocolError(.malformed, "RC.EXEC needs quorums, a command and a key") }
@@ -482,7 +484,7 @@ private struct FieldReader {
             for index in 3..<frame.count { command.append(try frame.bulk(index, "argument", max: limits.maxBulkLength)) }
             return .exec(read: read, write: write, command: command)
         case .hint:
-            try arity(6, 7)
+            try arity(6, or: 7)
             let owner = try member(1, "owner")
             let value = frame.count == 7 ? try self.value(6) : nil
             return .hint(owner: owner, entry: BusEntry(key: try key(2), version: try version(3, 4), expiry: try expiry(5), value: value))

@@ -102,6 +102,9 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     private let metaValues: Mutex<[[UInt8]: [UInt8]]>
     private let wake = DispatchSemaphore(value: 0)
     private let queuedBytes = Atomic<Int>(0)
+    /// Bytes of a batch that failed to commit and waits to be tried again: still owed to the
+    /// disk, so they count toward ``isCongested`` as queued bytes do.
+    private let retryBytes = Atomic<Int>(0)
     private let failure = Mutex<String?>(nil)
     /// Mirrors `failure != nil`, for the check on every write.
     private let failing = Atomic<Bool>(false)
@@ -231,7 +234,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 }
             }
             // Opened once the database's lock is held: only its holder touches the log.
-            pendingLog = try PendingLog(path: path + "-pending")
+            pendingLog = try PendingLog(path: path + "-pending", keepsUnsynced: fsync != .no)
             if application != 0, try database.integer("PRAGMA user_version") < Self.formatVersion {
                 try Self.upgrade(database, log: pendingLog)
             }
@@ -333,7 +336,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     public var queuedSequence: UInt64 { enqueuedSequence.load(ordering: .relaxed) }
     public var queueDepth: Int { queuedBytes.load(ordering: .relaxed) }
     /// Writes should wait: the writer is behind by more than ``queueLimit`` bytes.
-    public var isCongested: Bool { queuedBytes.load(ordering: .relaxed) > queueLimit }
+    public var isCongested: Bool { queuedBytes.load(ordering: .relaxed) + retryBytes.load(ordering: .relaxed) > queueLimit }
     /// Why commits fail (a full disk, an I/O error), or nil while they succeed.
     public var failureReason: String? { failing.load(ordering: .relaxed) ? failure.withLock { $0 } : nil }
     public var isLoading: Bool { loading.load(ordering: .relaxed) }
@@ -376,18 +379,18 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         if wakeWriter { wake.signal() }
     }
 
-    private func scanRows(_ request: Scan) -> [DiskRow] {
+    /// The rows of one walk step; nil if the statement could not be bound (tried again later).
+    private func scanRows(_ request: Scan) -> [DiskRow]? {
         let statement: SQLiteDatabase.Statement = request.after == nil ? scanFirst : scanNext
         defer { statement.reset() }
         // The cursor's key is bound without a copy: it stays alive while the statement steps.
         let afterKey = request.after?.key ?? []
-        return afterKey.withUnsafeBytes { afterBytes in
+        return afterKey.withUnsafeBytes { afterBytes -> [DiskRow]? in
             if let after = request.after {
-                statement.bind(1, after.position)
-                statement.bind(2, afterBytes)
-                statement.bind(3, Int64(request.limit))
+                guard (try? statement.bind(1, after.position)) != nil, (try? statement.bind(2, afterBytes)) != nil,
+                      (try? statement.bind(3, Int64(request.limit))) != nil else { return nil }
             } else {
-                statement.bind(1, Int64(request.limit))
+                guard (try? statement.bind(1, Int64(request.limit))) != nil else { return nil }
             }
             var rows: [DiskRow] = []
             let now = Self.wallMillis()
@@ -430,14 +433,14 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 try name.withUnsafeBytes { name in
                     guard let value else {
                         let statement = try database.prepare("DELETE FROM meta WHERE name = ?")
-                        statement.bind(1, name)
+                        try statement.bind(1, name)
                         _ = try statement.step()
                         return
                     }
                     try value.withUnsafeBytes { value in
                         let statement = try database.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)")
-                        statement.bind(1, name)
-                        statement.bind(2, value)
+                        try statement.bind(1, name)
+                        try statement.bind(2, value)
                         _ = try statement.step()
                     }
                 }
@@ -491,12 +494,16 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             var log: [UInt8] = []
             let sequence = queue.withLock { queue in
                 swap(&queue.log, &log)
+                // Under the lock that appends count under: no append is lost from the count.
+                queuedBytes.store(0, ordering: .relaxed)
                 return queue.sequence
             }
-            queuedBytes.store(0, ordering: .relaxed)
             lastCommit = .now
             guard !log.isEmpty else { return }
-            if !commit(log, upTo: sequence) { retry = (log, sequence) }
+            if !commit(log, upTo: sequence) {
+                retry = (log, sequence)
+                retryBytes.store(log.count, ordering: .relaxed)
+            }
             if fsync == .everysec, ContinuousClock.now - lastPendingSync >= .seconds(1) { syncPendingLog() }
         }
         // What a crash left pending goes into `entries` before the load reads them; if that
@@ -511,7 +518,10 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 queue.writerAsleep = idle
                 return idle
             }
-            if sleep { _ = wake.wait(timeout: .now() + .milliseconds(retry == nil ? 1000 : 500)) }
+            if sleep { _ = wake.wait(timeout: .now() + .milliseconds(retry == nil && !pendingLog.hasUnsyncedFailure ? 1000 : 500)) }
+            // A failed sync is tried again (writing its records again first) until it succeeds;
+            // writes are refused until then.
+            if pendingLog.hasUnsyncedFailure { syncPendingLog() }
             // Group commit: unless writes wait for it (always), let a batch gather for a few
             // milliseconds, so that each page written to the WAL carries many rows.
             if fsync != .always, !loadingNow {
@@ -535,9 +545,9 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                     queue.writerAsleep = false
                 }
                 swap(&queue.log, &log)
+                queuedBytes.store(0, ordering: .relaxed)
                 return (queue.sequence, queue.reads, queue.scans, queue.metas, queue.stopping)
             }
-            queuedBytes.store(0, ordering: .relaxed)
             if let pending = retry {
                 log = pending.log + log
                 if log.count == pending.log.count { sequence = pending.sequence }
@@ -551,6 +561,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                     retry = (log, sequence)
                     if !stopping { Thread.sleep(forTimeInterval: 0.2) }
                 }
+                retryBytes.store(retry?.log.count ?? 0, ordering: .relaxed)
             }
             // A buffer grown by a backlog is let go of rather than kept.
             spare = log.isEmpty && log.capacity <= Self.spareLimit ? log : []
@@ -564,8 +575,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             let merged = !mergeDue || merge(while: commitWhileMerging)
             for read in reads { read.done(lookUp(read.key)) }
             if merged {
-                for scan in waitingScans { scan.done(scanRows(scan)) }
-                waitingScans = []
+                waitingScans.removeAll { scan in
+                    guard let rows = scanRows(scan) else { return false }
+                    scan.done(rows)
+                    return true
+                }
             }
             if loadingNow { loadChunk(into: store) }
             if ContinuousClock.now - lastHousekeeping >= .seconds(1) {
@@ -594,7 +608,7 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
 
     /// At shutdown a batch that cannot be committed is dropped after one more try.
     private func stoppingGaveUp(_ retry: inout (log: [UInt8], sequence: UInt64)?) -> Bool {
-        if let pending = retry, commit(pending.log) { retry = nil }
+        if let pending = retry, commit(pending.log) != .notWritten { retry = nil }
         return true
     }
 
@@ -608,30 +622,42 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         for done in due { done(success) }
     }
 
-    /// Commits a batch holding the changes up to `sequence` and tells their waiters how it went.
+    /// Commits a batch holding the changes up to `sequence` and tells their waiters how it
+    /// went. True if the batch is in the log (under fsync always its sync may still have
+    /// failed: its waiters are told so, and the sync is retried); false if it must be retried.
     private func commit(_ log: [UInt8], upTo sequence: UInt64) -> Bool {
-        let committed = commit(log)
-        finishWaiters(upTo: sequence, success: committed)
-        return committed
+        let outcome = commit(log)
+        finishWaiters(upTo: sequence, success: outcome == .committed)
+        return outcome != .notWritten
+    }
+
+    private enum CommitOutcome: Equatable {
+        /// In the log, and synced as the policy asks.
+        case committed
+        /// In the log, but its sync (fsync always) failed: the sync is what is retried.
+        case writtenNotSynced
+        /// Not in the log: the batch is retried.
+        case notWritten
     }
 
     /// Commits one batch of changes: appended, as encoded, to the pending log (and synced
-    /// there under fsync always). False on an error.
-    private func commit(_ log: [UInt8]) -> Bool {
+    /// there under fsync always).
+    private func commit(_ log: [UInt8]) -> CommitOutcome {
         let started = ContinuousClock.now
-        let failed = log.withUnsafeBytes { bytes in
-            pendingLog.append(bytes) ?? (fsync == .always ? pendingLog.sync() : nil)
-        }
-        if let failed {
+        if let failed = log.withUnsafeBytes({ pendingLog.append($0) }) {
             recordFailure(failed)
-            return false
+            return .notWritten
+        }
+        if unmergedBytes.exchange(pendingLog.size, ordering: .relaxed) == 0 { pendingSince = started }
+        if fsync == .always, let failed = pendingLog.sync() {
+            recordFailure("cannot sync the pending log: \(failed)")
+            return .writtenNotSynced
         }
         recordSuccess()
-        if unmergedBytes.exchange(pendingLog.size, ordering: .relaxed) == 0 { pendingSince = started }
         commits.add(1, ordering: .relaxed)
         lastCommitMillis.store(Int64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
         lastCommitMicros.store(Self.micros(since: started), ordering: .relaxed)
-        return true
+        return .committed
     }
 
     /// Merges every pending batch into `entries` in one transaction, makes it durable, then
@@ -689,9 +715,10 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         failing.store(true, ordering: .relaxed)
     }
 
-    /// A write succeeded: the failure state, if any, ends.
+    /// A write succeeded: the failure state, if any, ends, unless a sync of the pending log
+    /// failed and has not been made good (a later write proves nothing about lost pages).
     private func recordSuccess() {
-        guard failing.load(ordering: .relaxed) else { return }
+        guard failing.load(ordering: .relaxed), !pendingLog.hasUnsyncedFailure else { return }
         failure.withLock { $0 = nil }
         failing.store(false, ordering: .relaxed)
     }
@@ -784,20 +811,20 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
                 if steps & 1023 == 0 { meanwhile() }
                 let key = view(change.key)
                 if change.value == nil && !change.tombstone {
-                    delete.bind(1, change.position)
-                    delete.bind(2, key)
+                    try delete.bind(1, change.position)
+                    try delete.bind(2, key)
                     _ = try delete.step()
                     continue
                 }
                 written += 1
-                upsert.bind(1, key)
-                upsert.bind(2, change.value.map(view))
-                upsert.bind(3, Int64(bitPattern: change.timestamp))
-                upsert.bind(4, Int64(change.node))
-                upsert.bind(5, change.expiry)
-                upsert.bind(6, change.tombstone ? 1 : 0)
-                upsert.bind(7, change.position)
-                upsert.bind(8, written)
+                try upsert.bind(1, key)
+                try upsert.bind(2, change.value.map(view))
+                try upsert.bind(3, Int64(bitPattern: change.timestamp))
+                try upsert.bind(4, Int64(change.node))
+                try upsert.bind(5, change.expiry)
+                try upsert.bind(6, change.tombstone ? 1 : 0)
+                try upsert.bind(7, change.position)
+                try upsert.bind(8, written)
                 _ = try upsert.step()
             }
             latest.removeAll()
@@ -897,9 +924,8 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         readThroughs.add(1, ordering: .relaxed)
         defer { lookup.reset() }
         let found: DiskEntry? = pendingEntry(for: key) ?? key.withUnsafeBytes { bytes in
-            lookup.bind(1, Self.position(of: bytes))
-            lookup.bind(2, bytes)
-            guard (try? lookup.step()) == true else { return nil }
+            guard (try? lookup.bind(1, Self.position(of: bytes))) != nil, (try? lookup.bind(2, bytes)) != nil,
+                  (try? lookup.step()) == true else { return nil }
             return row(lookup, value: 0, version: 1, node: 2, expiry: 3, tombstone: 4)
         }
         guard let found, found.expiry == 0 || found.expiry > Self.wallMillis() else { return nil }
@@ -981,7 +1007,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
 
     private func syncPendingLog() {
         lastPendingSync = .now
-        if let failed = pendingLog.sync() { recordFailure("cannot sync the pending log: \(failed)") }
+        if let failed = pendingLog.sync() {
+            recordFailure("cannot sync the pending log: \(failed)")
+        } else {
+            recordSuccess()
+        }
     }
 
     /// Syncs the WAL (where merges land; synchronous=NORMAL does not sync it at commits); the

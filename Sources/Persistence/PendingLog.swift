@@ -6,8 +6,9 @@ import Glibc
 /// The batches the durable tier committed and has not merged into SQLite yet: a plain
 /// append-only file next to the database (`<database>-pending`).
 ///
-/// A commit is one `write` of `[length u32][xxh3 of the payload u64][payload]` at the end of
-/// the file (and, under fsync always, an `fdatasync`); a merge maps the file, applies every
+/// A commit is one `write` of `[length u32][check u32][xxh3 of the payload u64][payload]` at
+/// the end of the file (and, under fsync always, an `fdatasync`), where the check is xxh3 of
+/// the length and the payload's sum, so a damaged length is told from a torn tail; a merge maps the file, applies every
 /// batch to the database in one transaction, makes that durable, and empties the file. A
 /// batch goes to the disk once here and once more as part of the table, rather than through
 /// SQLite's WAL and checkpoint twice. A crash between the merge and the emptying replays the
@@ -16,29 +17,57 @@ import Glibc
 /// after the merged part is kept when the merged part goes (``removeMerged(upTo:sync:)``).
 ///
 /// At open, a record cut short at the end (a write a crash interrupted: never acknowledged
-/// under fsync always, within the last second under everysec) is cut off; a record that fails
-/// its checksum before the end means damage, and the open fails without touching the file.
+/// under fsync always, within the last second under everysec) is cut off; a record whose
+/// header or payload fails its checksum before the end means damage, and the open fails,
+/// naming the offset and the reason, without touching the file. Files of the first format
+/// (`RCPEND01`, a 12-byte header without the check) are read and appended to as they are,
+/// until the log is next emptied.
+///
+/// A failed `fdatasync` is not forgotten: the pages it was to write may be lost from the page
+/// cache and later ones reported clean, so the records appended since the last good sync are
+/// kept in memory (unless nothing is ever synced) and written again before the next sync.
 final class PendingLog {
     let path: String
     private var descriptor: Int32
     /// Where the next record goes: the end of the last whole record.
     private(set) var end: Int
+    /// The file's format: its magic, and the header length each record has.
+    private var magic: [UInt8]
+    private var recordHeader: Int
+    /// Whether records appended since the last good sync are kept for a retry (false under
+    /// `persistence-fsync no`, which never syncs).
+    private let keepsUnsynced: Bool
+    /// The records appended since the last good sync, from `syncedEnd` on.
+    private var unsynced: [UInt8] = []
+    private var syncedEnd: Int
+    /// A sync failed: the unsynced records are written again before the next one.
+    private var rewriteBeforeSync = false
 
-    static let magic: [UInt8] = Array("RCPEND01".utf8)
-    static let recordHeader = 12
+    static let magic: [UInt8] = Array("RCPEND02".utf8)
+    static let legacyMagic: [UInt8] = Array("RCPEND01".utf8)
+    static let headerLength = 16
+    static let legacyHeaderLength = 12
+    /// A record's length is a u32.
+    static let maxRecord = Int(UInt32.max)
 
     /// Bytes of records waiting.
-    var size: Int { end - Self.magic.count }
+    var size: Int { end - magic.count }
 
-    init(path: String) throws(PersistenceError) {
+    init(path: String, keepsUnsynced: Bool = true) throws(PersistenceError) {
         self.path = path
+        self.keepsUnsynced = keepsUnsynced
         descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
             throw PersistenceError(description: "cannot open \(path): \(String(cString: strerror(errno)))")
         }
         end = 0
+        magic = Self.magic
+        recordHeader = Self.headerLength
+        syncedEnd = 0
         do {
-            end = try Self.validate(descriptor, path: path)
+            (end, magic) = try Self.validate(descriptor, path: path)
+            recordHeader = magic == Self.legacyMagic ? Self.legacyHeaderLength : Self.headerLength
+            syncedEnd = end
         } catch {
             _ = Glibc.close(descriptor)
             throw error
@@ -52,9 +81,9 @@ final class PendingLog {
         descriptor = -1
     }
 
-    /// The end of the last whole record; writes the magic into an empty file and cuts off a
-    /// record a crash left unfinished.
-    private static func validate(_ descriptor: Int32, path: String) throws(PersistenceError) -> Int {
+    /// The end of the last whole record and the file's magic; writes the magic into an empty
+    /// file and cuts off a record a crash left unfinished.
+    private static func validate(_ descriptor: Int32, path: String) throws(PersistenceError) -> (Int, [UInt8]) {
         var info = stat()
         guard fstat(descriptor, &info) == 0 else {
             throw PersistenceError(description: "cannot read \(path): \(String(cString: strerror(errno)))")
@@ -65,7 +94,7 @@ final class PendingLog {
             guard written == magic.count else {
                 throw PersistenceError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
             }
-            return magic.count
+            return (magic.count, magic)
         }
         // Mapped, not read into a buffer: the log may hold hundreds of MiB.
         guard let mapped = mmap(nil, length, PROT_READ, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
@@ -73,86 +102,153 @@ final class PendingLog {
         }
         defer { munmap(mapped, length) }
         let contents = UnsafeRawBufferPointer(start: mapped, count: length)
-        guard length >= magic.count, contents[0..<magic.count].elementsEqual(magic) else {
+        guard length >= magic.count else {
             throw PersistenceError(description: "\(path) is not a ringcache pending log; it was left untouched: move it away or set another `dir`")
         }
-        enum Scan { case whole, cutAt(Int), damagedAt(Int) }
-        let scan = { (bytes: UnsafeRawBufferPointer) -> Scan in
-            var offset = magic.count
-            while offset < length {
-                guard offset + recordHeader <= length else { return .cutAt(offset) }
-                let count = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
-                let sum = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt64.self).littleEndian
-                let start = offset + recordHeader
-                guard start + count <= length else { return .cutAt(offset) }
-                guard ringcache_xxh3_64(bytes.baseAddress! + start, count) == sum else {
-                    // The last record may be one a power loss left with garbage; any other is damage.
-                    return start + count == length ? .cutAt(offset) : .damagedAt(offset)
-                }
-                offset = start + count
-            }
-            return .whole
-        }(contents)
-        switch scan {
+        let found = Array(contents[0..<magic.count])
+        guard found == magic || found == legacyMagic else {
+            throw PersistenceError(description: "\(path) is not a ringcache pending log; it was left untouched: move it away or set another `dir`")
+        }
+        switch scan(contents, legacy: found == legacyMagic) {
         case .whole:
-            return length
-        case .damagedAt(let offset):
-            throw PersistenceError(description: "\(path) is damaged (the batch at byte \(offset) fails its checksum); it was left untouched: move it away or set another `dir`")
+            return (length, found)
+        case .damaged(let offset, let reason):
+            throw PersistenceError(description: "\(path) is damaged at byte \(offset) (\(reason)); it was left untouched: move it away or set another `dir`")
         case .cutAt(let offset):
             guard ftruncate(descriptor, off_t(offset)) == 0 else {
                 throw PersistenceError(description: "cannot cut the unfinished batch off \(path): \(String(cString: strerror(errno)))")
             }
-            return offset
+            return (offset, found)
         }
+    }
+
+    enum Scan: Equatable { case whole, cutAt(Int), damaged(Int, String) }
+
+    /// Walks the records of a whole file's bytes: all whole, a torn tail to cut at an offset,
+    /// or damage at an offset (with the reason). Never reads outside `bytes`.
+    static func scan(_ bytes: UnsafeRawBufferPointer, legacy: Bool) -> Scan {
+        let length = bytes.count
+        let header = legacy ? legacyHeaderLength : headerLength
+        var offset = magic.count
+        while offset < length {
+            guard length - offset >= header else { return .cutAt(offset) }
+            let count = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
+            let sum = bytes.loadUnaligned(fromByteOffset: offset + header - 8, as: UInt64.self).littleEndian
+            if !legacy {
+                let check = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self).littleEndian
+                guard check == headerCheck(count: UInt32(truncatingIfNeeded: count), sum: sum) else {
+                    // A header a crash left half written (zeros, or bytes past the end) is a torn
+                    // tail; a bad header with records behind it is damage.
+                    let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+                    return rest.allSatisfy { $0 == 0 } ? .cutAt(offset) : .damaged(offset, "a record header fails its checksum")
+                }
+            }
+            let start = offset + header
+            // With a checked header the length is trusted: a record past the end is torn. In
+            // the first format a damaged length looks the same (the reason for the check).
+            guard count <= length - start else { return .cutAt(offset) }
+            guard ringcache_xxh3_64(bytes.baseAddress! + start, count) == sum else {
+                // The last record may be one a power loss left with garbage; any other is damage.
+                return start + count == length ? .cutAt(offset) : .damaged(offset, "a batch fails its checksum")
+            }
+            offset = start + count
+        }
+        return .whole
+    }
+
+    /// xxh3 of the length and the payload's sum as they are written (12 bytes, no padding).
+    static func headerCheck(count: UInt32, sum: UInt64) -> UInt32 {
+        var fields = [UInt8](repeating: 0, count: 12)
+        fields.withUnsafeMutableBytes {
+            $0.storeBytes(of: count.littleEndian, toByteOffset: 0, as: UInt32.self)
+            $0.storeBytes(of: sum.littleEndian, toByteOffset: 4, as: UInt64.self)
+        }
+        return fields.withUnsafeBytes { UInt32(truncatingIfNeeded: ringcache_xxh3_64($0.baseAddress, $0.count)) }
     }
 
     /// Appends one batch; the error's text on failure (the file is cut back to how it was).
     func append(_ payload: UnsafeRawBufferPointer) -> String? {
-        var header = [UInt8](repeating: 0, count: Self.recordHeader)
+        guard payload.count <= Self.maxRecord else { return "a batch of \(payload.count) bytes is past the log's limit of \(Self.maxRecord)" }
+        let sum = ringcache_xxh3_64(payload.baseAddress, payload.count)
+        var header = [UInt8](repeating: 0, count: recordHeader)
         header.withUnsafeMutableBytes {
             $0.storeBytes(of: UInt32(payload.count).littleEndian, toByteOffset: 0, as: UInt32.self)
-            $0.storeBytes(of: ringcache_xxh3_64(payload.baseAddress, payload.count).littleEndian, toByteOffset: 4, as: UInt64.self)
-        }
-        let failed = header.withUnsafeBytes { header -> String? in
-            var parts = [iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count),
-                         iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)]
-            var offset = end
-            var remaining = header.count + payload.count
-            while remaining > 0 {
-                let written = parts.withUnsafeMutableBufferPointer { pwritev(descriptor, $0.baseAddress, Int32($0.count), off_t(offset)) }
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    return String(cString: strerror(errno))
-                }
-                if written == 0 { return "short write" }
-                offset += written
-                remaining -= written
-                // A short write: go on from where it stopped.
-                var skip = written
-                parts = parts.compactMap { part in
-                    guard skip > 0 else { return part }
-                    if skip >= part.iov_len {
-                        skip -= part.iov_len
-                        return nil
-                    }
-                    defer { skip = 0 }
-                    return iovec(iov_base: part.iov_base! + skip, iov_len: part.iov_len - skip)
-                }
+            if recordHeader == Self.headerLength {
+                $0.storeBytes(of: Self.headerCheck(count: UInt32(payload.count), sum: sum).littleEndian, toByteOffset: 4, as: UInt32.self)
             }
-            return nil
+            $0.storeBytes(of: sum.littleEndian, toByteOffset: recordHeader - 8, as: UInt64.self)
+        }
+        let failed = header.withUnsafeBytes { header in
+            Self.write([header, payload], to: descriptor, at: end)
         }
         if let failed {
             _ = ftruncate(descriptor, off_t(end))
             return failed
         }
-        end += Self.recordHeader + payload.count
+        end += recordHeader + payload.count
+        if keepsUnsynced {
+            unsynced.append(contentsOf: header)
+            unsynced.append(contentsOf: payload)
+        }
         return nil
     }
 
-    /// Makes what was appended durable; the error's text on failure.
-    func sync() -> String? {
-        fdatasync(descriptor) == 0 ? nil : String(cString: strerror(errno))
+    /// Writes `parts` one after the other at `offset`, going on after short writes.
+    private static func write(_ parts: [UnsafeRawBufferPointer], to descriptor: Int32, at offset: Int) -> String? {
+        var vectors = parts.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        var offset = offset
+        var remaining = parts.reduce(0) { $0 + $1.count }
+        while remaining > 0 {
+            let written = vectors.withUnsafeMutableBufferPointer { pwritev(descriptor, $0.baseAddress, Int32($0.count), off_t(offset)) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return String(cString: strerror(errno))
+            }
+            if written == 0 { return "short write" }
+            offset += written
+            remaining -= written
+            // A short write: go on from where it stopped.
+            var skip = written
+            vectors = vectors.compactMap { part in
+                guard skip > 0 else { return part }
+                if skip >= part.iov_len {
+                    skip -= part.iov_len
+                    return nil
+                }
+                defer { skip = 0 }
+                return iovec(iov_base: part.iov_base! + skip, iov_len: part.iov_len - skip)
+            }
+        }
+        return nil
     }
+
+    /// Makes what was appended durable; the error's text on failure. After a failure the
+    /// records since the last good sync are written again from memory before syncing, so a
+    /// later success means they are on disk, not only that newer pages were.
+    func sync() -> String? {
+        if rewriteBeforeSync, !unsynced.isEmpty {
+            if let failed = unsynced.withUnsafeBytes({ Self.write([$0], to: descriptor, at: syncedEnd) }) {
+                return "writing again what a failed sync may have lost: \(failed)"
+            }
+        }
+        guard fdatasync(descriptor) == 0 else {
+            let failure = String(cString: strerror(errno))
+            rewriteBeforeSync = keepsUnsynced
+            return failure
+        }
+        markSynced()
+        return nil
+    }
+
+    /// Everything up to `end` is durable.
+    private func markSynced() {
+        syncedEnd = end
+        unsynced.removeAll(keepingCapacity: unsynced.capacity <= 16 << 20)
+        rewriteBeforeSync = false
+    }
+
+    /// True while a failed sync has not been made good by a later one.
+    var hasUnsyncedFailure: Bool { rewriteBeforeSync }
 
     /// Calls `body` with the file mapped and the byte range of each batch in it, oldest first.
     /// Batches appended while `body` runs are not in the view (the mapping ends where the log
@@ -167,10 +263,10 @@ final class PendingLog {
         let bytes = UnsafeRawBufferPointer(start: mapped, count: length)
         let end = length
         var ranges: [Range<Int>] = []
-        var offset = Self.magic.count
-        while offset + Self.recordHeader <= end {
+        var offset = magic.count
+        while offset + recordHeader <= end {
             let count = Int(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian)
-            let start = offset + Self.recordHeader
+            let start = offset + recordHeader
             ranges.append(start..<min(end, start + count))
             offset = start + count
         }
@@ -179,8 +275,18 @@ final class PendingLog {
 
     /// Empties the log (after a merge made its batches durable in the database).
     func clear() -> String? {
-        guard ftruncate(descriptor, off_t(Self.magic.count)) == 0 else { return String(cString: strerror(errno)) }
-        end = Self.magic.count
+        // An emptied log of the first format starts over in the current one.
+        if magic != Self.magic {
+            guard ftruncate(descriptor, 0) == 0, Self.magic.withUnsafeBytes({ Self.write([$0], to: descriptor, at: 0) }) == nil else {
+                return String(cString: strerror(errno))
+            }
+            magic = Self.magic
+            recordHeader = Self.headerLength
+        } else {
+            guard ftruncate(descriptor, off_t(magic.count)) == 0 else { return String(cString: strerror(errno)) }
+        }
+        end = magic.count
+        markSynced()
         return nil
     }
 
@@ -194,12 +300,13 @@ final class PendingLog {
         let newPath = path + ".new"
         let target = Glibc.open(newPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard target >= 0 else { return "cannot create \(newPath): \(String(cString: strerror(errno)))" }
-        var buffer = [UInt8](repeating: 0, count: Self.magic.count + tail)
+        let magic = self.magic
+        var buffer = [UInt8](repeating: 0, count: magic.count + tail)
         let copied = buffer.withUnsafeMutableBytes { bytes -> Bool in
-            Self.magic.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: bytes[..<Self.magic.count]).copyMemory(from: $0) }
+            magic.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: bytes[..<magic.count]).copyMemory(from: $0) }
             var done = 0
             while done < tail {
-                let got = pread(descriptor, bytes.baseAddress! + Self.magic.count + done, tail - done, off_t(merged + done))
+                let got = pread(descriptor, bytes.baseAddress! + magic.count + done, tail - done, off_t(merged + done))
                 if got < 0 && errno == EINTR { continue }
                 guard got > 0 else { return false }
                 done += got
@@ -221,7 +328,14 @@ final class PendingLog {
         }
         _ = Glibc.close(descriptor)
         descriptor = target
-        end = Self.magic.count + tail
+        end = magic.count + tail
+        // The copy was synced (when anything is): what remains is durable, or kept as unsynced.
+        if sync {
+            markSynced()
+        } else {
+            syncedEnd = magic.count
+            unsynced.removeAll()
+        }
         // The rename itself is made durable too: later records go to the new file only.
         if sync {
             let directory = Glibc.open(Self.directory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)

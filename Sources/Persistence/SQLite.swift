@@ -91,18 +91,24 @@ final class SQLiteDatabase {
 
         deinit { sqlite3_finalize(pointer) }
 
-        func bind(_ index: Int32, _ value: Int64) {
-            sqlite3_bind_int64(pointer, index, value)
+        func bind(_ index: Int32, _ value: Int64) throws(SQLiteError) {
+            try check(sqlite3_bind_int64(pointer, index, value))
         }
 
-        /// Binds bytes that stay valid until the statement is stepped (no copy).
-        func bind(_ index: Int32, _ bytes: UnsafeRawBufferPointer?) {
+        /// Binds bytes that stay valid until the statement is stepped (no copy). Throws for
+        /// bytes past SQLite's largest blob (``SQLiteDatabase/maxBlobLength``), which SQLite
+        /// would otherwise leave unbound, that is NULL.
+        func bind(_ index: Int32, _ bytes: UnsafeRawBufferPointer?) throws(SQLiteError) {
             guard let bytes else {
-                sqlite3_bind_null(pointer, index)
+                try check(sqlite3_bind_null(pointer, index))
                 return
             }
             // A zero-length blob needs a non-null pointer to read as empty, not NULL.
-            sqlite3_bind_blob(pointer, index, bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(bytes.count), nil)
+            try check(sqlite3_bind_blob64(pointer, index, bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64(bytes.count), nil))
+        }
+
+        private func check(_ result: Int32) throws(SQLiteError) {
+            guard result == SQLITE_OK else { throw database.error(result) }
         }
 
         /// Steps once: true while there is a row.

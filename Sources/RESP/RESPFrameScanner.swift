@@ -18,6 +18,9 @@ public struct RESPFrameScanner: Sendable {
         self.maxDepth = maxDepth
     }
 
+    /// True when no value is being scanned: the next call starts a new one.
+    public var isIdle: Bool { !started && scanned == 0 }
+
     /// Scans on from where the last call stopped; `bytes` starts at the value's first byte
     /// and holds everything that has arrived. Returns the value's length once it is whole
     /// (and resets for the next value), nil while more bytes are needed.

@@ -1,5 +1,6 @@
 import CacheStore
 import NIOCore
+import Persistence
 import RESP
 
 /// Per-connection state that commands read and change (HELLO, AUTH, CLIENT SETNAME, QUIT).
@@ -68,11 +69,12 @@ final class CommandProcessor {
         }
         session.lastCommand = command.name
         session.commandsProcessed += 1
+        // A node whose disk fails takes no write, alone or in a cluster: it could not keep it.
+        if command.flags.contains(.write), let reason = node.durable?.failureReason {
+            out.writeRESPError(DurableTier.misconf(reason))
+            return
+        }
         if let durable = node.durable, router == nil {
-            if command.flags.contains(.write), let reason = durable.failureReason {
-                out.writeRESPError("MISCONF the SQLite tier cannot write (\(reason)); writes are refused until it can")
-                return
-            }
             // Memory may lack rows the disk holds while loading, after a partial load or once
             // anything was evicted; then a key missing from memory is looked up on disk first
             // (except by writes that replace it whole).

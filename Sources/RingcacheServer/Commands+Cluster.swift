@@ -56,7 +56,7 @@ extension CommandProcessor {
     /// VSET on a standalone node: the context is checked, then the value is set.
     func vset(_ args: RESPArguments, _ out: inout ByteBuffer, _ now: Int64) {
         guard VectorClock(hex: args[2]) != nil else {
-            return out.writeRESPError("ERR invalid causal context: pass the context VGET returned, or an empty string")
+            return out.writeRESPError("ERR invalid causal context: pass the context VGET returned (at most \(VectorClock.maxEntries) entries), or an empty string")
         }
         var errors = ByteBuffer()
         guard let expiry = ClusterRouter.vsetExpiry(args, now: now, errors: &errors) else {

@@ -31,6 +31,11 @@ extension NodeState {
 }
 
 extension DurableTier {
+    /// The error a write gets while the disk fails (Redis's MISCONF, which clients know).
+    static func misconf(_ reason: String) -> String {
+        "MISCONF the SQLite tier cannot write (\(reason)); writes are refused until it can"
+    }
+
     /// Calls `deliver` on `loop` with `reply` once the change `sequence` is committed, or with
     /// a MISCONF error if the commit holding it failed (the change stays queued for a retry).
     func reply(_ reply: ByteBuffer, afterCommitOf sequence: UInt64, on loop: any EventLoop,

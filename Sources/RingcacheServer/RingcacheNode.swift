@@ -104,7 +104,6 @@ public final class RingcacheNode: Service, Sendable {
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                     .childChannelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: cluster.busIdleTimeout))
                             try channel.pipeline.syncOperations.addHandler(BusHandler(cluster: cluster, coordinator: coordinatorByLoop[ObjectIdentifier(channel.eventLoop)], logger: logger))
                         }
                     }

@@ -117,7 +117,29 @@ let version = Version(timestamp: HLCTimestamp(millis: BusDecodingContext.now - 5
         #expect(throws: BusProtocolError.self) { try roundTrip(.siblingPut(key: ByteBuffer(string: "k"), siblings: many)) }
         var counters: [NodeID: UInt64] = [:]
         for i in 0..<2000 { counters[NodeID(rawValue: UInt32(i))] = 1 }
+        // A clock wider than VectorClock.maxEntries travels cut to that width...
         let wide = SiblingSet([Sibling(clock: VectorClock(counters), value: VersionedValue(version: version, value: [1], expiry: 0))])
-        #expect(throws: BusProtocolError.self) { try roundTrip(.siblingPut(key: ByteBuffer(string: "k"), siblings: wide)) }
+        guard case .siblingPut(_, let received) = try roundTrip(.siblingPut(key: ByteBuffer(string: "k"), siblings: wide)) else {
+            Issue.record("not a VPUT")
+            return
+        }
+        #expect(received.siblings.first?.clock.entries.count == VectorClock.maxEntries)
+        // ...and one that claims more on the wire is refused.
+        var bytes: [UInt8] = []
+        func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.bigEndian) { bytes += $0 } }
+        put(UInt16(2000 * 12))
+        for node in 0..<2000 {
+            put(UInt32(node))
+            put(UInt64(1))
+        }
+        put(version.timestamp.rawValue)
+        put(version.node.rawValue)
+        put(Int64(0))
+        put(UInt8(0))
+        put(UInt32(1))
+        bytes.append(7)
+        #expect(throws: BusProtocolError.self) {
+            try BusRequest.decode(BusFrame(arguments: [ByteBuffer(string: "RC.VPUT"), ByteBuffer(string: "k"), ByteBuffer(bytes: bytes)]), context: .test)
+        }
     }
 }

@@ -60,7 +60,7 @@ import Testing
                               finished: ["n1": nil])
         let replies: [(BusReply, BusRequest.Kind)] = [
             (.ok, .flush), (.flag(true), .put), (.integer(5), .count),
-            (.entry(BusEntry(key: ByteBuffer(), version: version, expiry: 9, value: ByteBuffer(string: "v"))), .get), (.entry(nil), .get),
+            (.entry(BusValue(version: version, expiry: 9, value: ByteBuffer(string: "v"))), .get), (.entry(nil), .get),
             (.siblings(SiblingSet([Sibling(clock: VectorClock(), value: VersionedValue(version: version, value: [1], expiry: 0))])), .siblingGet),
             (.keys([ByteBuffer(string: "a")]), .keys), (.scan(next: 3, keys: [ByteBuffer(string: "b")]), .scan), (.key(nil), .randomKey),
             (.digest([UInt64](repeating: 7, count: 256)), .tree), (.versions([BusVersionedKey(key: ByteBuffer(string: "k"), version: version)]), .bucket),

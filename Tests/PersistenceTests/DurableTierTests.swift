@@ -219,7 +219,7 @@ import Testing
             crashed = try crashCopy("damaged.db")
         }
         var bytes = try contents(crashed + "-pending")
-        bytes[PendingLog.magic.count + PendingLog.recordHeader + 5] ^= 0xFF   // inside the first of two batches
+        bytes[PendingLog.magic.count + PendingLog.headerLength + 5] ^= 0xFF   // inside the first of two batches
         try Data(bytes).write(to: URL(fileURLWithPath: crashed + "-pending"))
         #expect {
             try DurableTier(path: crashed, fsync: .everysec)
@@ -248,7 +248,7 @@ import Testing
             // Statements first: the connection closes (and lets go of its lock) once they are gone.
             let insert = try database.prepare("INSERT INTO pending(changes) VALUES (?)")
             try batch.withUnsafeBytes { bytes in
-                insert.bind(1, bytes)
+                try insert.bind(1, bytes)
                 _ = try insert.step()
             }
             insert.reset()
@@ -285,3 +285,63 @@ import Testing
 }
 
 import Synchronization
+
+@Suite struct PendingLogScanTests {
+    /// A log of three batches, as bytes.
+    func log() throws -> [UInt8] {
+        let path = NSTemporaryDirectory() + "scan-\(UUID().uuidString)-pending"
+        defer { unlink(path) }
+        let log = try PendingLog(path: path)
+        for batch in [[UInt8](repeating: 1, count: 40), [UInt8](repeating: 2, count: 30), [UInt8](repeating: 3, count: 20)] {
+            #expect(batch.withUnsafeBytes { log.append($0) } == nil)
+        }
+        log.close()
+        return Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    @Test func aDamagedLengthBeforeTheEndIsDamageNotATornTail() throws {
+        var bytes = try log()
+        #expect(bytes.withUnsafeBytes { PendingLog.scan($0, legacy: false) } == .whole)
+        // The second record's length, made to run past the end of the file.
+        let second = PendingLog.magic.count + PendingLog.headerLength + 40
+        bytes[second + 2] = 0x7F
+        guard case .damaged(let offset, let reason) = bytes.withUnsafeBytes({ PendingLog.scan($0, legacy: false) }) else {
+            Issue.record("a damaged length was taken for a torn tail")
+            return
+        }
+        #expect(offset == second && reason.contains("header"))
+    }
+
+    @Test func aTornLastRecordIsCutOffWhereItStarts() throws {
+        let bytes = try log()
+        let third = bytes.count - PendingLog.headerLength - 20
+        for cut in [bytes.count - 1, bytes.count - 15, third + 3] {
+            #expect(Array(bytes[..<cut]).withUnsafeBytes { PendingLog.scan($0, legacy: false) } == .cutAt(third))
+        }
+        // A header a crash left as zeros is torn too.
+        var zeroed = Array(bytes[..<third]) + [UInt8](repeating: 0, count: 30)
+        #expect(zeroed.withUnsafeBytes { PendingLog.scan($0, legacy: false) } == .cutAt(third))
+        zeroed[third + 20] = 1
+        guard case .damaged = zeroed.withUnsafeBytes({ PendingLog.scan($0, legacy: false) }) else {
+            Issue.record("a bad header with bytes behind it was cut off")
+            return
+        }
+    }
+
+    @Test func seededGarbageIsScannedWithoutATrap() throws {
+        let bytes = try log()
+        var state: UInt64 = 42
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 11
+        }
+        for _ in 0..<5000 {
+            var mutated = bytes
+            for _ in 0..<(1 + Int(next() % 4)) { mutated[Int(next() % UInt64(mutated.count))] = UInt8(truncatingIfNeeded: next()) }
+            let cut = Int(next() % UInt64(mutated.count + 1))
+            for legacy in [false, true] {
+                _ = Array(mutated[..<cut]).withUnsafeBytes { PendingLog.scan($0, legacy: legacy) }
+            }
+        }
+    }
+}

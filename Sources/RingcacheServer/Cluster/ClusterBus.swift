@@ -42,6 +42,10 @@ final class BusHandler: ChannelInboundHandler {
     private var remote = "?"
     private var admitted = false
     private var deadline: Scheduled<Void>?
+    /// Checks for silence every half idle timeout: closed after a whole one with no read.
+    private var idleCheck: RepeatedTask?
+    private var readSinceCheck = true
+    private var silentChecks = 0
     /// The peer stopped reading our replies: requests wait in `pending` until it reads again.
     private var paused = false
 
@@ -74,7 +78,23 @@ final class BusHandler: ChannelInboundHandler {
         deadline = context.eventLoop.scheduleTask(in: Self.handshakeDeadline) {
             handler.value.handshakeExpired()
         }
+        let half = TimeAmount.nanoseconds(max(1_000_000, cluster.busIdleTimeout.nanoseconds / 2))
+        idleCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: half, delay: half) { _ in
+            handler.value.checkIdle()
+        }
         context.fireChannelActive()
+    }
+
+    /// A connection that read nothing for two checks in a row (an idle timeout) is closed.
+    private func checkIdle() {
+        guard let context, !isClosing else { return }
+        silentChecks = readSinceCheck ? 0 : silentChecks + 1
+        readSinceCheck = false
+        guard silentChecks >= 2 else { return }
+        // Before the handshake, silence is a handshake that did not come.
+        cluster.busGuard.refuse(isServing ? .idle : .handshakeTimeout, peer: remote, "silent for \(cluster.busIdleTimeout); closing",
+                                logger: logger, now: wallClockMillis())
+        close(context: context)
     }
 
     private func handshakeExpired() {
@@ -85,6 +105,7 @@ final class BusHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         deadline?.cancel()
+        idleCheck?.cancel()
         markClosing()
         context.fireChannelInactive()
     }
@@ -103,6 +124,7 @@ final class BusHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !isClosing else { return }
+        readSinceCheck = true
         var incoming = unwrapInboundIn(data)
         pending.writeBuffer(&incoming)
         if !isServing, pending.readableBytes > BusHandshake.maxUnauthenticatedBytes {
@@ -211,6 +233,14 @@ final class BusHandler: ChannelInboundHandler {
         }
     }
 
+    /// Requests that change what this node holds (or keeps for others).
+    static func writes(_ request: BusRequest) -> Bool {
+        switch request {
+        case .put, .delete, .siblingPut, .hint, .transfer, .transferPart, .flush, .exec: return true
+        default: return false
+        }
+    }
+
     static func allowedBeforeJoining(_ request: BusRequest) -> Bool {
         switch request {
         case .join, .ping: return true
@@ -244,6 +274,10 @@ final class BusHandler: ChannelInboundHandler {
     /// An authenticated request: read through from disk first when the key may be there
     /// only, wait for the commit under `persistence-fsync always`, else answer now.
     private func serve(_ request: BusRequest, peer: String, now: Int64, context: ChannelHandlerContext) {
+        // A replica whose disk fails acknowledges no write: the coordinator counts a failure.
+        if Self.writes(request), let reason = cluster.node.durable?.failureReason {
+            return writeInOrder { $0.writeRESPError(DurableTier.misconf(reason)) }
+        }
         if let key = Self.singleKey(of: request),
            key.withUnsafeReadableBytes({ cluster.node.needsReadThrough($0, now: now) }) {
             return readThrough(request, key: key, peer: peer)
@@ -280,16 +314,6 @@ final class BusHandler: ChannelInboundHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            // Before the handshake, silence is a handshake that did not come.
-            cluster.busGuard.refuse(isServing ? .idle : .handshakeTimeout, peer: remote, "silent for \(cluster.busIdleTimeout); closing",
-                                    logger: logger, now: wallClockMillis())
-            return close(context: context)
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
@@ -298,6 +322,8 @@ final class BusHandler: ChannelInboundHandler {
         guard out.readableBytes > 0 else { return }
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         out.clear()
+        // Only a peer that stopped reading can have this much unwritten: look only then.
+        guard !context.channel.isWritable else { return }
         if let buffered = try? context.channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > BusGuard.maxOutputBytes {
             cluster.busGuard.refuse(.outputLimit, peer: remote, "\(buffered) bytes of replies unread; closing", logger: logger, now: wallClockMillis())
             context.close(promise: nil)

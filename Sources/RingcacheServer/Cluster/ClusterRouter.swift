@@ -244,7 +244,7 @@ struct ClusterRouter {
             }
         case .vset:
             guard let context = VectorClock(hex: args[2]) else {
-                errors.writeRESPError("ERR invalid causal context: pass the context VGET returned, or an empty string")
+                errors.writeRESPError("ERR invalid causal context: pass the context VGET returned (at most \(VectorClock.maxEntries) entries), or an empty string")
                 return false
             }
             guard let expiry = Self.vsetExpiry(args, now: now, errors: &errors) else { return false }

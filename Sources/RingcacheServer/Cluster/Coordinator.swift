@@ -278,9 +278,10 @@ final class Coordinator: @unchecked Sendable {
             },
             request: { out in key.withUnsafeBytes { BusRequest.encodeGet(key: $0, into: &out) } },
             decode: { [store, cluster] reply in
-                let decoded: BusEntry?
+                let decoded: BusValue?
                 do {
-                    decoded = try BusReply.decodeEntry(reply, limits: cluster.busLimits, now: wallClockMillis())
+                    // The read's own `now`: a reply is at most a request timeout younger.
+                    decoded = try BusReply.decodeEntry(reply, limits: cluster.busLimits, now: now)
                 } catch {
                     cluster.busGuard.count(.peerReplyError)
                     return nil
@@ -473,6 +474,7 @@ final class Coordinator: @unchecked Sendable {
     /// Applies siblings at one replica; `done` as for ``replicate(_:_:to:now:done:)``.
     private func replicateSiblings(_ key: [UInt8], _ set: SiblingSet, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
         if replica == cluster.selfIndex {
+            guard cluster.node.durable?.failureReason == nil else { return done(nil) }
             let before = cluster.node.durable?.queuedSequence
             let result = cluster.siblings.apply(key, set, limit: cluster.maxSiblings, store: store, now: now, tombstoneTTL: cluster.tombstoneTTL)
             acknowledgeLocalWrite(since: before, result.existed, done: done)
@@ -488,6 +490,8 @@ final class Coordinator: @unchecked Sendable {
     /// (writes of a value report false), or nil if the replica could not be reached.
     func replicate(_ key: [UInt8], _ value: VersionedValue, to replica: Int, now: Int64, done: @escaping (Bool?) -> Void) {
         if replica == cluster.selfIndex {
+            // A disk that fails makes this replica's answer a failure: it could not keep the write.
+            guard cluster.node.durable?.failureReason == nil else { return done(nil) }
             let existed = value.value == nil && key.withUnsafeBytes { store.contains($0, now: now) }
             let before = cluster.node.durable?.queuedSequence
             cluster.applyLocally(key, value, now: now)

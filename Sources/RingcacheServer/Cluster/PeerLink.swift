@@ -262,8 +262,9 @@ final class PeerLink: @unchecked Sendable {
 
 /// Reads the peer's replies and hands them to the link in order.
 ///
-/// A reply's end is found by a ``RESPFrameScanner`` that remembers how far it got, so a big
-/// reply arriving in many reads is scanned once; it is parsed once it is whole. Replies are
+/// A reply that arrived whole is parsed at once; the end of one that did not is found by a
+/// ``RESPFrameScanner`` that remembers how far it got, so a big reply arriving in many reads
+/// is scanned once, and parsed once it is whole. Replies are
 /// taken straight from the received buffer, and only an incomplete tail is copied: the
 /// receive buffer is not kept past `channelRead`, so the event loop can reuse it.
 private final class PeerLinkHandler: ChannelInboundHandler {
@@ -297,8 +298,15 @@ private final class PeerLinkHandler: ChannelInboundHandler {
         }
     }
 
+    /// Hands on every whole reply in `buffer`. A reply that is whole is parsed once; one
+    /// that is not is scanned (once, as its bytes come) until it is, then parsed.
     private func deliver(_ buffer: inout ByteBuffer) throws {
-        while let length = try scanner.scan(buffer) {
+        while buffer.readableBytes > 0 {
+            if scanner.isIdle, let reply = try parser.parse(&buffer) {
+                link.received(reply)
+                continue
+            }
+            guard let length = try scanner.scan(buffer) else { return }
             guard var frame = buffer.readSlice(length: length), let reply = try parser.parse(&frame) else {
                 throw RESPProtocolError(.invalidReply, "Protocol error: a reply the scanner and the parser disagree on")
             }
