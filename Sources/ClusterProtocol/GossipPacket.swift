@@ -54,8 +54,12 @@ public enum GossipPacket {
             integer(update.incarnation)
             bytes.append(update.status == .alive ? 0 : update.status == .suspect ? 1 : 2)
         }
-        bytes.append(contentsOf: HMAC<SHA256>.authenticationCode(for: bytes, using: keys.keys[0]))
-        return bytes
+        return sign(bytes, keys: keys)
+    }
+
+    /// `body` followed by its MAC under the first key.
+    public static func sign(_ body: [UInt8], keys: Keys) -> [UInt8] {
+        body + HMAC<SHA256>.authenticationCode(for: body, using: keys.keys[0])
     }
 
     /// Checks the MAC, then reads the packet. Throws for a foreign cluster, a bad MAC or any

@@ -284,30 +284,15 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
     // MARK: Journal (event loops)
 
     public func stored(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, expiry: Int64, version: Version) {
-        append { log in
-            log.append(1)
-            Self.appendBytes(key, to: &log)
-            if let value {
-                log.append(1)
-                Self.appendBytes(value, to: &log)
-            } else {
-                log.append(0)
-            }
-            Self.append(expiry, to: &log)
-            Self.append(version.timestamp.rawValue, to: &log)
-            Self.append(version.node.rawValue, to: &log)
-        }
+        append { ChangeLog.appendStored(key: key, value: value, expiry: expiry, version: version, to: &$0) }
     }
 
     public func removed(key: UnsafeRawBufferPointer) {
-        append { log in
-            log.append(2)
-            Self.appendBytes(key, to: &log)
-        }
+        append { ChangeLog.appendRemoved(key: key, to: &$0) }
     }
 
     public func removedAll() {
-        append { $0.append(3) }
+        append { ChangeLog.appendRemovedAll(to: &$0) }
     }
 
     private func append(_ encode: (inout [UInt8]) -> Void) {
@@ -321,15 +306,6 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
             return queue.writerAsleep
         }
         if wakeWriter { wake.signal() }
-    }
-
-    private static func append<T: FixedWidthInteger>(_ value: T, to log: inout [UInt8]) {
-        withUnsafeBytes(of: value.littleEndian) { log.append(contentsOf: $0) }
-    }
-
-    private static func appendBytes(_ bytes: UnsafeRawBufferPointer, to log: inout [UInt8]) {
-        append(UInt32(bytes.count), to: &log)
-        log.append(contentsOf: bytes)
     }
 
     /// The sequence number of the last change queued.
@@ -744,54 +720,12 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         return Int(took.components.seconds * 1_000_000 + took.components.attoseconds / 1_000_000_000_000)
     }
 
-    /// One decoded change of a batch; the byte ranges point into the batch's log.
-    private struct Change {
-        var position: Int64
-        var key: Range<Int>
-        /// nil for a delete; `tombstone` for a delete marker with an expiry.
-        var value: Range<Int>?
-        var tombstone: Bool
-        var expiry: Int64
-        var timestamp: UInt64
-        var node: UInt32
-    }
-
     /// Calls `body` with each change encoded in `batch` of `bytes`, in order, and nil for a
-    /// FLUSHALL; the changes' ranges are offsets into `bytes`.
+    /// FLUSHALL; a malformed batch (only a bug could write one: batches are checksummed)
+    /// throws, so the merge fails loudly rather than applying part of it.
     private static func decode(_ bytes: UnsafeRawBufferPointer, _ batch: Range<Int>, _ body: (Change?) throws(SQLiteError) -> Void) throws(SQLiteError) {
-        var offset = batch.lowerBound
-        func integer<T: FixedWidthInteger>(_ type: T.Type) -> T {
-            var value = T.zero
-            withUnsafeMutableBytes(of: &value) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + MemoryLayout<T>.size)])) }
-            offset += MemoryLayout<T>.size
-            return T(littleEndian: value)
-        }
-        func range() -> Range<Int> {
-            let count = Int(integer(UInt32.self))
-            defer { offset += count }
-            return offset..<(offset + count)
-        }
-        while offset < batch.upperBound {
-            let kind = bytes[offset]
-            offset += 1
-            switch kind {
-            case 1:
-                let key = range()
-                let hasValue = bytes[offset] == 1
-                offset += 1
-                let value = hasValue ? range() : nil
-                let expiry = integer(Int64.self)
-                let timestamp = integer(UInt64.self)
-                let node = integer(UInt32.self)
-                try body(Change(position: position(of: UnsafeRawBufferPointer(rebasing: bytes[key])), key: key, value: value,
-                                tombstone: !hasValue, expiry: expiry, timestamp: timestamp, node: node))
-            case 2:
-                let key = range()
-                try body(Change(position: position(of: UnsafeRawBufferPointer(rebasing: bytes[key])), key: key, value: nil,
-                                tombstone: false, expiry: 0, timestamp: 0, node: 0))
-            default:
-                try body(nil)
-            }
+        try ChangeLog.decode(bytes, batch, malformed: { SQLiteError(code: SQLITE_CORRUPT, message: "pending log: \($0)") }) { (change) throws(SQLiteError) in
+            try body(change.kind == .removedAll ? nil : change)
         }
     }
 

@@ -345,3 +345,39 @@ import Synchronization
         }
     }
 }
+
+@Suite struct ChangeLogTests {
+    @Test func changesRoundTripAndMalformedBatchesAreRefused() throws {
+        var log: [UInt8] = []
+        let version = Version(timestamp: HLCTimestamp(rawValue: 99), node: NodeID(rawValue: 7))
+        Array("key".utf8).withUnsafeBytes { key in
+            Array("value".utf8).withUnsafeBytes { ChangeLog.appendStored(key: key, value: $0, expiry: 5, version: version, to: &log) }
+            ChangeLog.appendStored(key: key, value: nil, expiry: 6, version: version, to: &log)
+            ChangeLog.appendRemoved(key: key, to: &log)
+        }
+        ChangeLog.appendRemovedAll(to: &log)
+        var kinds: [ChangeKind] = []
+        try log.withUnsafeBytes { bytes in
+            try ChangeLog.decode(bytes, 0..<bytes.count, malformed: { $0 }) { (change: Change) throws(ChangeLog.Malformed) in
+                kinds.append(change.kind)
+                if change.kind == .stored, let value = change.value {
+                    #expect(Array(bytes[value]) == Array("value".utf8) && change.expiry == 5 && change.timestamp == 99 && change.node == 7)
+                }
+            }
+        }
+        #expect(kinds == [.stored, .stored, .removed, .removedAll])
+        // Every cut of the batch short of a change's end, and an unknown kind, are refused.
+        for cut in [1, 4, 10, log.count - 2] {
+            #expect(throws: ChangeLog.Malformed.self) {
+                try Array(log[..<cut]).withUnsafeBytes { bytes in
+                    try ChangeLog.decode(bytes, 0..<bytes.count, malformed: { $0 }) { (_: Change) throws(ChangeLog.Malformed) in }
+                }
+            }
+        }
+        #expect(throws: ChangeLog.Malformed.self) {
+            try [UInt8(9)].withUnsafeBytes { bytes in
+                try ChangeLog.decode(bytes, 0..<1, malformed: { $0 }) { (_: Change) throws(ChangeLog.Malformed) in }
+            }
+        }
+    }
+}

@@ -408,7 +408,8 @@ struct ClusterRouter {
                     errors.writeSyntaxError()
                     return nil
                 }
-                count = value
+                // A step asks one node for at most what a bus message may carry.
+                count = min(value, BusLimits.maxScanCount)
             } else if args[i].equalsIgnoringCase("match") {
                 pattern = Array(args[i + 1])
             } else if args[i].equalsIgnoringCase("type") {
