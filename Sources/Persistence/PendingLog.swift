@@ -1,6 +1,10 @@
 import CXXHash
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// The batches the durable tier committed and has not merged into SQLite yet: a plain
@@ -56,7 +60,7 @@ final class PendingLog {
     init(path: String, keepsUnsynced: Bool = true) throws(PersistenceError) {
         self.path = path
         self.keepsUnsynced = keepsUnsynced
-        descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        descriptor = SystemCall.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
             throw PersistenceError(description: "cannot open \(path): \(String(cString: strerror(errno)))")
         }
@@ -69,7 +73,7 @@ final class PendingLog {
             recordHeader = magic == Self.legacyMagic ? Self.legacyHeaderLength : Self.headerLength
             syncedEnd = end
         } catch {
-            _ = Glibc.close(descriptor)
+            _ = SystemCall.close(descriptor)
             throw error
         }
     }
@@ -77,7 +81,7 @@ final class PendingLog {
     deinit { close() }
 
     func close() {
-        if descriptor >= 0 { _ = Glibc.close(descriptor) }
+        if descriptor >= 0 { _ = SystemCall.close(descriptor) }
         descriptor = -1
     }
 
@@ -231,7 +235,7 @@ final class PendingLog {
                 return "writing again what a failed sync may have lost: \(failed)"
             }
         }
-        guard fdatasync(descriptor) == 0 else {
+        guard SystemCall.dataSync(descriptor) == 0 else {
             let failure = String(cString: strerror(errno))
             rewriteBeforeSync = keepsUnsynced
             return failure
@@ -298,7 +302,7 @@ final class PendingLog {
         guard merged < end else { return clear() }
         let tail = end - merged
         let newPath = path + ".new"
-        let target = Glibc.open(newPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let target = SystemCall.open(newPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard target >= 0 else { return "cannot create \(newPath): \(String(cString: strerror(errno)))" }
         let magic = self.magic
         var buffer = [UInt8](repeating: 0, count: magic.count + tail)
@@ -320,13 +324,13 @@ final class PendingLog {
             }
             return true
         }
-        guard copied, !sync || fdatasync(target) == 0, rename(newPath, path) == 0 else {
+        guard copied, !sync || SystemCall.dataSync(target) == 0, rename(newPath, path) == 0 else {
             let failure = String(cString: strerror(errno))
-            _ = Glibc.close(target)
+            _ = SystemCall.close(target)
             unlink(newPath)
             return "cannot keep the batches written during a merge in \(path): \(failure)"
         }
-        _ = Glibc.close(descriptor)
+        _ = SystemCall.close(descriptor)
         descriptor = target
         end = magic.count + tail
         // The copy was synced (when anything is): what remains is durable, or kept as unsynced.
@@ -338,9 +342,9 @@ final class PendingLog {
         }
         // The rename itself is made durable too: later records go to the new file only.
         if sync {
-            let directory = Glibc.open(Self.directory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            let directory = SystemCall.open(Self.directory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if directory >= 0 {
-                defer { _ = Glibc.close(directory) }
+                defer { _ = SystemCall.close(directory) }
                 guard fsync(directory) == 0 else { return "cannot sync the directory of \(path): \(String(cString: strerror(errno)))" }
             }
         }

@@ -40,6 +40,9 @@ final class SQLiteDatabase {
         handle = nil
     }
 
+    /// Inside a transaction (SQLite rolls some failures back by itself).
+    var inTransaction: Bool { handle.map { sqlite3_get_autocommit($0) == 0 } ?? false }
+
     func error(_ code: Int32) -> SQLiteError {
         SQLiteError(code: code, message: handle.map { String(cString: sqlite3_errmsg($0)) } ?? "closed")
     }
@@ -89,7 +92,18 @@ final class SQLiteDatabase {
             self.database = database
         }
 
-        deinit { sqlite3_finalize(pointer) }
+        /// Finalized by ``finalize()`` (before the connection closes) rather than at deinit.
+        private var finalized = false
+
+        deinit { finalize() }
+
+        /// Releases the statement; it must not be used again. A connection with live
+        /// statements closes only once they are gone, and holds its lock until then.
+        func finalize() {
+            guard !finalized else { return }
+            finalized = true
+            sqlite3_finalize(pointer)
+        }
 
         func bind(_ index: Int32, _ value: Int64) throws(SQLiteError) {
             try check(sqlite3_bind_int64(pointer, index, value))

@@ -12,15 +12,21 @@ extension NodeState {
     }
 
     /// Looks `key` up on disk, puts what it finds into memory (a newer entry there wins), then
-    /// calls `then` on `loop`.
-    func loadFromDisk(_ key: [UInt8], on loop: any EventLoop, then: @escaping () -> Void) {
-        guard let durable else { return then() }
+    /// calls `then` on `loop`: with true, or with false if the disk could not be read (memory
+    /// may lack the key: the caller answers with an error rather than a miss).
+    func loadFromDisk(_ key: [UInt8], on loop: any EventLoop, then: @escaping (Bool) -> Void) {
+        guard let durable else { return then(true) }
         let next = NIOLoopBound(then, eventLoop: loop)
         let store = self.store
-        durable.read(key) { entry in
+        durable.read(key) { result in
             loop.execute {
-                if let entry { Self.load(key, entry, into: store) }
-                next.value()
+                switch result {
+                case .success(let entry):
+                    if let entry { Self.load(key, entry, into: store) }
+                    next.value(true)
+                case .failure:
+                    next.value(false)
+                }
             }
         }
     }
@@ -34,6 +40,11 @@ extension DurableTier {
     /// The error a write gets while the disk fails (Redis's MISCONF, which clients know).
     static func misconf(_ reason: String) -> String {
         "MISCONF the SQLite tier cannot write (\(reason)); writes are refused until it can"
+    }
+
+    /// The error a command gets when a key it needs could not be read from disk.
+    static func readError(_ reason: String) -> String {
+        "IOERR the SQLite tier could not read a key this command needs (\(reason)); nothing was changed"
     }
 
     /// Calls `deliver` on `loop` with `reply` once the change `sequence` is committed, or with
@@ -71,6 +82,8 @@ extension CommandProcessor {
         let command: CommandTable.Entry
         let completed: @Sendable () -> Void
         var remaining: Int
+        /// Why a key could not be read from disk (the command is then not run).
+        var failure: String?
     }
 
     /// When memory may lack rows the disk holds: a command whose keys are not all in memory
@@ -92,9 +105,14 @@ extension CommandProcessor {
                      completed: completed, remaining: missing.count),
             eventLoop: loop)
         for key in missing {
-            durable.read(key) { entry in
+            durable.read(key) { result in
                 loop.execute {
-                    if let entry { NodeState.load(key, entry, into: deferred.value.processor.store) }
+                    switch result {
+                    case .success(let entry):
+                        if let entry { NodeState.load(key, entry, into: deferred.value.processor.store) }
+                    case .failure(let error):
+                        deferred.value.failure = error.description
+                    }
                     deferred.value.remaining -= 1
                     if deferred.value.remaining == 0 { Self.finishReadThrough(deferred, durable: durable, loop: loop) }
                 }
@@ -112,7 +130,9 @@ extension CommandProcessor {
         var out = ByteBuffer()
         let before = durable.queuedSequence
         RESPArguments.withArguments(deferred.value.request) { args in
-            if command.flags.contains(.denyOOM) && !processor.store.makeRoom(now: now) {
+            if let failure = deferred.value.failure {
+                out.writeRESPError(DurableTier.readError(failure))
+            } else if command.flags.contains(.denyOOM) && !processor.store.makeRoom(now: now) {
                 out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")
             } else {
                 processor.dispatch(command, args, &deferred.value.session, &out, now)

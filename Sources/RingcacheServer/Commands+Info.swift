@@ -150,6 +150,7 @@ extension CommandProcessor {
                     "db_purged_rows:\(durable.purgedRows.load(ordering: .relaxed))",
                     "db_write_errors:\(durable.writeErrors.load(ordering: .relaxed))",
                     "db_last_write_status:\(durable.failureReason == nil ? "ok" : "err")",
+                    "db_read_errors:\(durable.readErrors.load(ordering: .relaxed))",
                     "db_backpressure_pauses:\(node.diskPauses.load(ordering: .relaxed))",
                 ]
             }

@@ -96,6 +96,31 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var dir = "."
     /// `persistence-fsync always|everysec|no`.
     public var persistenceFsync = FsyncPolicy.everysec
+    /// `persistence-queue-limit`: bytes of changes queued for the SQLite writer past which
+    /// writes wait (back-pressure).
+    public var persistenceQueueLimit = DurableTier.defaultQueueLimit
+
+    /// With `persistence sqlite`, a key and its value share one SQLite row, which holds at
+    /// most 1,000,000,000 bytes (SQLite's length limit): a bulk string may hold at most half
+    /// of that, less room for the row's other columns (476mb). Past it the row could never
+    /// be written, and every merge would fail.
+    public static let persistentMaxBulkLength = 476 << 20
+
+    /// The protocol limits in force: `proto-max-bulk-len` as set, or, when it was left at its
+    /// default and persistence is on, ``persistentMaxBulkLength``.
+    public var effectiveLimits: RESPLimits {
+        var effective = limits
+        if persistence { effective.maxBulkLength = min(effective.maxBulkLength, Self.persistentMaxBulkLength) }
+        return effective
+    }
+
+    /// A `proto-max-bulk-len` set past what the SQLite tier can store is refused.
+    func checkBulkLengthFitsPersistence(explicit: Bool = false) throws(ConfigurationError) {
+        guard persistence, explicit || directiveLines["proto-max-bulk-len"] != nil, limits.maxBulkLength > Self.persistentMaxBulkLength else { return }
+        throw ConfigurationError(
+            "\(directiveLines["proto-max-bulk-len"].map { "\($0): " } ?? "")'proto-max-bulk-len' is at most 476mb (\(Self.persistentMaxBulkLength) bytes) "
+                + "with persistence sqlite: a key and its value share one SQLite row of at most 1,000,000,000 bytes")
+    }
 
     /// The database file of this node.
     public var databasePath: String { (dir.hasSuffix("/") ? dir : dir + "/") + "ringcache-\(nodeName).db" }
@@ -118,7 +143,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             ("requirepass", requirePass ?? ""),
             ("timeout", String(timeout)),
             ("maxclients", String(maxClients)),
-            ("proto-max-bulk-len", String(limits.maxBulkLength)),
+            ("proto-max-bulk-len", String(effectiveLimits.maxBulkLength)),
             ("proto-max-multibulk-len", String(limits.maxMultibulkLength)),
             ("client-query-buffer-limit", String(limits.maxQueryBuffer)),
             ("client-output-buffer-limit", String(clientOutputBufferLimit)),
@@ -268,6 +293,10 @@ public struct NodeConfiguration: Sendable, Equatable {
                 throw ConfigurationError("'persistence-fsync' must be always, everysec or no, got '\(text)'")
             }
             persistenceFsync = policy
+        case "persistence-queue-limit":
+            let value = try memory()
+            guard value >= 64 << 10 else { throw ConfigurationError("'persistence-queue-limit' must be at least 64kb") }
+            persistenceQueueLimit = value
         case "reconcile":
             let text = try single().lowercased()
             guard let mode = Reconcile(rawValue: text) else {
@@ -339,6 +368,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             throw ConfigurationError("replicas (\(replicas)) cannot exceed the number of nodes (\(nodes.count))")
         }
         try requireSecretOffLoopback()
+        try checkBulkLengthFitsPersistence()
     }
 
     /// A clustered node that listens beyond loopback must have a cluster secret: without one,

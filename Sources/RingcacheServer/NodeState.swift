@@ -63,7 +63,7 @@ public final class NodeState: Sendable {
         self.internalClient = ClientInfo(id: 0, channel: nil, now: now)
         var generator = SystemRandomNumberGenerator()
         self.runID = (0..<40).map { _ in String(UInt8.random(in: 0..<16, using: &generator), radix: 16) }.joined()
-        maxBulkLength = Atomic(configuration.limits.maxBulkLength)
+        maxBulkLength = Atomic(configuration.effectiveLimits.maxBulkLength)
         maxMultibulkLength = Atomic(configuration.limits.maxMultibulkLength)
         maxQueryBuffer = Atomic(configuration.limits.maxQueryBuffer)
         outputBufferLimit = Atomic(configuration.clientOutputBufferLimit)
@@ -92,6 +92,9 @@ public final class NodeState: Sendable {
                 }
                 do throws(ConfigurationError) {
                     try updated.apply(name, [value])
+                    if name.lowercased() == "proto-max-bulk-len" {
+                        try updated.checkBulkLengthFitsPersistence(explicit: true)
+                    }
                 } catch {
                     throw ConfigurationError(
                         "CONFIG SET failed (possibly related to argument '\(name)') - \(Self.redisReason(for: name.lowercased(), error))")
@@ -102,7 +105,7 @@ public final class NodeState: Sendable {
         let updated = currentConfiguration
         store.maxMemory = updated.maxMemory
         store.evictionPolicy = updated.evictionPolicy
-        maxBulkLength.store(updated.limits.maxBulkLength, ordering: .relaxed)
+        maxBulkLength.store(updated.effectiveLimits.maxBulkLength, ordering: .relaxed)
         maxMultibulkLength.store(updated.limits.maxMultibulkLength, ordering: .relaxed)
         maxQueryBuffer.store(updated.limits.maxQueryBuffer, ordering: .relaxed)
         outputBufferLimit.store(updated.clientOutputBufferLimit, ordering: .relaxed)
@@ -115,7 +118,7 @@ public final class NodeState: Sendable {
     private static func redisReason(for directive: String, _ error: ConfigurationError) -> String {
         switch directive {
         case "maxmemory", "proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit":
-            return NodeConfiguration.parseMemory(error.message) == nil && !error.message.contains("at least")
+            return NodeConfiguration.parseMemory(error.message) == nil && !error.message.contains("at least") && !error.message.contains("at most")
                 ? "argument must be a memory value" : error.message
         case "timeout", "maxclients", "hz", "proto-max-multibulk-len":
             return "argument couldn't be parsed into an integer"

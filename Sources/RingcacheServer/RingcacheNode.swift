@@ -26,7 +26,8 @@ public final class RingcacheNode: Service, Sendable {
         var durable: DurableTier?
         if configuration.persistence {
             do {
-                durable = try DurableTier(path: configuration.databasePath, fsync: configuration.persistenceFsync)
+                durable = try DurableTier(path: configuration.databasePath, fsync: configuration.persistenceFsync,
+                                          queueLimit: configuration.persistenceQueueLimit)
             } catch {
                 throw ConfigurationError("persistence: \(error.description)")
             }

@@ -5,6 +5,16 @@ import RingcacheClient
 
 #if canImport(Glibc)
 import Glibc
+private let systemRead = Glibc.read
+private let systemWrite = Glibc.write
+#elseif canImport(Musl)
+import Musl
+private let systemRead = Musl.read
+private let systemWrite = Musl.write
+#elseif canImport(Darwin)
+import Darwin
+private let systemRead = Darwin.read
+private let systemWrite = Darwin.write
 #endif
 
 /// An interactive prompt, like redis-cli, that talks through RingcacheClient: each command goes
@@ -244,11 +254,11 @@ struct LineEditor {
 
     private func readByte() -> UInt8? {
         var byte: UInt8 = 0
-        return Glibc.read(STDIN_FILENO, &byte, 1) == 1 ? byte : nil
+        return systemRead(STDIN_FILENO, &byte, 1) == 1 ? byte : nil
     }
 
     private func write(_ text: String) {
         var text = text
-        text.withUTF8 { _ = Glibc.write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+        text.withUTF8 { _ = systemWrite(STDOUT_FILENO, $0.baseAddress, $0.count) }
     }
 }

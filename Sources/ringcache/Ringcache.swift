@@ -88,6 +88,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("persistence-fsync"), help: "always, everysec (default) or no.")
     var persistenceFsync: String?
 
+    @Option(name: .customLong("persistence-queue-limit"), help: "Bytes of changes queued for the SQLite writer before writes wait (default 64mb).")
+    var persistenceQueueLimit: String?
+
     func run() async throws {
         let configuration: NodeConfiguration
         do {
@@ -148,10 +151,12 @@ struct Serve: AsyncParsableCommand {
             ("client-query-buffer-limit", clientQueryBufferLimit), ("client-output-buffer-limit", clientOutputBufferLimit),
             ("hz", hz.map(String.init)), ("loglevel", loglevel),
             ("persistence", persistence), ("dir", dir), ("persistence-fsync", persistenceFsync),
+            ("persistence-queue-limit", persistenceQueueLimit),
         ]
         for case let (name, value?) in flags {
             do {
                 try configuration.apply(name, [value])
+                configuration.directiveLines[name] = "--\(name)"
             } catch {
                 throw ConfigurationError("--\(name): \(error.message)")
             }

@@ -197,7 +197,7 @@ def test_eviction_never_deletes_from_sqlite_and_misses_read_through(node):
 
 def test_writers_wait_for_a_writer_thread_that_is_behind(node):
     # A 200 kB queue limit: pipelined 1 kB writes outrun the writer thread's gathering.
-    n = node("everysec").start(env={"RINGCACHE_SQLITE_QUEUE_LIMIT": "200000"})
+    n = node("everysec", "--persistence-queue-limit", "200000").start()
     c = n.client()
     for batch in range(10):
         p = c.pipeline(transaction=False)
@@ -376,3 +376,66 @@ def test_a_restarted_cluster_node_serves_its_own_data_at_once_and_catches_up_on_
         assert n3.get("old:5") == b"o5" and n3.get("new:5") == b"n5"
     finally:
         c.stop_all()
+
+
+def wait_loaded(n):
+    deadline = time.monotonic() + 20
+    while n.info()["loading"] == 1:
+        assert time.monotonic() < deadline, "the load did not finish"
+        time.sleep(0.05)
+
+
+def test_flushall_racing_writes_leaves_after_a_kill_what_memory_held(node):
+    # Two writers on two connections (the node's event loops) and FLUSHALLs on a third:
+    # after kill -9 and a restart, the keys are exactly those memory held, never a key
+    # that a FLUSHALL cleared from memory and that the disk kept (or the other way).
+    n = node("always", "--io-threads", "2").start()
+    stop = threading.Event()
+    errors = []
+
+    def writer(prefix):
+        c = n.client()
+        i = 0
+        try:
+            while not stop.is_set():
+                p = c.pipeline(transaction=False)
+                for _ in range(40):
+                    p.set(f"{prefix}:{i}", i)
+                    i += 1
+                p.execute()
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    c = n.client()
+    for _ in range(8):
+        time.sleep(0.15)
+        assert c.flushall()
+    stop.set()
+    for t in threads:
+        t.join(timeout=20)
+    assert not errors, errors
+    held = set(c.keys("*"))
+    assert held, "the writers wrote nothing after the last FLUSHALL"
+    n.stop(signal.SIGKILL)
+    n.start()
+    wait_loaded(n)
+    after = set(n.client().keys("*"))
+    assert after == held, f"{len(after - held)} keys came back that memory had flushed, {len(held - after)} were lost"
+
+
+def test_proto_max_bulk_len_past_what_sqlite_stores_is_refused(node, tmp_path):
+    n = node("everysec", "--proto-max-bulk-len", "1gb")
+    proc = subprocess.run(n.argv(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "--proto-max-bulk-len" in proc.stderr and "476mb" in proc.stderr, proc.stderr
+    n = node("everysec").start()
+    c = n.client()
+    # Left at its default, the limit is what SQLite can store.
+    assert c.config_get("proto-max-bulk-len")["proto-max-bulk-len"] == str(476 << 20)
+    with pytest.raises(redis.ResponseError, match="476mb"):
+        c.config_set("proto-max-bulk-len", "1gb")
+    assert c.config_set("proto-max-bulk-len", "100mb")
+    assert c.config_get("proto-max-bulk-len")["proto-max-bulk-len"] == str(100 << 20)

@@ -79,7 +79,8 @@ import Testing
             let done = DispatchSemaphore(value: 0)
             let found = Mutex<[String?]>([])
             for key in ["k3", "k7"] {
-                tier.read(Array(key.utf8)) { entry in
+                tier.read(Array(key.utf8)) { result in
+                    let entry = try? result.get()
                     found.withLock { $0.append(entry.flatMap { $0.value.map { String(decoding: $0, as: UTF8.self) } }) }
                     done.signal()
                 }
@@ -110,8 +111,8 @@ import Testing
             #expect(value(store, "key:19999") != nil, "the newest rows are loaded first")
             let done = DispatchSemaphore(value: 0)
             let found = Mutex<DiskEntry?>(nil)
-            tier.read(Array("key:0".utf8)) { entry in
-                found.withLock { $0 = entry }
+            tier.read(Array("key:0".utf8)) { result in
+                found.withLock { $0 = try? result.get() }
                 done.signal()
             }
             done.wait()
@@ -261,7 +262,7 @@ import Testing
         }
         let reopened = try SQLiteDatabase(path: directory + "/node.db", create: false)
         defer { reopened.close() }
-        #expect(try reopened.integer("PRAGMA user_version") == DurableTier.formatVersion)
+        #expect(try reopened.integer("PRAGMA user_version") == DurableSchema.formatVersion)
         #expect(try reopened.integer("SELECT count(*) FROM sqlite_master WHERE name = 'pending'") == 0)
     }
 

@@ -409,11 +409,15 @@ final class BusHandler: ChannelInboundHandler {
         guard let context else { return }
         let reply = PendingReply()
         waiting.append(reply)
-        cluster.node.loadFromDisk(Array(key.readableBytesView), on: context.eventLoop) { [self] in
+        cluster.node.loadFromDisk(Array(key.readableBytesView), on: context.eventLoop) { [self] loaded in
             guard let context = self.context, !isClosing else { return }
             let saved = out
             out = ByteBuffer()
-            handle(request, peer: peer, now: wallClockMillis(), context: context)
+            if loaded {
+                handle(request, peer: peer, now: wallClockMillis(), context: context)
+            } else {
+                out.writeRESPError(DurableTier.readError(cluster.node.durable?.readFailureReason ?? "error"))
+            }
             reply.buffer = out
             out = saved
             drain()

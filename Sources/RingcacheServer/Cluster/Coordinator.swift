@@ -242,7 +242,9 @@ final class Coordinator: @unchecked Sendable {
             if replica == cluster.selfIndex {
                 if key.withUnsafeBytes({ cluster.node.needsReadThrough($0, now: wallClockMillis()) }) {
                     // This replica's copy may be on disk only: it answers once it is loaded.
-                    cluster.node.loadFromDisk(key, on: eventLoop) { perform(operation.quorum.onResponse(from: replica, local())) }
+                    cluster.node.loadFromDisk(key, on: eventLoop) { loaded in
+                        perform(loaded ? operation.quorum.onResponse(from: replica, local()) : operation.quorum.onFailure(from: replica))
+                    }
                 } else {
                     perform(operation.quorum.onResponse(from: replica, local()))
                 }
