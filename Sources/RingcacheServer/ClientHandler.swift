@@ -144,8 +144,10 @@ final class ClientHandler: ChannelDuplexHandler {
     /// The flusher holds this handler for the end of the turn.
     private var flushQueued = false
     private let logger: Logger
-    /// True while a read batch is being processed; replies completed meanwhile are written
-    /// when it ends.
+    /// Where the connection stands: reading, paused (and why), draining, closed.
+    private var flow = ConnectionFlow()
+    /// Re-entrancy guard: true while a read batch is being processed; replies completed
+    /// meanwhile are written when it ends.
     private var processing = false
     /// Held strongly while the handler is in the pipeline (and dropped in `handlerRemoved`):
     /// a weak reference would give the context a side table and make every retain of it slow.
@@ -153,14 +155,8 @@ final class ClientHandler: ChannelDuplexHandler {
     private var state: ConnectionState?
     /// Bytes received but not yet parsed (an incomplete request, or requests held while paused).
     private var pending: ByteBuffer
-    /// Processing waits for the channel to become writable again.
-    private var paused = false
-    private var readHeld = false
-    private var closing = false
-    /// Close once the cluster replies still outstanding have been written (QUIT, a protocol
-    /// error or the client's half-close while replies were pending).
-    private var closeWhenDrained = false
-    /// True during `context.flush()`, which can fire writability events synchronously.
+    /// Re-entrancy guard: true during `context.flush()`, which can fire writability events
+    /// synchronously.
     private var flushing = false
 
     init(node: NodeState, coordinator: Coordinator? = nil, flusher: ReplyFlusher? = nil, logger: Logger) {
@@ -196,12 +192,14 @@ final class ClientHandler: ChannelDuplexHandler {
         guard !processing, let context, state != nil else { return }
         drainWaiting()
         flushReplies(context: context)
-        guard let waiting = state?.waiting else { return }
-        if closeWhenDrained {
-            if waiting.isEmpty { context.close(promise: nil) }
-        } else if paused && waiting.count < ConnectionState.maximumWaiting / 2 && context.channel.isWritable
-            && state?.session.barrier.map({ $0.buffer != nil }) ?? true {
-            resume(context: context)
+        guard let state else { return }
+        let held = state.session.barrier.map { $0.buffer == nil } ?? false
+        switch flow.afterReply(waiting: state.waiting.count, maximumWaiting: ConnectionState.maximumWaiting, held: held,
+                               writable: context.channel.isWritable) {
+        case .closed?: close(context: context)
+        case .reading?: resume(context: context)
+        case .pausedForOutput?: flow.pause(.pausedForOutput)
+        default: break
         }
     }
 
@@ -218,7 +216,7 @@ final class ClientHandler: ChannelDuplexHandler {
         node.connectionsReceived.add(1, ordering: .relaxed)
         guard let client = node.clients.register(channel: context.channel, now: now, limit: node.maxClients.load(ordering: .relaxed)) else {
             node.rejectedConnections.add(1, ordering: .relaxed)
-            closing = true
+            _ = flow.close()
             var buffer = context.channel.allocator.buffer(capacity: 64)
             buffer.writeRESPError("ERR max number of clients reached")
             let channel = context.channel
@@ -242,17 +240,17 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closing, state != nil else { return }
+        guard !flow.isClosing, state != nil else { return }
         var incoming = unwrapInboundIn(data)
-        if pending.readableBytes == 0 && !paused {
+        if pending.readableBytes == 0 && flow.isReading {
             process(&incoming, context: context)
-            if incoming.readableBytes > 0 && !closing {
+            if incoming.readableBytes > 0 && !flow.isClosing {
                 pending.clear()
                 pending.writeBuffer(&incoming)
             }
         } else {
             pending.writeBuffer(&incoming)
-            if !paused { processPending(context: context) }
+            if flow.isReading { processPending(context: context) }
         }
         if pending.readableBytes > processor.node.maxQueryBuffer.load(ordering: .relaxed) {
             logger.warning("closing client that reached max query buffer length", metadata: ["client": "\(context.remoteAddress?.description ?? "?")"])
@@ -281,12 +279,12 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable && paused {
+        if context.channel.isWritable && flow.resumesWhenWritable() {
             if flushing {
                 // Writable again in the middle of our own flush: go on after it returns, so the
                 // buffer being flushed is not written a second time.
                 context.eventLoop.assumeIsolated().execute {
-                    guard let context = self.context, self.paused, context.channel.isWritable else { return }
+                    guard let context = self.context, self.flow.resumesWhenWritable(), context.channel.isWritable else { return }
                     self.resume(context: context)
                 }
             } else {
@@ -299,35 +297,30 @@ final class ClientHandler: ChannelDuplexHandler {
     /// Pauses reading until the SQLite tier's queue is below its limit again (checked every
     /// 10 ms): back-pressure instead of a queue that grows without bound.
     private func waitForDisk(context: ChannelHandlerContext) {
-        paused = true
+        flow.pause(.pausedForDisk)
         processor.node.diskPauses.add(1, ordering: .relaxed)
         context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) {
-            guard let context = self.context, self.paused, !self.closing else { return }
-            if self.processor.node.durable?.isCongested == true {
-                self.waitForDisk(context: context)
-            } else if context.channel.isWritable {
-                self.resume(context: context)
+            guard let context = self.context else { return }
+            let congested = self.processor.node.durable?.isCongested == true
+            switch self.flow.afterDiskCheck(congested: congested, writable: context.channel.isWritable) {
+            case .pausedForDisk?: self.waitForDisk(context: context)
+            case .reading?: self.resume(context: context)
+            case .pausedForOutput?: self.flow.pause(.pausedForOutput)
+            default: break
             }
         }
     }
 
     /// Goes on with held requests and reads after a pause.
     private func resume(context: ChannelHandlerContext) {
-        paused = false
+        flow.resume()
         processPending(context: context)
         flushReplies(context: context)
-        if readHeld && !paused && !closing {
-            readHeld = false
-            context.read()
-        }
+        if flow.takeHeldRead() { context.read() }
     }
 
     func read(context: ChannelHandlerContext) {
-        if paused || closing {
-            readHeld = true
-        } else {
-            context.read()
-        }
+        if flow.readRequested() { context.read() }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -339,10 +332,9 @@ final class ClientHandler: ChannelDuplexHandler {
         if let event = event as? ChannelEvent, event == .inputClosed {
             flushReplies(context: context)
             if state?.waiting.isEmpty == false {
-                closing = true
-                closeWhenDrained = true
+                flow.drain()
             } else {
-                context.close(promise: nil)
+                close(context: context)
             }
             return
         }
@@ -372,13 +364,13 @@ final class ClientHandler: ChannelDuplexHandler {
             processing = false
             // Replies that completed during the batch are written at its end; the close or
             // resume they may allow is decided on the next turn (not re-entrantly).
-            if state?.waiting.isEmpty == false || closeWhenDrained {
+            if state?.waiting.isEmpty == false || flow.phase == .draining {
                 drainWaiting()
                 let loop = context.eventLoop.assumeIsolated()
                 loop.execute { self.replyCompleted() }
             }
         }
-        while !closing && !paused && state != nil {
+        while flow.isReading && state != nil {
             if let durable = node.durable, durable.isCongested {
                 // The SQLite writer is behind: requests wait in the socket until it catches up.
                 state!.finishBatch(now: now, node: node)
@@ -396,8 +388,7 @@ final class ClientHandler: ChannelDuplexHandler {
                 flushReplies(context: context)
                 if state?.waiting.isEmpty == false {
                     // Earlier cluster replies are still coming: close after they are written.
-                    closing = true
-                    closeWhenDrained = true
+                    flow.drain()
                 } else {
                     close(context: context)
                 }
@@ -405,11 +396,11 @@ final class ClientHandler: ChannelDuplexHandler {
             case .outputFull:
                 flushReplies(context: context)
                 if state != nil && !context.channel.isWritable {
-                    paused = true
+                    flow.pause(.pausedForOutput)
                     checkOutputLimit(context: context)
                 }
             case .tooManyWaiting:
-                paused = true
+                flow.pause(.pausedForReplies)
             }
         }
     }
@@ -441,8 +432,7 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     private func close(context: ChannelHandlerContext) {
-        guard !closing else { return }
-        closing = true
+        guard flow.close() else { return }
         context.close(promise: nil)
     }
 }

@@ -81,9 +81,6 @@ extension CommandProcessor {
         let request: [[UInt8]]
         let command: CommandTable.Entry
         let completed: @Sendable () -> Void
-        var remaining: Int
-        /// Why a key could not be read from disk (the command is then not run).
-        var failure: String?
     }
 
     /// When memory may lack rows the disk holds: a command whose keys are not all in memory
@@ -102,19 +99,22 @@ extension CommandProcessor {
         later.barrier = nil
         let deferred = NIOLoopBoundBox(
             Deferred(processor: self, reply: reply, session: later, request: (0..<args.count).map { Array(args[$0]) }, command: command,
-                     completed: completed, remaining: missing.count),
+                     completed: completed),
             eventLoop: loop)
-        for key in missing {
+        // Each key's answer: nil once it is in memory (or absent on disk), else why it could not be read.
+        let fanIn = NIOLoopBound(FanIn<String?>(count: missing.count) { failures in
+            Self.finishReadThrough(deferred, failure: failures.lazy.compactMap { $0 ?? nil }.first, durable: durable, loop: loop)
+        }, eventLoop: loop)
+        for (index, key) in missing.enumerated() {
             durable.read(key) { result in
                 loop.execute {
                     switch result {
                     case .success(let entry):
                         if let entry { NodeState.load(key, entry, into: deferred.value.processor.store) }
+                        fanIn.value.answer(index, nil)
                     case .failure(let error):
-                        deferred.value.failure = error.description
+                        fanIn.value.answer(index, error.description)
                     }
-                    deferred.value.remaining -= 1
-                    if deferred.value.remaining == 0 { Self.finishReadThrough(deferred, durable: durable, loop: loop) }
                 }
             }
         }
@@ -123,14 +123,14 @@ extension CommandProcessor {
 
     /// Runs the command whose keys are now in memory and completes its reply (after the
     /// commit, under `persistence-fsync always`).
-    private static func finishReadThrough(_ deferred: NIOLoopBoundBox<Deferred>, durable: DurableTier, loop: any EventLoop) {
+    private static func finishReadThrough(_ deferred: NIOLoopBoundBox<Deferred>, failure: String?, durable: DurableTier, loop: any EventLoop) {
         let now = wallClockMillis()
         let command = deferred.value.command
         let processor = deferred.value.processor
         var out = ByteBuffer()
         let before = durable.queuedSequence
         RESPArguments.withArguments(deferred.value.request) { args in
-            if let failure = deferred.value.failure {
+            if let failure {
                 out.writeRESPError(DurableTier.readError(failure))
             } else if command.flags.contains(.denyOOM) && !processor.store.makeRoom(now: now) {
                 out.writeRESPError("OOM command not allowed when used memory > 'maxmemory'.")

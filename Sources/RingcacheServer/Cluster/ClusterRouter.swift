@@ -136,31 +136,26 @@ struct ClusterRouter {
                 }
             }
         case .exists, .mget:
-            var results = [VersionedValue??](repeating: nil, count: keys.count)
-            var outstanding = keys.count
-            var failure: NoQuorum?
-            for (index, key) in keys.enumerated() {
-                coordinator.readWinner(key, required: readQuorum(session), now: now) { result in
-                    switch result {
-                    case .success(let value): results[index] = .some(value)
-                    case .failure(let error): failure = failure ?? error
+            let fanIn = FanIn<Result<VersionedValue?, NoQuorum>>(count: keys.count) { results in
+                finish { out in
+                    if let failure = Self.firstFailure(results) { return out.writeRESPError(failure.message) }
+                    let now = wallClockMillis()
+                    let live = results.map { result -> VersionedValue? in
+                        guard case .success(let value?)? = result, !value.isTombstone, value.expiry == 0 || value.expiry > now else { return nil }
+                        return value
                     }
-                    outstanding -= 1
-                    guard outstanding == 0 else { return }
-                    finish { out in
-                        if let failure { return out.writeRESPError(failure.message) }
-                        let now = wallClockMillis()
-                        let live = results.map { $0.flatMap { $0 }.flatMap { $0.isTombstone || ($0.expiry != 0 && $0.expiry <= now) ? nil : $0 } }
-                        if name == .exists {
-                            out.writeRESPInteger(live.filter { $0 != nil }.count)
-                        } else {
-                            out.writeRESPArrayHeader(live.count)
-                            for value in live {
-                                if let bytes = value?.value { bytes.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: resp3) }
-                            }
+                    if name == .exists {
+                        out.writeRESPInteger(live.filter { $0 != nil }.count)
+                    } else {
+                        out.writeRESPArrayHeader(live.count)
+                        for value in live {
+                            if let bytes = value?.value { bytes.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: resp3) }
                         }
                     }
                 }
+            }
+            for (index, key) in keys.enumerated() {
+                coordinator.readWinner(key, required: readQuorum(session), now: now) { fanIn.answer(index, $0) }
             }
         case .set, .setex, .psetex, .mset:
             var pairs: [(key: [UInt8], value: [UInt8], expiry: Int64)] = []
@@ -180,17 +175,13 @@ struct ClusterRouter {
                 }
                 pairs = stride(from: 0, to: keys.count, by: 2).map { (keys[$0], keys[$0 + 1], 0) }
             }
-            var outstanding = pairs.count
-            var failure: NoQuorum?
-            for pair in pairs {
-                coordinator.writeValue(pair.key, pair.value, expiry: pair.expiry, required: quorums(session), now: now) { result in
-                    if case .failure(let error) = result { failure = failure ?? error }
-                    outstanding -= 1
-                    guard outstanding == 0 else { return }
-                    finish { out in
-                        if let failure { out.writeRESPError(failure.message) } else { out.writeOK() }
-                    }
+            let fanIn = FanIn<Result<Bool, NoQuorum>>(count: pairs.count) { results in
+                finish { out in
+                    if let failure = Self.firstFailure(results) { out.writeRESPError(failure.message) } else { out.writeOK() }
                 }
+            }
+            for (index, pair) in pairs.enumerated() {
+                coordinator.writeValue(pair.key, pair.value, expiry: pair.expiry, required: quorums(session), now: now) { fanIn.answer(index, $0) }
             }
         case .msetnx:
             guard keys.count % 2 == 0 else {
@@ -199,34 +190,26 @@ struct ClusterRouter {
             }
             // Not atomic across nodes: every key is checked at the read quorum, then all are written.
             let pairs = stride(from: 0, to: keys.count, by: 2).map { (keys[$0], keys[$0 + 1]) }
-            var outstanding = pairs.count
-            var taken = false
-            var failure: NoQuorum?
             let required = quorums(session)
-            for (key, _) in pairs {
-                coordinator.readWinner(key, required: readQuorum(session), now: now) { [coordinator] result in
-                    switch result {
-                    case .success(let value): if let value, !value.isTombstone { taken = true }
-                    case .failure(let error): failure = failure ?? error
-                    }
-                    outstanding -= 1
-                    guard outstanding == 0 else { return }
-                    if let failure { return finish { $0.writeRESPError(failure.message) } }
-                    if taken { return finish { $0.writeRESPInteger(0) } }
-                    var writes = pairs.count
-                    var writeFailure: NoQuorum?
-                    for (key, value) in pairs {
-                        coordinator.writeValue(key, value, expiry: 0, required: required, now: wallClockMillis()) { result in
-                            if case .failure(let error) = result { writeFailure = writeFailure ?? error }
-                            writes -= 1
-                            if writes == 0 {
-                                finish { out in
-                                    if let writeFailure { out.writeRESPError(writeFailure.message) } else { out.writeRESPInteger(1) }
-                                }
-                            }
-                        }
+            let coordinator = self.coordinator
+            let reads = FanIn<Result<VersionedValue?, NoQuorum>>(count: pairs.count) { results in
+                if let failure = Self.firstFailure(results) { return finish { $0.writeRESPError(failure.message) } }
+                let taken = results.contains { result in
+                    if case .success(let value?)? = result { return !value.isTombstone }
+                    return false
+                }
+                if taken { return finish { $0.writeRESPInteger(0) } }
+                let writes = FanIn<Result<Bool, NoQuorum>>(count: pairs.count) { results in
+                    finish { out in
+                        if let failure = Self.firstFailure(results) { out.writeRESPError(failure.message) } else { out.writeRESPInteger(1) }
                     }
                 }
+                for (index, (key, value)) in pairs.enumerated() {
+                    coordinator.writeValue(key, value, expiry: 0, required: required, now: wallClockMillis()) { writes.answer(index, $0) }
+                }
+            }
+            for (index, (key, _)) in pairs.enumerated() {
+                coordinator.readWinner(key, required: readQuorum(session), now: now) { reads.answer(index, $0) }
             }
         case .rename, .renamenx:
             rename(keys[0], to: keys[1], onlyIfAbsent: name == .renamenx, session: session, now: now, finish: finish)
@@ -271,21 +254,14 @@ struct ClusterRouter {
                 }
             }
         case .del, .unlink:
-            var removed = 0
-            var outstanding = keys.count
-            var failure: NoQuorum?
-            for key in keys {
-                coordinator.writeValue(key, nil, expiry: 0, required: quorums(session), now: now) { result in
-                    switch result {
-                    case .success(let existed): if existed { removed += 1 }
-                    case .failure(let error): failure = failure ?? error
-                    }
-                    outstanding -= 1
-                    guard outstanding == 0 else { return }
-                    finish { out in
-                        if let failure { out.writeRESPError(failure.message) } else { out.writeRESPInteger(removed) }
-                    }
+            let fanIn = FanIn<Result<Bool, NoQuorum>>(count: keys.count) { results in
+                finish { out in
+                    if let failure = Self.firstFailure(results) { return out.writeRESPError(failure.message) }
+                    out.writeRESPInteger(results.filter { if case .success(true)? = $0 { return true } else { return false } }.count)
                 }
+            }
+            for (index, key) in keys.enumerated() {
+                coordinator.writeValue(key, nil, expiry: 0, required: quorums(session), now: now) { fanIn.answer(index, $0) }
             }
         case .dbsize, .keys:
             let down = coordinator.unreachable
@@ -341,6 +317,12 @@ struct ClusterRouter {
             preconditionFailure("\(name) is not routed through the cluster")
         }
         return true
+    }
+
+    /// The first failure among the answers of a fan-out (a missing answer counts as none).
+    private static func firstFailure<Value>(_ results: [Result<Value, NoQuorum>?]) -> NoQuorum? {
+        for case .failure(let error)? in results { return error }
+        return nil
     }
 
     /// RENAME and RENAMENX across nodes: read the source, (for NX) check the target, write

@@ -412,18 +412,13 @@ final class Coordinator: @unchecked Sendable {
         for owner in cluster.hints.owners where !down.contains(owner) && owner != cluster.selfIndex {
             let batch = cluster.hints.take(for: owner, limit: 1000)
             guard !batch.isEmpty else { continue }
-            var failed: [HintStore.Hint] = []
-            var outstanding = batch.count
-            for hint in batch {
-                replicate(hint.key, hint.value, to: owner, now: now) { [cluster] answer in
-                    if answer == nil {
-                        failed.append(hint)
-                    } else {
-                        cluster.hints.delivered.add(1, ordering: .relaxed)
-                    }
-                    outstanding -= 1
-                    if outstanding == 0 { cluster.hints.giveBack(failed) }
-                }
+            let cluster = self.cluster
+            let fanIn = FanIn<Bool>(count: batch.count) { delivered in
+                cluster.hints.delivered.add(delivered.filter { $0 == true }.count, ordering: .relaxed)
+                cluster.hints.giveBack(zip(batch, delivered).compactMap { $1 == true ? nil : $0 })
+            }
+            for (index, hint) in batch.enumerated() {
+                replicate(hint.key, hint.value, to: owner, now: now) { fanIn.answer(index, $0 != nil) }
             }
         }
     }
@@ -527,31 +522,20 @@ final class Coordinator: @unchecked Sendable {
         refreshLinks()
         let topology = topology
         let targets = links.compactMap { link in link.flatMap { topology.participants.contains($0.member) ? $0 : nil } }
-        var replies = [BusReply?](repeating: nil, count: topology.members.count)
-        var outstanding = targets.count
-        var done = false
-        replies[cluster.selfIndex] = local()
-        guard outstanding > 0 else {
-            done = true
+        let selfIndex = cluster.selfIndex
+        let answer = local()
+        var timeout: PendingTimeout?
+        let fanIn = FanIn<BusReply?>(count: targets.count) { answers in
+            timeout?.disarm()
+            var replies = [BusReply?](repeating: nil, count: topology.members.count)
+            for (index, link) in targets.enumerated() { replies[link.member] = answers[index] ?? nil }
+            replies[selfIndex] = answer
             completion(replies)
-            return
         }
-        let timeout = armTimeout {
-            if !done {
-                done = true
-                completion(replies)
-            }
-        }
-        for link in targets {
-            link.send(request) { reply in
-                replies[link.member] = reply
-                outstanding -= 1
-                if outstanding == 0 && !done {
-                    done = true
-                    timeout.disarm()
-                    completion(replies)
-                }
-            }
+        guard !fanIn.isFinished else { return }
+        timeout = armTimeout { fanIn.finish() }
+        for (index, link) in targets.enumerated() {
+            link.send(request) { fanIn.answer(index, $0) }
         }
     }
 

@@ -360,38 +360,30 @@ extension Coordinator {
         let big = outgoing.filter { ($0.value?.count ?? 0) > Self.rebalanceChunkBytes }
         var batches: [Int: [Outgoing]] = [:]
         for entry in outgoing where (entry.value?.count ?? 0) <= Self.rebalanceChunkBytes { batches[entry.target, default: []].append(entry) }
-        var outstanding = batches.count
-        var failed = false
-        let batchesDone = { [self] in
+        // One answer per target: whether its whole batch arrived.
+        let fanIn = FanIn<Bool>(count: batches.count) { [self] delivered in
             guard !run.cancelled else { return }
-            if failed { return retry() }
+            if delivered.contains(where: { $0 != true }) { return retry() }
             sendChunked(big, run: run) { ok in ok ? advance() : retry() }
         }
-        guard !batches.isEmpty else { return batchesDone() }
-        for (target, entries) in batches {
+        for (index, (target, entries)) in batches.enumerated() {
+            let arrived = { (ok: Bool) in
+                if ok {
+                    state.keysSent.add(entries.count, ordering: .relaxed)
+                    state.bytesSent.add(entries.reduce(0) { $0 + $1.size }, ordering: .relaxed)
+                }
+                fanIn.answer(index, ok)
+            }
             guard let link = link(to: target) else {
-                failed = true
-                outstanding -= 1
-                if outstanding == 0 { batchesDone() }
+                arrived(false)
                 continue
             }
             if cluster.usesVectorClocks {
                 // Siblings move one key per RC.VPUT (pipelined), merged at the receiver.
-                var pending = entries.count
-                var ok = true
-                for entry in entries {
+                let keys = FanIn<Bool>(count: entries.count) { answers in arrived(answers.allSatisfy { $0 == true }) }
+                for (key, entry) in entries.enumerated() {
                     link.send(.siblingPut(key: ByteBuffer(bytes: entry.key), siblings: entry.siblings ?? SiblingSet())) { reply in
-                        if case .flag? = reply {} else { ok = false }
-                        pending -= 1
-                        guard pending == 0 else { return }
-                        if ok {
-                            state.keysSent.add(entries.count, ordering: .relaxed)
-                            state.bytesSent.add(entries.reduce(0) { $0 + $1.size }, ordering: .relaxed)
-                        } else {
-                            failed = true
-                        }
-                        outstanding -= 1
-                        if outstanding == 0 { batchesDone() }
+                        if case .flag? = reply { keys.answer(key, true) } else { keys.answer(key, false) }
                     }
                 }
                 continue
@@ -400,14 +392,7 @@ extension Coordinator {
                 BusEntry(key: ByteBuffer(bytes: entry.key), version: entry.version, expiry: entry.expiry, value: entry.value.map { ByteBuffer(bytes: $0) })
             }
             link.send(.transfer(sender: cluster.selfName, entries: wire)) { reply in
-                if case .integer? = reply {
-                    state.keysSent.add(entries.count, ordering: .relaxed)
-                    state.bytesSent.add(entries.reduce(0) { $0 + $1.size }, ordering: .relaxed)
-                } else {
-                    failed = true
-                }
-                outstanding -= 1
-                if outstanding == 0 { batchesDone() }
+                if case .integer? = reply { arrived(true) } else { arrived(false) }
             }
         }
     }
@@ -528,28 +513,21 @@ extension Coordinator {
     private func announceFinished(ring: UInt64, covering: Set<String>, attempt: Int) {
         let down = unreachable
         let peers = cluster.topology.participants.filter { $0 != cluster.selfIndex && !down.contains($0) }
-        var outstanding = peers.count
-        var missed = false
         let request = BusRequest.transferDone(ring: ring, sender: cluster.selfName, coverage: covering)
-        let done = { [self] in
-            if missed && attempt < 30 {
+        let fanIn = FanIn<Bool>(count: peers.count) { [self] acknowledged in
+            if acknowledged.contains(where: { $0 != true }) && attempt < 30 {
                 eventLoop.scheduleTask(in: .seconds(1)) { self.announceFinished(ring: ring, covering: covering, attempt: attempt + 1) }
             } else {
                 announced = ring
             }
         }
-        guard !peers.isEmpty else { return done() }
-        for peer in peers {
+        for (index, peer) in peers.enumerated() {
             guard let link = link(to: peer) else {
-                missed = true
-                outstanding -= 1
-                if outstanding == 0 { done() }
+                fanIn.answer(index, false)
                 continue
             }
             link.send(request) { reply in
-                if case .ok? = reply {} else { missed = true }
-                outstanding -= 1
-                if outstanding == 0 { done() }
+                if case .ok? = reply { fanIn.answer(index, true) } else { fanIn.answer(index, false) }
             }
         }
     }
