@@ -35,6 +35,7 @@ extension DurableTier {
             if !log.isEmpty {
                 let outcome = commit(log, upTo: sequence)
                 _ = policy.committed(outcome, unmergedBytes: pendingLog.size, now: elapsed())
+                if outcome == .committed { recordSuccess() }
                 if outcome == .notWritten {
                     retry = (log, sequence)
                     retryBytes.store(log.count, ordering: .relaxed)
@@ -92,6 +93,7 @@ extension DurableTier {
                     policy.committing(now: elapsed())
                     let outcome = commit(log, upTo: sequence)
                     let keep = policy.committed(outcome, unmergedBytes: pendingLog.size, now: elapsed(), stopping: stopping)
+                    if outcome == .committed { recordSuccess() }
                     if outcome == .notWritten && keep {
                         retry = (log, sequence)
                     } else {
@@ -180,7 +182,6 @@ extension DurableTier {
             recordFailure("cannot sync the pending log: \(failed)")
             return .writtenNotSynced
         }
-        recordSuccess()
         commits.add(1, ordering: .relaxed)
         lastCommitMillis.store(wallClock(), ordering: .relaxed)
         lastCommitMicros.store(Self.micros(since: started), ordering: .relaxed)

@@ -305,10 +305,11 @@ public final class DurableTier: StoreJournal, @unchecked Sendable {
         failing.store(true, ordering: .relaxed)
     }
 
-    /// A write succeeded: the failure state, if any, ends, unless a sync of the pending log
-    /// failed and has not been made good (a later write proves nothing about lost pages).
+    /// A write succeeded: the failure state, if any, ends, unless a batch that failed to
+    /// commit still waits for its retry, or a sync of the pending log failed and has not been
+    /// made good (a later write proves nothing about lost pages). Writer thread only.
     func recordSuccess() {
-        guard failing.load(ordering: .relaxed), !pendingLog.hasUnsyncedFailure else { return }
+        guard failing.load(ordering: .relaxed), !policy.retrying, !pendingLog.hasUnsyncedFailure else { return }
         failure.withLock { $0 = nil }
         failing.store(false, ordering: .relaxed)
     }
