@@ -66,36 +66,58 @@ public struct WriteQuorum: Sendable {
         case fail(NoQuorum)
     }
 
-    public let replicas: [Int]
+    /// The replicas, inline: a quorum is decided per request, and its bookkeeping should
+    /// cost no allocation.
+    public let list: ReplicaList
+    public var replicas: [Int] { Array(list) }
     public let required: Int
-    /// Bit i: `replicas[i]` acknowledged / failed. Bit sets, not `Set`s: a quorum is decided
-    /// per request, and its bookkeeping should cost no allocation.
+    /// Bit i: `list[i]` acknowledged / failed. Bit sets, not `Set`s.
     private var acknowledgedMask: UInt64 = 0
     private var failedMask: UInt64 = 0
     /// True once the outcome was given; later events only update the counts.
     public private(set) var isDecided = false
 
     public init(replicas: [Int], required: Int) {
+        guard let list = ReplicaList(replicas) else { preconditionFailure("at most \(ReplicaList.capacity) replicas") }
+        self.init(replicas: list, required: required)
+    }
+
+    public init(replicas: ReplicaList, required: Int) {
         precondition(required >= 1 && required <= replicas.count, "W must be in 1...N")
-        precondition(replicas.count <= 64, "at most 64 replicas")
-        self.replicas = replicas
+        self.list = replicas
         self.required = required
     }
 
-    /// The replicas that acknowledged.
-    public var acknowledged: Set<Int> { Set(replicas.indices.filter { acknowledgedMask & 1 << $0 != 0 }.map { replicas[$0] }) }
-    public var failed: Set<Int> { Set(replicas.indices.filter { failedMask & 1 << $0 != 0 }.map { replicas[$0] }) }
-
-    public mutating func onAck(from replica: Int) -> Action? {
-        guard let bit = replicas.firstIndex(of: replica).map({ UInt64(1) << $0 }), failedMask & bit == 0 else { return nil }
+    /// The acknowledgement of the replica at `position` in the list.
+    public mutating func onAck(at position: Int) -> Action? {
+        guard position >= 0, position < list.count else { return nil }
+        let bit = UInt64(1) << position
+        guard failedMask & bit == 0 else { return nil }
         acknowledgedMask |= bit
         return decide()
     }
 
-    public mutating func onFailure(from replica: Int) -> Action? {
-        guard let bit = replicas.firstIndex(of: replica).map({ UInt64(1) << $0 }), acknowledgedMask & bit == 0 else { return nil }
+    /// The failure of the replica at `position` in the list.
+    public mutating func onFailure(at position: Int) -> Action? {
+        guard position >= 0, position < list.count else { return nil }
+        let bit = UInt64(1) << position
+        guard acknowledgedMask & bit == 0 else { return nil }
         failedMask |= bit
         return decide()
+    }
+
+    /// The replicas that acknowledged.
+    public var acknowledged: Set<Int> { Set(list.indices.filter { acknowledgedMask & 1 << $0 != 0 }.map { list[$0] }) }
+    public var failed: Set<Int> { Set(list.indices.filter { failedMask & 1 << $0 != 0 }.map { list[$0] }) }
+
+    public mutating func onAck(from replica: Int) -> Action? {
+        guard let position = list.position(of: replica) else { return nil }
+        return onAck(at: position)
+    }
+
+    public mutating func onFailure(from replica: Int) -> Action? {
+        guard let position = list.position(of: replica) else { return nil }
+        return onFailure(at: position)
     }
 
     public mutating func onTimeout() -> Action? {
@@ -110,7 +132,7 @@ public struct WriteQuorum: Sendable {
             isDecided = true
             return .succeed
         }
-        if replicas.count - failedMask.nonzeroBitCount < required {
+        if list.count - failedMask.nonzeroBitCount < required {
             isDecided = true
             return .fail(noQuorum(timedOut: false))
         }
@@ -119,7 +141,7 @@ public struct WriteQuorum: Sendable {
 
     private func noQuorum(timedOut: Bool) -> NoQuorum {
         NoQuorum(operation: .write, needed: required, answered: acknowledgedMask.nonzeroBitCount, failed: failedMask.nonzeroBitCount,
-                 replicas: replicas.count, timedOut: timedOut)
+                 replicas: list.count, timedOut: timedOut)
     }
 }
 

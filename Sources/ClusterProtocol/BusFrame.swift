@@ -108,8 +108,19 @@ public struct BusFrame: Sendable {
 }
 
 extension ByteBuffer {
-    /// Writes an unsigned number as a bulk string.
+    /// Writes an unsigned number as a bulk string, its digits formed on the stack (no String:
+    /// the hot path writes three of these per replicated write).
     mutating func writeRESPBulk(unsigned value: UInt64) {
-        writeRESPBulk(String(value))
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: UInt64.max has 20 digits
+        withUnsafeMutableBytes(of: &digits) { raw in
+            var rest = value
+            var start = raw.count
+            repeat {
+                start -= 1
+                raw[start] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            } while rest > 0
+            writeRESPBulk(UnsafeRawBufferPointer(rebasing: raw[start...]))
+        }
     }
 }

@@ -79,7 +79,7 @@ struct ConnectionState {
         var offset = 0
         if let barrier = session.barrier {
             // A read-through holds this connection's later requests until it has answered.
-            guard barrier.buffer != nil else { return (0, .tooManyWaiting) }
+            guard barrier.isReady else { return (0, .tooManyWaiting) }
             session.barrier = nil
         }
         while true {
@@ -187,13 +187,24 @@ final class ClientHandler: ChannelDuplexHandler {
         processor = CommandProcessor(node: processor.node)
     }
 
-    /// A cluster command has its reply: write every reply that is now in order.
+    /// A cluster command has its reply: every reply now in order is written at the end of the
+    /// loop's turn, with the others that came in it (a peer's read carries many).
     private func replyCompleted() {
         guard !processing, let context, state != nil else { return }
+        guard let flusher else { return repliesReady(context: context) }
+        if !flushQueued {
+            flushQueued = true
+            flusher.deferReplies(self)
+        }
+    }
+
+    /// Writes every reply that is in order, then decides whether the connection reads again
+    /// (or, draining, closes).
+    private func repliesReady(context: ChannelHandlerContext) {
         drainWaiting()
         flushReplies(context: context)
         guard let state else { return }
-        let held = state.session.barrier.map { $0.buffer == nil } ?? false
+        let held = state.session.barrier.map { !$0.isReady } ?? false
         switch flow.afterReply(waiting: state.waiting.count, maximumWaiting: ConnectionState.maximumWaiting, held: held,
                                writable: context.channel.isWritable) {
         case .closed?: close(context: context)
@@ -204,8 +215,7 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     private func drainWaiting() {
-        while let first = state?.waiting.first, var buffer = first.buffer {
-            state?.out.writeBuffer(&buffer)
+        while let first = state?.waiting.first, first.write(into: &state!.out) {
             _ = state?.waiting.removeFirst()
         }
     }
@@ -274,8 +284,12 @@ final class ClientHandler: ChannelDuplexHandler {
     /// The end of the loop's turn (``ReplyFlusher``): the replies of this turn go out.
     func flushDeferred() {
         flushQueued = false
-        guard let context else { return }
-        flushReplies(context: context)
+        guard let context, state != nil else { return }
+        if processing {
+            flushReplies(context: context)
+        } else {
+            repliesReady(context: context)
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -366,8 +380,11 @@ final class ClientHandler: ChannelDuplexHandler {
             // resume they may allow is decided on the next turn (not re-entrantly).
             if state?.waiting.isEmpty == false || flow.phase == .draining {
                 drainWaiting()
-                let loop = context.eventLoop.assumeIsolated()
-                loop.execute { self.replyCompleted() }
+                if flusher != nil {
+                    replyCompleted()
+                } else {
+                    context.eventLoop.assumeIsolated().execute { self.replyCompleted() }
+                }
             }
         }
         while flow.isReading && state != nil {

@@ -40,6 +40,14 @@ final class ReplyFlusher {
         return true
     }
 
+    /// Defers `handler`'s flush to the end of this turn whatever the probe says: for cluster
+    /// replies, which arrive many to a read of a peer's link, and which would otherwise each
+    /// be written with a system call of their own.
+    func deferReplies(_ handler: ClientHandler) {
+        if waiting.isEmpty { loop.assumeIsolated().execute { self.flushAll() } }
+        waiting.append(handler)
+    }
+
     private func flushAll() {
         swap(&waiting, &spare)
         if spare.count == 1 { immediateLeft = Self.probeInterval }

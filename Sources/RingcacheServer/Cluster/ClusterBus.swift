@@ -383,8 +383,7 @@ final class BusHandler: ChannelInboundHandler {
 
     /// Writes the replies that are now in order.
     private func drain() {
-        while let first = waiting.first, var buffer = first.buffer {
-            out.writeBuffer(&buffer)
+        while let first = waiting.first, first.write(into: &out) {
             _ = waiting.removeFirst()
         }
     }

@@ -5,10 +5,53 @@ import NIOCore
 import RESP
 
 /// A reply that a cluster command gives later: its place in the connection's reply order is
-/// taken when the command starts, and it is written once the quorum has answered.
+/// taken when the command starts, and it is written once the quorum has answered. Common
+/// replies are held as what they say, not as bytes: the quorum hot path fills them without
+/// a buffer of their own.
 final class PendingReply {
-    var buffer: ByteBuffer?
-    init(buffer: ByteBuffer? = nil) { self.buffer = buffer }
+    enum Content {
+        case waiting
+        case bytes(ByteBuffer)
+        case ok
+        case integer(Int)
+        /// Null (RESP3's `_`, or RESP2's null bulk string).
+        case null(resp3: Bool)
+        case bulk([UInt8])
+        /// A simple string such as `+string`.
+        case simple(StaticString)
+    }
+
+    var content: Content
+
+    init(buffer: ByteBuffer? = nil) { content = buffer.map { .bytes($0) } ?? .waiting }
+
+    /// The reply as bytes (set: the reply is ready).
+    var buffer: ByteBuffer? {
+        get {
+            guard case .bytes(let bytes) = content else { return nil }
+            return bytes
+        }
+        set { content = newValue.map { .bytes($0) } ?? .waiting }
+    }
+
+    var isReady: Bool {
+        if case .waiting = content { return false }
+        return true
+    }
+
+    /// Appends the reply to `out`; false while it is not ready.
+    func write(into out: inout ByteBuffer) -> Bool {
+        switch content {
+        case .waiting: return false
+        case .bytes(var bytes): out.writeBuffer(&bytes)
+        case .ok: out.writeOK()
+        case .integer(let n): out.writeRESPInteger(n)
+        case .null(let resp3): out.writeRESPNull(resp3: resp3)
+        case .bulk(let bytes): bytes.withUnsafeBytes { out.writeRESPBulk($0) }
+        case .simple(let text): out.writeRESPRaw(text)
+        }
+        return true
+    }
 }
 
 /// A connection's read and write consistency (CONSISTENCY), as a level or a count.
@@ -109,6 +152,7 @@ struct ClusterRouter {
     /// Starts `name`; the reply goes into `reply` when it is known. Returns false when the
     /// command must run locally after all (e.g. SET with options that need a read first).
     func start(_ name: CommandSpec.Name, _ args: RESPArguments, session: Session, now: Int64, reply: PendingReply, errors: inout ByteBuffer) -> Bool {
+        if startHot(name, args, session: session, now: now, reply: reply) { return true }
         let resp3 = session.resp3
         let keys = (1..<args.count).map { Array(args[$0]) }
         let done = completed
@@ -317,6 +361,39 @@ struct ClusterRouter {
             preconditionFailure("\(name) is not routed through the cluster")
         }
         return true
+    }
+
+    /// The quorum hot path (``Coordinator/hotRead(_:key:required:resp3:reply:completed:now:)``):
+    /// single-key reads, plain SET, SETEX, PSETEX and single-key DEL, with nothing allocated
+    /// per request here. False when the command takes the general path.
+    private func startHot(_ name: CommandSpec.Name, _ args: RESPArguments, session: Session, now: Int64, reply: PendingReply) -> Bool {
+        let read: HotCommand
+        switch name {
+        case .get: read = .get
+        case .strlen: read = .strlen
+        case .ttl: read = .ttl
+        case .pttl: read = .pttl
+        case .type: read = .type
+        case .set where args.count == 3:
+            return coordinator.hotWrite(.set, key: args[1], value: args[2], expiry: 0, required: writeQuorum(session), reply: reply,
+                                        completed: completed, now: now)
+        case .setex, .psetex:
+            guard args.count == 4, let amount = args[2].asInteger, amount > 0 else { return false }
+            let (millis, overflow) = Int64(amount).multipliedReportingOverflow(by: name == .setex ? 1000 : 1)
+            let (at, overflow2) = millis.addingReportingOverflow(now)
+            guard !overflow, !overflow2 else { return false }
+            return coordinator.hotWrite(.set, key: args[1], value: args[3], expiry: min(at, maximumExpiry), required: writeQuorum(session),
+                                        reply: reply, completed: completed, now: now)
+        case .del, .unlink:
+            guard args.count == 2 else { return false }
+            return coordinator.hotWrite(.del, key: args[1], value: nil, expiry: 0, required: writeQuorum(session), reply: reply,
+                                        completed: completed, now: now)
+        default:
+            return false
+        }
+        guard args.count == 2 else { return false }
+        return coordinator.hotRead(read, key: args[1], required: readQuorum(session), resp3: session.resp3, reply: reply,
+                                   completed: completed, now: now)
     }
 
     /// The first failure among the answers of a fan-out (a missing answer counts as none).

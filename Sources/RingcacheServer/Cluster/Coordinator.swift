@@ -14,8 +14,8 @@ import RESP
 final class Coordinator: @unchecked Sendable {
     let cluster: ClusterState
     let eventLoop: any EventLoop
-    private var links: [PeerLink?] = []
-    private(set) var readRepairs = 0
+    private(set) var links: [PeerLink?] = []
+    var readRepairs = 0
     /// Timeouts of operations in flight, oldest first. Every operation has the same request
     /// timeout, so this is also deadline order: one repeating sweep expires them, with no
     /// timer scheduled or cancelled per request.
@@ -29,7 +29,7 @@ final class Coordinator: @unchecked Sendable {
     /// The topology generation the links were made for, and that topology (read once per
     /// change, not once per request).
     private var linkedGeneration = -1
-    private var topology: Topology
+    private(set) var topology: Topology
     private var started = false
     let logger: Logger
     /// This node's running rebalance transfer (on the loop that runs membership rounds).
@@ -38,6 +38,8 @@ final class Coordinator: @unchecked Sendable {
     var announced: UInt64 = 0
     /// The epoch whose unowned keys were last removed.
     var cleanedRing: UInt64 = 0
+    /// The quorum hot path's operations (`Coordinator+HotPath.swift`), in reused slots.
+    var hot = HotTable()
 
     init(cluster: ClusterState, eventLoop: any EventLoop, logger: Logger) {
         self.cluster = cluster
@@ -55,7 +57,7 @@ final class Coordinator: @unchecked Sendable {
 
     /// Makes links to members this loop has not linked to yet (members only ever join the
     /// list: one that left keeps its link, which fails once it is gone).
-    private func refreshLinks() {
+    func refreshLinks() {
         let generation = cluster.generation.load(ordering: .acquiring)
         guard generation != linkedGeneration else { return }
         linkedGeneration = generation
@@ -76,6 +78,7 @@ final class Coordinator: @unchecked Sendable {
             }
             let exec = PeerLink(member: index, name: member.name, host: member.host, port: member.busPort, eventLoop: eventLoop,
                                 cluster: cluster, logger: logger) { _ in }
+            link.slots = self
             links.append(link)
             execLinks.append(exec)
             if started {
@@ -134,6 +137,7 @@ final class Coordinator: @unchecked Sendable {
         while let first = deadlines.first, first.deadline <= now {
             deadlines.removeFirst().timeout.fire()
         }
+        expireHotSlots(now: now)
         // RC.EXEC waits for a quorum round at the peer, so its link gets more time.
         for case let link? in links { link.failIfStalled(olderThan: now - cluster.requestTimeout * 2) }
         for case let link? in execLinks { link.failIfStalled(olderThan: now - cluster.requestTimeout * 4) }
@@ -185,7 +189,7 @@ final class Coordinator: @unchecked Sendable {
     }
 
     /// Counts a key coordinated here as owned by this node or not (INFO's ring-routing figures).
-    private func countCoordinated(_ replicas: [Int]) {
+    func countCoordinated<Replicas: Collection<Int>>(_ replicas: Replicas) {
         if replicas.contains(cluster.selfIndex) {
             cluster.node.keysCoordinatedAsReplica.add(1, ordering: .relaxed)
         } else {

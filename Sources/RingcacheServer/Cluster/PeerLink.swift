@@ -37,7 +37,11 @@ final class PeerLink: @unchecked Sendable {
     var keepAliveInterval: TimeAmount { min(.seconds(10), .nanoseconds(cluster.busIdleTimeout.nanoseconds / 3)) }
     private(set) var state = State.idle
     private var channel: (any Channel)?
-    private var callbacks = CircularBuffer<(sent: NIODeadline, callback: (RESPValue?) -> Void)>()
+    /// What each request written waits for, in order: a closure, or (the quorum hot path) a
+    /// slot of the coordinator's, which costs no allocation.
+    private var callbacks = CircularBuffer<Waiter>()
+    /// Where slot waiters' answers go; nil for links that carry no quorum operations.
+    unowned(unsafe) var slots: Coordinator?
     /// Requests made while the connection is being set up; sent once the peer accepted us.
     private var queued: [(ByteBuffer, (RESPValue?) -> Void)] = []
     private var flushScheduled = false
@@ -62,6 +66,43 @@ final class PeerLink: @unchecked Sendable {
 
     var isConnected: Bool { state == .connected }
 
+    /// A request's waiter: its callback, or the coordinator slot its answer goes to.
+    struct Waiter {
+        var sent: NIODeadline
+        var callback: ((RESPValue?) -> Void)?
+        var slot = SlotAddress()
+        var expects = DirectReply.Kind.flag
+    }
+
+    /// The answer `expects` for `slot`'s operation from the replica at `slot.position`.
+    struct SlotAddress {
+        var index: Int32 = -1
+        var generation: UInt32 = 0
+        var position: UInt8 = 0
+    }
+
+    /// The kind of answer the oldest outstanding request waits for, when it waits in a slot:
+    /// its reply is read straight from the bytes.
+    var directKind: DirectReply.Kind? {
+        guard let first = callbacks.first, first.callback == nil else { return nil }
+        return first.expects
+    }
+
+    /// Sends a request of the quorum hot path that `encode` writes into this turn's batch; its
+    /// answer goes to `slot`. False (nothing sent) when the link is not up.
+    func sendDirect(to slot: SlotAddress, expecting kind: DirectReply.Kind, _ encode: (inout ByteBuffer) -> Void) -> Bool {
+        guard state == .connected, let channel, slots != nil else { return false }
+        guard callbacks.count < Self.maximumOutstanding else {
+            logger.warning("cluster bus peer has too many requests outstanding; reconnecting", metadata: ["peer": "\(host):\(port)"])
+            channel.close(promise: nil)
+            return false
+        }
+        lastSent = .now()
+        callbacks.append(Waiter(sent: lastSent, callback: nil, slot: slot, expects: kind))
+        encode(&outbound)
+        scheduleFlush()
+        return true
+    }
     /// Sends a request; `callback` gets the reply decoded for it, or nil if the link failed
     /// or the reply does not answer the request (counted in INFO as a bad reply).
     func send(_ request: BusRequest, _ callback: @escaping (BusReply?) -> Void) {
@@ -125,7 +166,7 @@ final class PeerLink: @unchecked Sendable {
             return false
         }
         lastSent = .now()
-        callbacks.append((lastSent, callback))
+        callbacks.append(Waiter(sent: lastSent, callback: callback))
         return true
     }
 
@@ -217,7 +258,18 @@ final class PeerLink: @unchecked Sendable {
 
     fileprivate func received(_ reply: RESPValue) {
         guard let entry = callbacks.popFirst() else { return }
-        entry.callback(reply)
+        if let callback = entry.callback {
+            callback(reply)
+        } else {
+            // A slot waiter whose answer came in a shape the direct reader was not asked for.
+            slots?.slotAnswered(entry.slot, from: member, .malformed)
+        }
+    }
+
+    /// The oldest request's answer, read straight from its bytes (``directKind``).
+    fileprivate func receivedDirect(_ reply: DirectReply) {
+        guard let entry = callbacks.popFirst() else { return }
+        slots?.slotAnswered(entry.slot, from: member, reply)
     }
 
     fileprivate func closed() {
@@ -226,7 +278,9 @@ final class PeerLink: @unchecked Sendable {
         if state == .connected { linkChanged(-1) }
         let failed = callbacks
         callbacks.removeAll()
-        for entry in failed { entry.callback(nil) }
+        for entry in failed {
+            if let callback = entry.callback { callback(nil) } else { slots?.slotFailed(entry.slot, from: member) }
+        }
         retryLater()
     }
 
@@ -273,9 +327,11 @@ private final class PeerLinkHandler: ChannelInboundHandler {
     private let parser: RESPValueParser
     private var scanner: RESPFrameScanner
     private var tail = ByteBuffer()
+    private let busLimits: BusLimits
 
     init(link: PeerLink, maxBulkLength: Int) {
         self.link = link
+        self.busLimits = link.cluster.busLimits
         // Replies may list every key a peer holds: no element limit beyond memory.
         let limits = RESPLimits(maxBulkLength: maxBulkLength, maxMultibulkLength: Int(Int32.max))
         self.parser = RESPValueParser(limits: limits)
@@ -301,7 +357,16 @@ private final class PeerLinkHandler: ChannelInboundHandler {
     /// Hands on every whole reply in `buffer`. A reply that is whole is parsed once; one
     /// that is not is scanned (once, as its bytes come) until it is, then parsed.
     private func deliver(_ buffer: inout ByteBuffer) throws {
+        var now: Int64?
         while buffer.readableBytes > 0 {
+            if let kind = link.directKind {
+                // The quorum hot path: the frame's end, then its few fields, no value tree.
+                guard let length = try scanner.scan(buffer), var frame = buffer.readSlice(length: length) else { return }
+                let time = now ?? wallClockMillis()
+                now = time
+                link.receivedDirect(DirectReply.read(kind, frame: &frame, limits: busLimits, now: time))
+                continue
+            }
             if scanner.isIdle, let reply = try parser.parse(&buffer) {
                 link.received(reply)
                 continue

@@ -1,0 +1,439 @@
+import CacheStore
+import ClusterCore
+import ClusterProtocol
+import NIOCore
+import RESP
+
+/// The commands the quorum hot path runs.
+enum HotCommand: Sendable {
+    case get, strlen, ttl, pttl, type
+    case set
+    case del
+}
+
+/// One quorum operation of the hot path, in a reused slot: no object, no closure, no reply
+/// buffer per request. A slot is addressed by its index and a generation that changes each
+/// time it is freed, so a late answer for an earlier operation is told apart and dropped.
+struct HotSlot {
+    enum Operation {
+        case free
+        case write(WriteQuorum)
+        case read(NewestRead)
+    }
+
+    var generation: UInt32 = 0
+    var operation = Operation.free
+    var command = HotCommand.get
+    var resp3 = false
+    var reply: PendingReply?
+    var completed: (() -> Void)?
+    /// Answers still to come (the slot of a read is kept for its late answers' repairs).
+    var outstanding = 0
+    var decided = false
+    /// DEL: a replica held a live value.
+    var existed = false
+    /// Reads: the key (for repairs) and the newest answer's value.
+    var key: [UInt8] = []
+    var newestValue: [UInt8] = []
+    var newestIsTombstone = false
+    var newestExpiry: Int64 = 0
+    var newestVersion: Version?
+}
+
+/// The hot path's operations in flight on one event loop: a value the coordinator holds in
+/// one property and changes with one call per event, so the slots are touched without a
+/// dynamic exclusivity check per field. Each call returns what it set off (``Effect``), which
+/// the coordinator carries out once the table is no longer being changed.
+struct HotTable {
+    private(set) var slots: [HotSlot] = []
+    private var free: [Int32] = []
+    /// Deadlines, oldest first (every operation has the same timeout).
+    private var deadlines = CircularBuffer<(deadline: NIODeadline, slot: Int32, generation: UInt32)>()
+    /// A local read's value, copied out under the store's lock (reused: no allocation).
+    var scratch: [UInt8] = []
+
+    /// What an event set off: a reply to hand on, counters, read repairs.
+    struct Effect {
+        var completed: (() -> Void)?
+        var quorumFailed = false
+        var peerReplyError = false
+        /// Read repairs: the replicas (bit i: position i of `replicas`) to send `repair` to.
+        var repairs: UInt64 = 0
+        var replicas = ReplicaList()
+        var repair: VersionedValue?
+        var key: [UInt8] = []
+    }
+
+    /// Takes a slot for an operation over `count` replicas; its address, position 0.
+    mutating func begin(_ operation: HotSlot.Operation, _ command: HotCommand, count: Int, resp3: Bool, key: UnsafeRawBufferPointer?,
+                        reply: PendingReply, completed: @escaping () -> Void, deadline: NIODeadline) -> PeerLink.SlotAddress {
+        let index: Int
+        if let reused = free.popLast() {
+            index = Int(reused)
+        } else {
+            slots.append(HotSlot())
+            index = slots.count - 1
+        }
+        slots[index].operation = operation
+        slots[index].command = command
+        slots[index].resp3 = resp3
+        slots[index].reply = reply
+        slots[index].completed = completed
+        slots[index].outstanding = count
+        slots[index].decided = false
+        slots[index].existed = false
+        slots[index].newestVersion = nil
+        if let key {
+            slots[index].key.removeAll(keepingCapacity: true)
+            slots[index].key.append(contentsOf: key)
+        }
+        deadlines.append((deadline, Int32(index), slots[index].generation))
+        return PeerLink.SlotAddress(index: Int32(index), generation: slots[index].generation, position: 0)
+    }
+
+    /// A replica's answer to the operation at `address` (late and stale answers are dropped).
+    mutating func answer(_ address: PeerLink.SlotAddress, _ answer: DirectReply, now: Int64) -> Effect {
+        var effect = Effect()
+        guard let index = live(address) else { return effect }
+        slots[index].outstanding -= 1
+        let position = Int(address.position)
+        switch slots[index].operation {
+        case .write(var quorum):
+            let action: WriteQuorum.Action?
+            switch answer {
+            case .flag(let flag):
+                if flag && slots[index].command == .del { slots[index].existed = true }
+                action = quorum.onAck(at: position)
+            case .error:
+                action = quorum.onFailure(at: position)
+            case .absent, .entry, .malformed:
+                effect.peerReplyError = true
+                action = quorum.onFailure(at: position)
+            }
+            slots[index].operation = .write(quorum)
+            if let action { finishWrite(index, action, &effect) }
+        case .read:
+            switch answer {
+            case .absent:
+                read(index, position: position, version: nil, expiry: 0, value: nil, now: now, &effect)
+            case .entry(let version, let expiry, let value):
+                if let value {
+                    value.withUnsafeReadableBytes { read(index, position: position, version: version, expiry: expiry, value: $0, now: now, &effect) }
+                } else {
+                    read(index, position: position, version: version, expiry: expiry, value: nil, now: now, &effect)
+                }
+            case .error, .flag, .malformed:
+                if case .error = answer {} else { effect.peerReplyError = true }
+                failRead(index, position: position, now: now, &effect)
+            }
+        case .free:
+            break
+        }
+        releaseIfDone(index)
+        return effect
+    }
+
+    /// This node's own answer to a read, from ``scratch`` (nil `found`: no such key).
+    mutating func answerLocally(_ address: PeerLink.SlotAddress, found: (version: Version, expiry: Int64, hasValue: Bool)?, now: Int64) -> Effect {
+        var effect = Effect()
+        guard let index = live(address) else { return effect }
+        slots[index].outstanding -= 1
+        let scratch = self.scratch
+        scratch.withUnsafeBytes { bytes in
+            read(index, position: Int(address.position), version: found?.version, expiry: found?.expiry ?? 0,
+                 value: found?.hasValue == true ? bytes : nil, now: now, &effect)
+        }
+        releaseIfDone(index)
+        return effect
+    }
+
+    /// A replica that could not be asked, or whose link went down before it answered.
+    mutating func fail(_ address: PeerLink.SlotAddress, now: Int64) -> Effect {
+        var effect = Effect()
+        guard let index = live(address) else { return effect }
+        slots[index].outstanding -= 1
+        switch slots[index].operation {
+        case .write(var quorum):
+            let action = quorum.onFailure(at: Int(address.position))
+            slots[index].operation = .write(quorum)
+            if let action { finishWrite(index, action, &effect) }
+        case .read:
+            failRead(index, position: Int(address.position), now: now, &effect)
+        case .free:
+            break
+        }
+        releaseIfDone(index)
+        return effect
+    }
+
+    /// The request timeout: undecided operations fail, decided reads stop waiting for late
+    /// answers. Appends what that set off to `effects`.
+    mutating func expire(before deadline: NIODeadline, now: Int64, into effects: inout [Effect]) {
+        while let first = deadlines.first, first.deadline <= deadline {
+            _ = deadlines.removeFirst()
+            let index = Int(first.slot)
+            guard index < slots.count, slots[index].generation == first.generation else { continue }
+            var effect = Effect()
+            switch slots[index].operation {
+            case .write(var quorum):
+                if let action = quorum.onTimeout() { finishWrite(index, action, &effect) }
+            case .read(var read):
+                let decision = read.onTimeout()
+                slots[index].operation = .read(read)
+                if let decision { finishRead(index, decision, now: now, &effect) }
+            case .free:
+                continue
+            }
+            release(index)
+            effects.append(effect)
+        }
+    }
+
+    // MARK: Reads
+
+    private mutating func read(_ index: Int, position: Int, version: Version?, expiry: Int64, value: UnsafeRawBufferPointer?, now: Int64,
+                               _ effect: inout Effect) {
+        guard case .read(var read) = slots[index].operation else { return }
+        let step = read.onAnswer(at: position, version: version)
+        slots[index].operation = .read(read)
+        if step.isNewest {
+            slots[index].newestVersion = version
+            slots[index].newestExpiry = expiry
+            slots[index].newestIsTombstone = value == nil
+            slots[index].newestValue.removeAll(keepingCapacity: true)
+            if let value { slots[index].newestValue.append(contentsOf: value) }
+        }
+        if let decision = step.decision { finishRead(index, decision, now: now, &effect) }
+        if step.repairs != 0, let newest = slots[index].newestVersion {
+            effect.repairs = step.repairs
+            effect.replicas = read.replicas
+            effect.repair = VersionedValue(version: newest, value: slots[index].newestIsTombstone ? nil : slots[index].newestValue,
+                                           expiry: slots[index].newestExpiry)
+            effect.key = slots[index].key
+        }
+    }
+
+    private mutating func failRead(_ index: Int, position: Int, now: Int64, _ effect: inout Effect) {
+        guard case .read(var read) = slots[index].operation else { return }
+        let decision = read.onFailure(at: position)
+        slots[index].operation = .read(read)
+        if let decision { finishRead(index, decision, now: now, &effect) }
+    }
+
+    // MARK: Outcomes
+
+    private mutating func finishWrite(_ index: Int, _ action: WriteQuorum.Action, _ effect: inout Effect) {
+        guard !slots[index].decided else { return }
+        slots[index].decided = true
+        switch action {
+        case .succeed:
+            slots[index].reply?.content = slots[index].command == .del ? .integer(slots[index].existed ? 1 : 0) : .ok
+        case .fail(let error):
+            effect.quorumFailed = true
+            slots[index].reply?.content = .bytes(Self.errorReply(error.message))
+        }
+        complete(index, &effect)
+    }
+
+    private mutating func finishRead(_ index: Int, _ decision: NewestRead.Decision, now: Int64, _ effect: inout Effect) {
+        guard !slots[index].decided else { return }
+        slots[index].decided = true
+        switch decision {
+        case .fail(let error):
+            effect.quorumFailed = true
+            slots[index].reply?.content = .bytes(Self.errorReply(error.message))
+        case .reply(let newest):
+            let slot = slots[index]
+            let live = newest != nil && !slot.newestIsTombstone && (slot.newestExpiry == 0 || slot.newestExpiry > now)
+            let content: PendingReply.Content
+            switch slot.command {
+            case .get: content = live ? .bulk(slot.newestValue) : .null(resp3: slot.resp3)
+            case .strlen: content = .integer(live ? slot.newestValue.count : 0)
+            case .type: content = .simple(live ? "+string\r\n" : "+none\r\n")
+            case .ttl, .pttl:
+                if !live {
+                    content = .integer(-2)
+                } else if slot.newestExpiry == 0 {
+                    content = .integer(-1)
+                } else {
+                    let left = max(0, slot.newestExpiry - now)
+                    content = .integer(Int(slot.command == .ttl ? (left + 500) / 1000 : left))
+                }
+            case .set, .del: preconditionFailure("not a read")
+            }
+            slots[index].reply?.content = content
+        }
+        complete(index, &effect)
+    }
+
+    private mutating func complete(_ index: Int, _ effect: inout Effect) {
+        effect.completed = slots[index].completed
+        slots[index].reply = nil
+        slots[index].completed = nil
+    }
+
+    private static func errorReply(_ message: String) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeRESPError(message)
+        return buffer
+    }
+
+    // MARK: Slots
+
+    private func live(_ address: PeerLink.SlotAddress) -> Int? {
+        let index = Int(address.index)
+        guard index >= 0, index < slots.count, slots[index].generation == address.generation else { return nil }
+        if case .free = slots[index].operation { return nil }
+        return index
+    }
+
+    /// Frees a decided operation once no answer is to come: a write at once (late answers
+    /// change nothing), a read after its last answer (late answers plan repairs).
+    private mutating func releaseIfDone(_ index: Int) {
+        guard slots[index].decided else { return }
+        if case .read = slots[index].operation, slots[index].outstanding > 0 { return }
+        release(index)
+    }
+
+    private mutating func release(_ index: Int) {
+        guard !isFree(index) else { return }
+        slots[index].operation = .free
+        slots[index].generation &+= 1
+        slots[index].reply = nil
+        slots[index].completed = nil
+        free.append(Int32(index))
+    }
+
+    private func isFree(_ index: Int) -> Bool {
+        if case .free = slots[index].operation { return true }
+        return false
+    }
+}
+
+/// The quorum hot path: single-key GET, STRLEN, TTL, PTTL, TYPE, plain SET (SETEX, PSETEX)
+/// and single-key DEL under last-write-wins, while the ring is settled and every replica's
+/// link is up. Decisions come from the pure ``WriteQuorum`` and ``NewestRead``; requests to
+/// the peers are written straight into this turn's batch of each link, and their answers read
+/// straight from the bytes (``DirectReply``) into the operation's slot (``HotTable``).
+/// Everything else (and this, when a condition does not hold) takes the general path, which
+/// decides the same way.
+extension Coordinator {
+    /// The replicas of `key` when the hot path can run for it now; nil when it cannot.
+    private func hotReplicas(_ key: UnsafeRawBufferPointer, writing: Bool, now: Int64) -> ReplicaList? {
+        refreshLinks()
+        guard topology.previous == nil, !cluster.usesVectorClocks else { return nil }
+        if let durable = cluster.node.durable {
+            // fsync always acknowledges after the commit, a failing disk answers for itself,
+            // and a key that may be on disk only is read through first: the general path.
+            if writing, durable.fsync == .always || durable.failureReason != nil { return nil }
+            if !writing, cluster.node.needsReadThrough(key, now: now) { return nil }
+        }
+        let replicas = topology.ring.replicaList(forPosition: HashRing.position(of: key))
+        guard replicas.count > 0 else { return nil }
+        for member in replicas where member != cluster.selfIndex {
+            guard member < links.count, let link = links[member], link.isConnected else { return nil }
+        }
+        if cluster.sloppyQuorum, !cluster.deadMembers.isEmpty { return nil }
+        return replicas
+    }
+
+    /// Starts a hot-path write (SET with `value`, DEL with nil); false when it must take the
+    /// general path. `reply` is filled, and `completed` called, once the quorum decides.
+    func hotWrite(_ command: HotCommand, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, expiry: Int64, required: Int,
+                  reply: PendingReply, completed: @escaping () -> Void, now: Int64) -> Bool {
+        guard let replicas = hotReplicas(key, writing: true, now: now) else { return false }
+        countCoordinated(replicas)
+        let version = store.nextVersion(now: now)
+        var address = hot.begin(.write(WriteQuorum(replicas: replicas, required: min(required, replicas.count))), command, count: replicas.count,
+                                resp3: false, key: nil, reply: reply, completed: completed, deadline: .now() + cluster.requestTimeout)
+        var local: UInt8?
+        for (position, member) in replicas.enumerated() {
+            address.position = UInt8(position)
+            guard member != cluster.selfIndex else {
+                local = address.position
+                continue
+            }
+            let sent = links[member]?.sendDirect(to: address, expecting: .flag) { out in
+                if let value {
+                    BusRequest.encodePut(key: key, version: version, expiry: expiry, value: value, into: &out)
+                } else {
+                    BusRequest.encodeDelete(key: key, version: version, into: &out)
+                }
+            } ?? false
+            if !sent { carryOut(hot.fail(address, now: now)) }
+        }
+        // This replica last: every request is written before the quorum can decide.
+        if let local {
+            address.position = local
+            let existed = value == nil && store.contains(key, now: now)
+            store.applyVersioned(key, value: value, expiry: expiry, version: version, now: now, tombstoneTTL: cluster.tombstoneTTL)
+            carryOut(hot.answer(address, .flag(existed), now: now))
+        }
+        return true
+    }
+
+    /// Starts a hot-path read; false when it must take the general path.
+    func hotRead(_ command: HotCommand, key: UnsafeRawBufferPointer, required: Int, resp3: Bool,
+                 reply: PendingReply, completed: @escaping () -> Void, now: Int64) -> Bool {
+        guard let replicas = hotReplicas(key, writing: false, now: now) else { return false }
+        countCoordinated(replicas)
+        var address = hot.begin(.read(NewestRead(replicas: replicas, required: min(required, replicas.count))), command, count: replicas.count,
+                                resp3: resp3, key: key, reply: reply, completed: completed, deadline: .now() + cluster.requestTimeout)
+        var local: UInt8?
+        for (position, member) in replicas.enumerated() {
+            address.position = UInt8(position)
+            guard member != cluster.selfIndex else {
+                local = address.position
+                continue
+            }
+            let sent = links[member]?.sendDirect(to: address, expecting: .entry) { BusRequest.encodeGet(key: key, into: &$0) } ?? false
+            if !sent { carryOut(hot.fail(address, now: now)) }
+        }
+        if let local {
+            address.position = local
+            // Copied out under the store's lock, answered after it: an answer may complete
+            // the operation, and nothing that follows may run under a shard's lock.
+            var found: (version: Version, expiry: Int64, hasValue: Bool)?
+            store.readVersioned(key, now: now) { entry in
+                guard let entry else { return }
+                found = (entry.version, entry.expiry, entry.value != nil)
+                hot.scratch.removeAll(keepingCapacity: true)
+                if let value = entry.value { hot.scratch.append(contentsOf: value) }
+            }
+            carryOut(hot.answerLocally(address, found: found, now: now))
+        }
+        return true
+    }
+
+    /// A peer's answer for the hot path (``PeerLink``).
+    func slotAnswered(_ address: PeerLink.SlotAddress, from member: Int, _ answer: DirectReply) {
+        // Versions seen from peers move this node's clock on, so its next write orders after them.
+        if case .entry(let version, _, _) = answer { store.observe(version.timestamp) }
+        carryOut(hot.answer(address, answer, now: wallClockMillis()))
+    }
+
+    /// A request of the hot path that failed on its link (``PeerLink``).
+    func slotFailed(_ address: PeerLink.SlotAddress, from member: Int) {
+        carryOut(hot.fail(address, now: wallClockMillis()))
+    }
+
+    func expireHotSlots(now: NIODeadline) {
+        var effects: [HotTable.Effect] = []
+        hot.expire(before: now, now: wallClockMillis(), into: &effects)
+        for effect in effects { carryOut(effect) }
+    }
+
+    /// Does what an event of the table set off, once the table is no longer being changed.
+    private func carryOut(_ effect: HotTable.Effect) {
+        if effect.peerReplyError { cluster.busGuard.count(.peerReplyError) }
+        if effect.quorumFailed { cluster.node.quorumFailures.add(1, ordering: .relaxed) }
+        if effect.repairs != 0, let repair = effect.repair {
+            for position in effect.replicas.indices where effect.repairs & (1 << position) != 0 {
+                readRepairs += 1
+                cluster.node.readRepairs.add(1, ordering: .relaxed)
+                replicate(effect.key, repair, to: effect.replicas[position], now: wallClockMillis()) { _ in }
+            }
+        }
+        effect.completed?()
+    }
+}
