@@ -48,12 +48,24 @@ final class Coordinator: @unchecked Sendable {
         self.topology = cluster.topology
         refreshLinks()
         // Links to a member that joined are made at once, so that they are up before the
-        // first request needs them.
-        cluster.onTopologyChange { [weak self] _ in
-            guard let self else { return }
-            self.eventLoop.execute { self.refreshLinks() }
+        // first request needs them. The observer holds the coordinator through a handle that
+        // `stop()` empties, not weakly: a weak reference gives an object a side table, and
+        // makes every retain and release of it (many per request here) take the slow path.
+        let handle = self.handle
+        handle.coordinator = self
+        let loop = eventLoop
+        cluster.onTopologyChange { _ in
+            loop.execute { handle.coordinator?.refreshLinks() }
         }
     }
+
+    /// What the topology observer reaches the coordinator through; emptied at the stop.
+    /// Touched on the coordinator's event loop only.
+    final class Handle: @unchecked Sendable {
+        var coordinator: Coordinator?
+    }
+
+    private let handle = Handle()
 
     /// Makes links to members this loop has not linked to yet (members only ever join the
     /// list: one that left keeps its link, which fails once it is gone).
@@ -106,6 +118,7 @@ final class Coordinator: @unchecked Sendable {
 
     func stop() {
         eventLoop.execute { [self] in
+            handle.coordinator = nil
             sweep?.cancel()
             for link in links + execLinks { link?.stop() }
         }

@@ -97,7 +97,9 @@ final class PeerLink: @unchecked Sendable {
             channel.close(promise: nil)
             return false
         }
-        lastSent = .now()
+        // The time of this turn's first request (set again at each flush): no clock read per
+        // request; the stall check allows twice the request timeout anyway.
+        if !flushScheduled { lastSent = .now() }
         callbacks.append(Waiter(sent: lastSent, callback: nil, slot: slot, expects: kind))
         encode(&outbound)
         scheduleFlush()
