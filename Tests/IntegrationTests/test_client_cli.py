@@ -65,20 +65,26 @@ def test_the_prompt_edits_lines_and_recalls_history(server, tmp_path):
                 except OSError:
                     break
 
+    def answered(needle):
+        # The answer, then the next prompt: the prompt is drawn once the terminal is in raw
+        # mode again, so keys sent after it reach the line editor, not the kernel's.
+        read_until(needle)
+        read_until(b"\r\n" + f"127.0.0.1:{server.port}> ".encode())
+
     try:
         read_until(b"> ")
         os.write(fd, b"set greeting hullo\r")
-        read_until(b"OK")
+        answered(b"OK")
         # Left arrow twice, backspace, retype: "hullo" becomes "hello" before the line is sent.
         output = b""
         os.write(fd, b"set greeting hullo\x1b[D\x1b[D\x1b[D\x7fe\r")
-        read_until(b"OK")
+        answered(b"OK")
         output = b""
         os.write(fd, b"get greeting\r")
-        read_until(b'"hello"')
+        answered(b'"hello"')
         output = b""
         os.write(fd, b"\x1b[A\r")  # up arrow: the last command again
-        read_until(b'"hello"')
+        answered(b'"hello"')
         os.write(fd, b"quit\r")
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0

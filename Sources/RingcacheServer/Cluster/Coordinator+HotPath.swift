@@ -346,21 +346,12 @@ extension Coordinator {
         let version = store.nextVersion(now: now)
         var address = hot.begin(.write(WriteQuorum(replicas: replicas, required: min(required, replicas.count))), command, count: replicas.count,
                                 resp3: false, key: nil, reply: reply, completed: completed, deadline: .now() + cluster.requestTimeout)
-        var local: UInt8?
-        for (position, member) in replicas.enumerated() {
-            address.position = UInt8(position)
-            guard member != cluster.selfIndex else {
-                local = address.position
-                continue
+        let local = askPeers(replicas, address, expecting: .flag, now: now) { out in
+            if let value {
+                BusRequest.encodePut(key: key, version: version, expiry: expiry, value: value, into: &out)
+            } else {
+                BusRequest.encodeDelete(key: key, version: version, into: &out)
             }
-            let sent = links[member]?.sendDirect(to: address, expecting: .flag) { out in
-                if let value {
-                    BusRequest.encodePut(key: key, version: version, expiry: expiry, value: value, into: &out)
-                } else {
-                    BusRequest.encodeDelete(key: key, version: version, into: &out)
-                }
-            } ?? false
-            if !sent { carryOut(hot.fail(address, now: now)) }
         }
         // This replica last: every request is written before the quorum can decide.
         if let local {
@@ -379,16 +370,7 @@ extension Coordinator {
         countCoordinated(replicas)
         var address = hot.begin(.read(NewestRead(replicas: replicas, required: min(required, replicas.count))), command, count: replicas.count,
                                 resp3: resp3, key: key, reply: reply, completed: completed, deadline: .now() + cluster.requestTimeout)
-        var local: UInt8?
-        for (position, member) in replicas.enumerated() {
-            address.position = UInt8(position)
-            guard member != cluster.selfIndex else {
-                local = address.position
-                continue
-            }
-            let sent = links[member]?.sendDirect(to: address, expecting: .entry) { BusRequest.encodeGet(key: key, into: &$0) } ?? false
-            if !sent { carryOut(hot.fail(address, now: now)) }
-        }
+        let local = askPeers(replicas, address, expecting: .entry, now: now) { BusRequest.encodeGet(key: key, into: &$0) }
         if let local {
             address.position = local
             // Copied out under the store's lock, answered after it: an answer may complete
@@ -403,6 +385,24 @@ extension Coordinator {
             carryOut(hot.answerLocally(address, found: found, now: now))
         }
         return true
+    }
+
+    /// Writes the request `encode` makes into the batch of every replica's link but this
+    /// node's; a replica that cannot be asked counts as failed at once. Returns this node's
+    /// position among the replicas, if it is one.
+    private func askPeers(_ replicas: ReplicaList, _ operation: PeerLink.SlotAddress, expecting kind: DirectReply.Kind, now: Int64,
+                          _ encode: (inout ByteBuffer) -> Void) -> UInt8? {
+        var address = operation
+        var local: UInt8?
+        for (position, member) in replicas.enumerated() {
+            address.position = UInt8(position)
+            guard member != cluster.selfIndex else {
+                local = address.position
+                continue
+            }
+            if !(links[member]?.sendDirect(to: address, expecting: kind, encode) ?? false) { carryOut(hot.fail(address, now: now)) }
+        }
+        return local
     }
 
     /// A peer's answer for the hot path (``PeerLink``).
