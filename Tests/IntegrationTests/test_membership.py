@@ -287,11 +287,14 @@ def test_forged_and_malformed_gossip_packets_are_dropped_and_counted(tmp_path):
                 udp.sendto(b"xyz", ("127.0.0.1", c.bus_ports["n1"]))                     # too short
         c.wait_until(lambda: c.info("n1")["gossip_dropped_bad_mac"] >= before["gossip_dropped_bad_mac"] + 3
                      and c.info("n1")["gossip_dropped_malformed"] >= before["gossip_dropped_malformed"] + 2)
-        # Gossip carries on: every member still alive everywhere.
-        time.sleep(1)
+        # Gossip carries on: every member alive everywhere (a ping answered late on a loaded
+        # machine may make one suspect for a moment; it must come back, and none is declared dead).
         assert c.client("n1").set("still", "works") and c.client("n3").get("still") == b"works"
-        states = [line.split()[3].split(",")[-1] for line in c.client("n2").execute_command("CLUSTER", "NODES").decode().splitlines()]
-        assert states == ["alive"] * 3, states
+
+        def states():
+            return [line.split()[3].split(",")[-1] for line in c.client("n2").execute_command("CLUSTER", "NODES").decode().splitlines()]
+        c.wait_until(lambda: states() == ["alive"] * 3, timeout=10)
+        assert "dead" not in states()
     finally:
         c.stop_all()
 
