@@ -79,41 +79,67 @@ extension ClusterState {
 }
 
 extension Coordinator {
-    /// One anti-entropy round with every reachable peer.
+    /// One anti-entropy round with every reachable peer; ``AntiEntropyRound`` decides what to
+    /// ask and what to pull and push, this shell sends it. A round that has not finished by the
+    /// next one is replaced (its late answers are ignored).
     func antiEntropyRound() {
-        let now = wallClockMillis()
-        let down = unreachable
         cluster.node.antiEntropyRounds.add(1, ordering: .relaxed)
-        for peer in cluster.members.indices where peer != cluster.selfIndex && !down.contains(peer) {
-            guard let link = link(to: peer) else { continue }
-            let local = cluster.digest(sharedWith: peer, now: now)
-            link.send(.tree(requester: cluster.selfName)) { [self] reply in
-                guard case .digest(let theirs)? = reply else { return }
-                guard theirs.count == local.buckets.count, local.root != MerkleDigest.root(of: theirs) else { return }
-                let differing = local.differingBuckets(from: theirs).prefix(ClusterState.antiEntropyBucketsPerRound)
-                exchange(with: peer, buckets: Set(differing))
-            }
-        }
+        let down = unreachable
+        antiEntropyGeneration &+= 1
+        antiEntropy = AntiEntropyRound(mode: cluster.usesVectorClocks ? .siblings : .lastWriteWins,
+                                       bucketsPerRound: ClusterState.antiEntropyBucketsPerRound)
+        let peers = cluster.members.indices.filter { $0 != cluster.selfIndex && !down.contains($0) }
+        let actions = antiEntropy?.start(peers: peers) ?? []
+        perform(actions, round: antiEntropyGeneration)
     }
 
-    /// Lists the peer's entries in `buckets`, pulls those it has newer, pushes those this node
-    /// has newer.
-    private func exchange(with peer: Int, buckets: Set<Int>) {
-        link(to: peer)?.send(.bucket(requester: cluster.selfName, buckets: buckets.sorted())) { [self] reply in
-            guard case .versions(let entries)? = reply else { return }
-            let now = wallClockMillis()
-            var theirs: [[UInt8]: Version] = [:]
-            for entry in entries { theirs[Array(entry.key.readableBytesView)] = entry.version }
-            var mine: [[UInt8]: Version] = [:]
-            for (key, version, _) in cluster.entries(sharedWith: peer, buckets: buckets, now: now) { mine[key] = version }
-            if cluster.usesVectorClocks {
-                // Fingerprints have no order: where they differ, each side gets the other's siblings.
-                for (key, version) in theirs where mine[key] != version { pullSiblings(key, from: peer) }
-                for (key, version) in mine where theirs[key] != version { pushSiblings(key, to: peer, now: now) }
-                return
+    /// Feeds one event to the running round, if it is still round `generation`.
+    private func onRound(_ generation: UInt64, _ event: (inout AntiEntropyRound) -> [AntiEntropyRound.Action]) {
+        guard generation == antiEntropyGeneration, var round = antiEntropy else { return }
+        let actions = event(&round)
+        antiEntropy = round
+        perform(actions, round: generation)
+    }
+
+    private func perform(_ actions: [AntiEntropyRound.Action], round generation: UInt64) {
+        let now = wallClockMillis()
+        for action in actions {
+            switch action {
+            case .requestDigest(let peer):
+                guard let link = link(to: peer) else {
+                    onRound(generation) { $0.onFailure(peer: peer); return [] }
+                    continue
+                }
+                link.send(.tree(requester: cluster.selfName)) { [self] reply in
+                    onRound(generation) { round in
+                        guard case .digest(let theirs)? = reply else {
+                            round.onFailure(peer: peer)
+                            return []
+                        }
+                        return round.onDigest(from: peer, theirs: theirs, local: cluster.digest(sharedWith: peer, now: wallClockMillis()))
+                    }
+                }
+            case .requestVersions(let peer, let buckets):
+                guard let link = link(to: peer) else {
+                    onRound(generation) { $0.onFailure(peer: peer); return [] }
+                    continue
+                }
+                link.send(.bucket(requester: cluster.selfName, buckets: buckets)) { [self] reply in
+                    onRound(generation) { round in
+                        guard case .versions(let entries)? = reply else {
+                            round.onFailure(peer: peer)
+                            return []
+                        }
+                        let theirs = entries.map { (Array($0.key.readableBytesView), $0.version) }
+                        let mine = cluster.entries(sharedWith: peer, buckets: Set(buckets), now: wallClockMillis()).map { ($0.0, $0.1) }
+                        return round.onVersions(from: peer, theirs: theirs, mine: mine)
+                    }
+                }
+            case .pull(let key, let peer):
+                if cluster.usesVectorClocks { pullSiblings(key, from: peer) } else { pull(key, from: peer) }
+            case .push(let key, let peer):
+                if cluster.usesVectorClocks { pushSiblings(key, to: peer, now: now) } else { push(key, to: peer, now: now) }
             }
-            for (key, version) in theirs where mine[key].map({ $0 < version }) ?? true { pull(key, from: peer) }
-            for (key, version) in mine where theirs[key].map({ $0 < version }) ?? true { push(key, to: peer, now: now) }
         }
     }
 

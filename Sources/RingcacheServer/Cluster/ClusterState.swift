@@ -130,7 +130,8 @@ final class ClusterState: Sendable {
         self.maxSiblings = configuration.maxSiblings
         self.sloppyQuorum = configuration.sloppyQuorum
         self.hints = HintStore(limits: .init(count: configuration.hintMaxCount, bytes: configuration.hintMaxBytes,
-                                             age: Int64(configuration.hintMaxAge) * 1000))
+                                             age: Int64(configuration.hintMaxAge) * 1000,
+                                             tombstoneTTL: Int64(configuration.tombstoneTTL) * 1000))
         self.rebalance = RebalanceState(maxBytesPerSecond: configuration.rebalanceMaxBytesPerSec)
     }
 

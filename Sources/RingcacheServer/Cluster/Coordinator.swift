@@ -38,6 +38,10 @@ final class Coordinator: @unchecked Sendable {
     var announced: UInt64 = 0
     /// The epoch whose unowned keys were last removed.
     var cleanedRing: UInt64 = 0
+    /// The anti-entropy round running on this loop, and its number (answers to an earlier
+    /// round are dropped).
+    var antiEntropy: AntiEntropyRound?
+    var antiEntropyGeneration: UInt64 = 0
     /// The quorum hot path's operations (`Coordinator+HotPath.swift`), in reused slots.
     var hot = HotTable()
 
@@ -420,21 +424,20 @@ final class Coordinator: @unchecked Sendable {
         }
     }
 
-    /// Drops stale hints, then replays those kept for members that are reachable again (up to
-    /// 1,000 per member per call); those that fail go back to the store for the next call.
+    /// One period of hinted handoff: ``HintReplay`` drops the stale hints and hands out a
+    /// batch for each owner that is reachable again; what the owner does not acknowledge waits
+    /// for the next period.
     func replayHints() {
         let now = wallClockMillis()
-        cluster.hints.purge(now: now, tombstoneTTL: cluster.tombstoneTTL)
         let down = unreachable
-        for owner in cluster.hints.owners where !down.contains(owner) && owner != cluster.selfIndex {
-            let batch = cluster.hints.take(for: owner, limit: 1000)
-            guard !batch.isEmpty else { continue }
-            let cluster = self.cluster
-            let fanIn = FanIn<Bool>(count: batch.count) { delivered in
-                cluster.hints.delivered.add(delivered.filter { $0 == true }.count, ordering: .relaxed)
-                cluster.hints.giveBack(zip(batch, delivered).compactMap { $1 == true ? nil : $0 })
+        let me = cluster.selfIndex
+        let hints = cluster.hints
+        for batch in hints.tick(now: now, reachable: { !down.contains($0) && $0 != me }) {
+            let owner = batch.owner
+            let fanIn = FanIn<Bool>(count: batch.hints.count) { arrived in
+                hints.delivered(owner: owner, arrived.map { $0 == true })
             }
-            for (index, hint) in batch.enumerated() {
+            for (index, hint) in batch.hints.enumerated() {
                 replicate(hint.key, hint.value, to: owner, now: now) { fanIn.answer(index, $0 != nil) }
             }
         }
