@@ -124,24 +124,26 @@ final class RebalanceState: Sendable {
     }
 }
 
-/// One run of sending this node's keys to the members that gain them, from the ring `old`
-/// to the ring `new`. Confined to the coordinator's event loop.
+/// Where a rebalance walk stands: in memory (the store's scan cursor; 0 at the start and at
+/// the end) or, with persistence under last-write-wins, in the SQLite table.
+enum ScanCursor: Sendable, Equatable {
+    case memory(UInt64)
+    case disk(DiskCursor)
+}
+
+/// This node's running transfer: the pure ``RebalanceRun`` that decides, and what the shell
+/// holds for it between events (the step's entries, the big value being sent in chunks).
+/// Confined to the coordinator's event loop.
 final class RebalanceTransfer: @unchecked Sendable {
     let epoch: UInt64
     /// The ring it sends for (``Topology/ringID``).
     let ringID: UInt64
-    let old: HashRing
-    let new: HashRing
-    /// Where the store scan resumes: it moves on only once a batch is acknowledged.
-    var cursor: UInt64 = 0
-    /// With persistence: where the walk of the SQLite table stands (nil at the start).
-    var diskCursor: DiskCursor?
-    /// Keys scanned per step, adapted to the size of the values.
-    var scanCount = 256
-    var cancelled = false
+    var run: RebalanceRun<ScanCursor>
+    /// The step's entries, as the scan found them.
+    var outgoing: [Outgoing] = []
     /// The big value being sent in chunks and how much of it the receiver acknowledged: a
     /// step sent again after a failure goes on from there.
-    var chunked: (target: Int, key: [UInt8], version: Version, offset: Int)?
+    var chunked: (value: ChunkedValue, offset: Int)?
     /// Big values of the current step already sent whole: a step sent again skips them.
     var chunkedDone: Set<ChunkedValue> = []
     struct ChunkedValue: Hashable {
@@ -149,24 +151,25 @@ final class RebalanceTransfer: @unchecked Sendable {
         var key: [UInt8]
         var version: Version
     }
-    /// A takeover run: the old owners an earlier run of this node covered. Keys that run sent
-    /// (this node first among their replicas once those are left out) are skipped. nil for a
-    /// first run.
-    let sentBefore: Set<Int>?
-    /// Counted as down at every step whatever links and gossip say (a takeover: what the
-    /// earlier run covered and the dead it takes over from), so the run covers them.
-    let countedDown: Set<Int>
-    /// Old owners counted as down at every step so far: this node sends every key whose old
-    /// replicas before it are all in this set (``TransferCoverage``). nil before the first step.
-    var covered: Set<Int>?
 
-    init(topology: Topology, old: HashRing, sentBefore: Set<Int>? = nil, countedDown: Set<Int> = []) {
+    /// One entry to send: a key's versioned value for one member that gains it.
+    struct Outgoing {
+        var target: Int
+        var key: [UInt8]
+        var version: Version
+        var expiry: Int64
+        var value: [UInt8]?
+        /// Under vector clocks: the key's siblings, sent whole with RC.VPUT.
+        var siblings: SiblingSet? = nil
+        var siblingBytes = 0
+        var size: Int { key.count + (value?.count ?? 0) + siblingBytes + 32 }
+        var isBig: Bool { (value?.count ?? 0) > Coordinator.rebalanceChunkBytes }
+    }
+
+    init(topology: Topology, run: RebalanceRun<ScanCursor>) {
         self.epoch = topology.epoch
         self.ringID = topology.ringID
-        self.old = old
-        self.new = topology.ring
-        self.sentBefore = sentBefore
-        self.countedDown = countedDown
+        self.run = run
     }
 }
 
@@ -184,17 +187,16 @@ extension Coordinator {
         let state = cluster.rebalance
         if let transfer, transfer.ringID == topology.ringID { return }
         if state.finished(ring: topology.ringID).contains(cluster.selfName) { return }
-        transfer?.cancelled = true
-        let run = RebalanceTransfer(topology: topology, old: old)
-        if let cursor = savedCursor(for: topology.ringID) {
-            // This node restarted while sending for this ring: its walk goes on from where it
-            // stood. What came before was sent with down sets nobody knows now: it covers nobody.
-            run.diskCursor = cursor
-            run.covered = []
+        transfer?.run.cancel()
+        // This node restarted while sending for this ring: its walk goes on from where it
+        // stood (and covers nobody: what came before was sent with down sets nobody knows now).
+        let resumed = savedCursor(for: topology.ringID)
+        if resumed != nil {
             state.resumed.add(1, ordering: .relaxed)
             logger.info("rebalance: going on from where the walk stood before a restart", metadata: ["epoch": "\(topology.epoch)"])
         }
-        begin(run)
+        begin(RebalanceTransfer(topology: topology, run: RebalanceRun(
+            old: old, new: topology.ring, sender: cluster.selfIndex, settings: settings(), resumeAfter: resumed.map { .disk($0) })))
         logger.info("rebalance: sending the keys other members gain", metadata: ["epoch": "\(topology.epoch)", "keys": "\(store.count)"])
     }
 
@@ -223,15 +225,19 @@ extension Coordinator {
         durable.setMeta(Self.cursorMeta, bytes)
     }
 
-    private func begin(_ run: RebalanceTransfer) {
+    private func begin(_ transfer: RebalanceTransfer) {
         let state = cluster.rebalance
-        transfer = run
-        state.epoch.store(run.epoch, ordering: .relaxed)
+        self.transfer = transfer
+        state.epoch.store(transfer.epoch, ordering: .relaxed)
         state.sending.store(true, ordering: .relaxed)
         state.keysTotal.store(cluster.node.durable.map { max($0.rows.load(ordering: .relaxed), store.count) } ?? store.count, ordering: .relaxed)
         state.keysScanned.store(0, ordering: .relaxed)
         state.transfersStarted.add(1, ordering: .relaxed)
-        rebalanceStep(run)
+        nextStep(transfer)
+    }
+
+    private func settings() -> RebalanceRun<ScanCursor>.Settings {
+        RebalanceRun.Settings(maxBytesPerSecond: cluster.rebalance.maxBytesPerSecond, batchBytes: Self.rebalanceBatchBytes)
     }
 
     /// An old owner died before it finished sending, and this node's finished run did not
@@ -248,73 +254,86 @@ extension Coordinator {
         cluster.rebalance.takeovers.add(1, ordering: .relaxed)
         logger.warning("rebalance: old owners died before they finished sending; sending their share",
                        metadata: ["epoch": "\(topology.epoch)", "dead": "\(owed.sorted())"])
-        begin(RebalanceTransfer(topology: topology, old: old, sentBefore: indices(covered),
-                                countedDown: indices(covered.union(owed))))
+        begin(RebalanceTransfer(topology: topology, run: RebalanceRun(
+            old: old, new: topology.ring, sender: cluster.selfIndex, settings: settings(), sentBefore: indices(covered),
+            countedDown: indices(covered.union(owed)))))
     }
 
-    /// One entry to send: a key's versioned value for one member that gains it.
-    private struct Outgoing {
-        var target: Int
-        var key: [UInt8]
-        var version: Version
-        var expiry: Int64
-        var value: [UInt8]?
-        /// Under vector clocks: the key's siblings, sent whole with RC.VPUT.
-        var siblings: SiblingSet? = nil
-        var siblingBytes = 0
-        var size: Int { key.count + (value?.count ?? 0) + siblingBytes + 32 }
+    /// Feeds one event to the run and carries out what it decides.
+    private func drive(_ transfer: RebalanceTransfer, _ event: (inout RebalanceRun<ScanCursor>) -> [RebalanceRun<ScanCursor>.Action]) {
+        let actions = event(&transfer.run)
+        for action in actions { perform(action, transfer) }
     }
 
-    /// One step: takes the next keys (from memory, or with persistence from the SQLite table
-    /// in ring order, which also holds what memory evicted) and sends those others gain.
-    private func rebalanceStep(_ run: RebalanceTransfer) {
-        guard !run.cancelled else { return }
-        // A takeover counts what it covers as down throughout: that is what it promises.
-        let down = unreachable.union(run.countedDown)
-        run.covered = run.covered.map { $0.intersection(down) } ?? down
-        let dead = cluster.deadMembers
-        let sender = cluster.selfIndex
-        let gained: @Sendable ([UInt8]) -> [Int] = { key in
-            key.withUnsafeBytes { bytes -> [Int] in
-                let position = HashRing.position(of: bytes)
-                // Sent by an earlier run of this node already.
-                if let sentBefore = run.sentBefore, run.old.sender(forPosition: position, unreachable: sentBefore) == sender { return [] }
-                return run.new.gained(forPosition: position, from: run.old, sender: sender, unreachable: down)
-            }.filter { !dead.contains($0) }
+    private func nextStep(_ transfer: RebalanceTransfer) {
+        drive(transfer) { $0.onStep(unreachable: unreachable, dead: cluster.deadMembers) }
+    }
+
+    private func perform(_ action: RebalanceRun<ScanCursor>.Action, _ transfer: RebalanceTransfer) {
+        let state = cluster.rebalance
+        switch action {
+        case .scan(let after, let limit):
+            scan(transfer, after: after, limit: limit)
+        case .send(let targets):
+            sendBatches(transfer, to: targets)
+        case .sendBigValues:
+            let step = transfer.run.step
+            sendChunked(transfer.outgoing.filter(\.isBig), transfer: transfer) { [self] ok in
+                drive(transfer) { $0.onBigValues(step: step, ok: ok) }
+            }
+        case .saveCursor(let cursor):
+            if case .disk(let cursor) = cursor { saveCursor(cursor, ring: transfer.ringID) }
+        case .next(let pause):
+            state.keysScanned.store(transfer.run.scanned, ordering: .relaxed)
+            transfer.chunkedDone = []
+            eventLoop.scheduleTask(in: .microseconds(pause)) { self.nextStep(transfer) }
+        case .retry(let pause):
+            // Resume at this step once the member is back (or gossip says it is dead).
+            state.retries.add(1, ordering: .relaxed)
+            eventLoop.scheduleTask(in: .milliseconds(pause)) { self.nextStep(transfer) }
+        case .finish(let covering):
+            state.keysScanned.store(transfer.run.scanned, ordering: .relaxed)
+            finishRebalance(transfer, covering: covering)
         }
+    }
+
+    /// Reads the step's keys (from memory, or with persistence from the SQLite table in ring
+    /// order, which also holds what memory evicted) and plans what goes to whom.
+    private func scan(_ transfer: RebalanceTransfer, after cursor: ScanCursor?, limit: Int) {
+        let step = transfer.run.step
         if let durable = cluster.node.durable, !cluster.usesVectorClocks {
             let loop = eventLoop
-            durable.scan(after: run.diskCursor, limit: run.scanCount) { [self] rows in
+            let after: DiskCursor? = if case .disk(let cursor)? = cursor { cursor } else { nil }
+            durable.scan(after: after, limit: limit) { [self] rows in
                 loop.execute {
-                    var outgoing: [Outgoing] = []
+                    guard transfer.run.step == step, !transfer.run.isCancelled else { return }
+                    var outgoing: [RebalanceTransfer.Outgoing] = []
                     for row in rows {
                         guard let entry = row.entry else { continue }
-                        for target in gained(row.key) {
-                            outgoing.append(Outgoing(target: target, key: row.key, version: entry.version, expiry: entry.expiry, value: entry.value))
+                        let targets = row.key.withUnsafeBytes { transfer.run.targets(forPosition: HashRing.position(of: $0)) }
+                        for target in targets {
+                            outgoing.append(.init(target: target, key: row.key, version: entry.version, expiry: entry.expiry, value: entry.value))
                         }
                     }
-                    self.transmit(run, outgoing, scanned: rows.count, last: rows.isEmpty) {
-                        run.diskCursor = rows.last?.cursor
-                        // A first run's place survives a restart (a takeover's is not kept).
-                        if run.sentBefore == nil, let cursor = run.diskCursor { self.saveCursor(cursor, ring: run.ringID) }
-                    }
+                    self.plan(transfer, outgoing, scanned: rows.count, next: rows.last.map { .disk($0.cursor) }, last: rows.isEmpty)
                 }
             }
             return
         }
         let now = wallClockMillis()
         var keys: [[UInt8]] = []
-        let next = store.scan(cursor: run.cursor, count: run.scanCount, now: now) { keys.append(Array($0)) }
-        var outgoing: [Outgoing] = []
+        let start: UInt64 = if case .memory(let cursor)? = cursor { cursor } else { 0 }
+        let next = store.scan(cursor: start, count: limit, now: now) { keys.append(Array($0)) }
+        var outgoing: [RebalanceTransfer.Outgoing] = []
         for key in keys {
-            let targets = gained(key)
+            let targets = key.withUnsafeBytes { transfer.run.targets(forPosition: HashRing.position(of: $0)) }
             guard !targets.isEmpty else { continue }
             if cluster.usesVectorClocks {
                 guard let set = cluster.siblings.siblings(of: key, store: store, now: now) else { continue }
                 let bytes = set.serialized.count
                 for target in targets {
-                    outgoing.append(Outgoing(target: target, key: key, version: Version(timestamp: HLCTimestamp(rawValue: 0), node: NodeID(rawValue: 0)),
-                                             expiry: 0, value: nil, siblings: set, siblingBytes: bytes))
+                    outgoing.append(.init(target: target, key: key, version: Version(timestamp: HLCTimestamp(rawValue: 0), node: NodeID(rawValue: 0)),
+                                          expiry: 0, value: nil, siblings: set, siblingBytes: bytes))
                 }
                 continue
             }
@@ -323,63 +342,43 @@ extension Coordinator {
                     guard let found else { return }
                     let value = found.value.map(Array.init)
                     for target in targets {
-                        outgoing.append(Outgoing(target: target, key: key, version: found.version, expiry: found.expiry, value: value))
+                        outgoing.append(.init(target: target, key: key, version: found.version, expiry: found.expiry, value: value))
                     }
                 }
             }
         }
-        transmit(run, outgoing, scanned: keys.count, last: next == 0) { run.cursor = next }
+        plan(transfer, outgoing, scanned: keys.count, next: .memory(next), last: next == 0)
     }
 
-    /// Sends one step's entries (small ones in one RC.XFER per member, values over
-    /// ``rebalanceChunkBytes`` in RC.XFERPART chunks, one after the other); once every member
-    /// acknowledged, `moveOn` advances the cursor and the next step follows, paced to
-    /// `rebalance-max-bytes-per-sec`. A failure retries the same step a second later, so the
-    /// transfer resumes where it stopped.
-    private func transmit(_ run: RebalanceTransfer, _ outgoing: [Outgoing], scanned: Int, last: Bool, moveOn: @escaping () -> Void) {
-        guard !run.cancelled else { return }
-        let state = cluster.rebalance
+    private func plan(_ transfer: RebalanceTransfer, _ outgoing: [RebalanceTransfer.Outgoing], scanned: Int, next: ScanCursor?, last: Bool) {
+        transfer.outgoing = outgoing
+        let targets = Set(outgoing.lazy.filter { !$0.isBig }.map(\.target))
         let bytes = outgoing.reduce(0) { $0 + $1.size }
-        // Keep a step near one batch: fewer keys per scan when values are big, more when small.
-        run.scanCount = bytes > 2 * Self.rebalanceBatchBytes ? max(8, run.scanCount / 2)
-            : bytes < Self.rebalanceBatchBytes / 4 ? min(1024, run.scanCount * 2) : run.scanCount
-        let retry = { [self] in
-            // Resume at this step once the member is back (or gossip says it is dead).
-            state.retries.add(1, ordering: .relaxed)
-            eventLoop.scheduleTask(in: .seconds(1)) { self.rebalanceStep(run) }
-        }
-        let advance = { [self] in
-            state.keysScanned.add(scanned, ordering: .relaxed)
-            if last { return finishRebalance(run) }
-            moveOn()
-            run.chunkedDone = []
-            // The pace: as long as the bytes just sent take at the configured rate.
-            let delay = state.maxBytesPerSecond > 0 ? Int64(bytes) * 1_000_000 / Int64(state.maxBytesPerSecond) : 0
-            eventLoop.scheduleTask(in: .microseconds(delay)) { self.rebalanceStep(run) }
-        }
-        let big = outgoing.filter { ($0.value?.count ?? 0) > Self.rebalanceChunkBytes }
-        var batches: [Int: [Outgoing]] = [:]
-        for entry in outgoing where (entry.value?.count ?? 0) <= Self.rebalanceChunkBytes { batches[entry.target, default: []].append(entry) }
-        // One answer per target: whether its whole batch arrived.
-        let fanIn = FanIn<Bool>(count: batches.count) { [self] delivered in
-            guard !run.cancelled else { return }
-            if delivered.contains(where: { $0 != true }) { return retry() }
-            sendChunked(big, run: run) { ok in ok ? advance() : retry() }
-        }
-        for (index, (target, entries)) in batches.enumerated() {
-            let arrived = { (ok: Bool) in
+        let big = outgoing.contains(where: \.isBig)
+        drive(transfer) { $0.onPlanned(scanned: scanned, bytes: bytes, targets: targets, bigValues: big, next: next, last: last) }
+    }
+
+    /// Sends the step's small entries: one RC.XFER per member (under vector clocks, one
+    /// RC.VPUT per key, pipelined); the run hears whether each member's batch arrived whole.
+    private func sendBatches(_ transfer: RebalanceTransfer, to targets: [Int]) {
+        let state = cluster.rebalance
+        let step = transfer.run.step
+        var batches: [Int: [RebalanceTransfer.Outgoing]] = [:]
+        for entry in transfer.outgoing where !entry.isBig { batches[entry.target, default: []].append(entry) }
+        for target in targets {
+            let entries = batches[target] ?? []
+            let arrived = { [self] (ok: Bool) in
                 if ok {
                     state.keysSent.add(entries.count, ordering: .relaxed)
                     state.bytesSent.add(entries.reduce(0) { $0 + $1.size }, ordering: .relaxed)
                 }
-                fanIn.answer(index, ok)
+                drive(transfer) { $0.onBatch(step: step, target: target, ok: ok) }
             }
             guard let link = link(to: target) else {
                 arrived(false)
                 continue
             }
             if cluster.usesVectorClocks {
-                // Siblings move one key per RC.VPUT (pipelined), merged at the receiver.
                 let keys = FanIn<Bool>(count: entries.count) { answers in arrived(answers.allSatisfy { $0 == true }) }
                 for (key, entry) in entries.enumerated() {
                     link.send(.siblingPut(key: ByteBuffer(bytes: entry.key), siblings: entry.siblings ?? SiblingSet())) { reply in
@@ -398,58 +397,70 @@ extension Coordinator {
     }
 
     /// Sends big values one after the other, each in chunks of ``rebalanceChunkBytes`` that
-    /// the receiver puts together (RC.XFERPART); `done(false)` at the first failure. A value
-    /// whose chunks a failure interrupted goes on from the last one acknowledged, and from
-    /// wherever the receiver says it stands when that differs (it lost the value: from 0).
-    private func sendChunked(_ entries: [Outgoing], run: RebalanceTransfer, offset: Int? = nil, _ done: @escaping (Bool) -> Void) {
+    /// the receiver puts together (RC.XFERPART), as ``ChunkedSend`` says; `done(false)` at the
+    /// first failure. A value whose chunks a failure interrupted goes on from the last one
+    /// acknowledged.
+    private func sendChunked(_ entries: [RebalanceTransfer.Outgoing], transfer: RebalanceTransfer, _ done: @escaping (Bool) -> Void) {
         guard let entry = entries.first, let value = entry.value else { return done(true) }
         let id = RebalanceTransfer.ChunkedValue(target: entry.target, key: entry.key, version: entry.version)
-        if run.chunkedDone.contains(id) { return sendChunked(Array(entries.dropFirst()), run: run, done) }
-        guard !run.cancelled, let link = link(to: entry.target) else { return done(false) }
-        let resumed = run.chunked.flatMap { $0.target == entry.target && $0.key == entry.key && $0.version == entry.version ? $0.offset : nil }
-        let offset = offset ?? resumed ?? 0
-        let end = min(value.count, offset + Self.rebalanceChunkBytes)
+        if transfer.chunkedDone.contains(id) { return sendChunked(Array(entries.dropFirst()), transfer: transfer, done) }
+        let resumed = transfer.chunked.flatMap { $0.value == id ? $0.offset : nil } ?? 0
+        sendChunks(of: entry, ChunkedSend(total: value.count, chunkBytes: Self.rebalanceChunkBytes, resumeAt: resumed), transfer: transfer) { [self] ok in
+            guard ok else { return done(false) }
+            transfer.chunkedDone.insert(id)
+            cluster.rebalance.keysSent.add(1, ordering: .relaxed)
+            sendChunked(Array(entries.dropFirst()), transfer: transfer, done)
+        }
+    }
+
+    private func sendChunks(of entry: RebalanceTransfer.Outgoing, _ progress: ChunkedSend, transfer: RebalanceTransfer, _ done: @escaping (Bool) -> Void) {
+        let id = RebalanceTransfer.ChunkedValue(target: entry.target, key: entry.key, version: entry.version)
+        guard case .send(let offset, let end) = progress.current else {
+            transfer.chunked = nil
+            return done(true)
+        }
+        guard !transfer.run.isCancelled, let value = entry.value, let link = link(to: entry.target) else { return done(false) }
         let request = BusRequest.transferPart(BusChunk(
             sender: cluster.selfName, key: ByteBuffer(bytes: entry.key), version: entry.version, expiry: entry.expiry, offset: offset,
             total: value.count, bytes: ByteBuffer(bytes: value[offset..<end])))
         let state = cluster.rebalance
         link.send(request) { [self] reply in
-            guard case .integer(let received)? = reply else { return done(false) }
-            guard received == end else {
-                // The receiver holds another prefix: go on from it, unless that is no progress
-                // (then the next try starts the value over).
-                guard received >= 0, received < value.count, received != offset else {
-                    run.chunked = nil
-                    return done(false)
+            var progress = progress
+            let received: Int? = if case .integer(let received)? = reply { received } else { nil }
+            switch progress.onReply(received: received) {
+            case .fail:
+                // No progress: the next try starts the value over.
+                if received != nil { transfer.chunked = nil }
+                done(false)
+            case .done:
+                state.bytesSent.add(end - offset, ordering: .relaxed)
+                state.chunksSent.add(1, ordering: .relaxed)
+                transfer.chunked = nil
+                done(true)
+            case .send:
+                if received == end {
+                    state.bytesSent.add(end - offset, ordering: .relaxed)
+                    state.chunksSent.add(1, ordering: .relaxed)
                 }
-                return sendChunked(entries, run: run, offset: received, done)
+                transfer.chunked = (id, progress.offset)
+                sendChunks(of: entry, progress, transfer: transfer, done)
             }
-            state.bytesSent.add(end - offset, ordering: .relaxed)
-            state.chunksSent.add(1, ordering: .relaxed)
-            if end < value.count {
-                run.chunked = (entry.target, entry.key, entry.version, end)
-                return sendChunked(entries, run: run, offset: end, done)
-            }
-            run.chunked = nil
-            run.chunkedDone.insert(id)
-            state.keysSent.add(1, ordering: .relaxed)
-            sendChunked(Array(entries.dropFirst()), run: run, done)
         }
     }
 
-    private func finishRebalance(_ run: RebalanceTransfer) {
+    private func finishRebalance(_ transfer: RebalanceTransfer, covering covered: Set<Int>) {
         let state = cluster.rebalance
         state.sending.store(false, ordering: .relaxed)
         state.transfersFinished.add(1, ordering: .relaxed)
         let members = cluster.topology.members
-        let owners = Set(run.old.owners)
-        let covering = Set((run.covered ?? []).filter { $0 < members.count }.map { members[$0].name }).intersection(owners)
-        state.markFinished(cluster.selfName, ring: run.ringID, covering: covering)
-        if run.sentBefore == nil { saveCursor(nil, ring: run.ringID) }
-        if transfer === run { transfer = nil }
-        logger.info("rebalance: sent", metadata: ["epoch": "\(run.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))",
+        let owners = Set(transfer.run.old.owners)
+        let covering = Set(covered.filter { $0 < members.count }.map { members[$0].name }).intersection(owners)
+        state.markFinished(cluster.selfName, ring: transfer.ringID, covering: covering)
+        if transfer.run.sentBefore == nil { saveCursor(nil, ring: transfer.ringID) }
+        if self.transfer === transfer { self.transfer = nil }
+        logger.info("rebalance: sent", metadata: ["epoch": "\(transfer.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))",
                                                   "covering": "\(covering.sorted())"])
-        announceFinished(ring: run.ringID, covering: covering, attempt: 0)
+        announceFinished(ring: transfer.ringID, covering: covering, attempt: 0)
         cluster.checkTransition()
     }
 
