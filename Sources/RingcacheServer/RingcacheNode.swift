@@ -93,9 +93,8 @@ public final class RingcacheNode: Service, Sendable {
         let port = listener.localAddress?.port ?? configuration.port
         boundPort.withLockedValue { $0 = port }
         var busListener: (any Channel)?
-        var hintReplay: RepeatedTask?
-        var antiEntropy: RepeatedTask?
-        var membershipRounds: RepeatedTask?
+        // The background jobs, each a Service of the node's own group (started below).
+        var jobs: [PeriodicJob] = []
         var gossip: GossipService?
         if let cluster, let me = configuration.selfAddress {
             do {
@@ -119,9 +118,9 @@ public final class RingcacheNode: Service, Sendable {
                 // Joins, leaves and push-pull; data moves after each ring change.
                 cluster.rebalance.joined.store(configuration.seeds.isEmpty, ordering: .relaxed)
                 let seeds = configuration.seeds
-                membershipRounds = replayer.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .seconds(1)) { _ in
+                jobs.append(PeriodicJob("membership", on: replayer.eventLoop, every: .seconds(1), after: .milliseconds(100)) {
                     replayer.membershipRound(seeds: seeds)
-                }
+                })
                 cluster.onTopologyChange { topology in
                     replayer.eventLoop.execute {
                         if topology.previous != nil { replayer.startRebalance() } else { replayer.dropUnowned() }
@@ -135,14 +134,11 @@ public final class RingcacheNode: Service, Sendable {
                     }
                 }
                 // Hinted handoff: hints kept for others go to their owners once they are back.
-                hintReplay = replayer.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-                    replayer.replayHints()
-                }
+                jobs.append(PeriodicJob("hint replay", on: replayer.eventLoop, every: .seconds(1)) { replayer.replayHints() })
                 if configuration.antiEntropyInterval > 0 {
-                    let interval = TimeAmount.milliseconds(Int64(configuration.antiEntropyInterval))
-                    antiEntropy = replayer.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                    jobs.append(PeriodicJob("anti-entropy", on: replayer.eventLoop, every: .milliseconds(configuration.antiEntropyInterval)) {
                         replayer.antiEntropyRound()
-                    }
+                    })
                 }
             }
             var settings = SWIM.Settings()
@@ -170,10 +166,11 @@ public final class RingcacheNode: Service, Sendable {
             metadata: ["address": "\(configuration.bind):\(port)", "threads": "\(configuration.threads)"]
         )
 
+        // Active expiry every tick; idle clients (and under vector clocks the sibling index)
+        // once a second.
         let hz = max(1, configuration.hz)
-        let tick = TimeAmount.milliseconds(Int64(1000 / hz))
         let ticks = NIOLockedValueBox(0)
-        let periodic = group.next().scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
+        jobs.append(PeriodicJob("expiry", on: group.next(), every: .milliseconds(1000 / hz)) {
             let now = wallClockMillis()
             state.store.expireCycle(now: now)
             let count = ticks.withLockedValue { value -> Int in
@@ -184,7 +181,9 @@ public final class RingcacheNode: Service, Sendable {
                 state.clients.closeIdle(timeout: state.timeoutSeconds.load(ordering: .relaxed), now: now)
                 if let cluster, cluster.usesVectorClocks { cluster.siblings.sweep(store: state.store, now: now) }
             }
-        }
+        })
+        let background = ServiceGroup(configuration: .init(services: jobs.map { .init(service: $0) }, logger: logger))
+        async let backgroundEnded: Void = background.run()
 
         await withGracefulShutdownHandler {
             try? await listener.closeFuture.get()
@@ -192,10 +191,8 @@ public final class RingcacheNode: Service, Sendable {
             logger.info("shutting down: no longer accepting connections")
             listener.close(promise: nil)
         }
-        periodic.cancel()
-        hintReplay?.cancel()
-        membershipRounds?.cancel()
-        antiEntropy?.cancel()
+        await background.triggerGracefulShutdown()
+        try? await backgroundEnded
         try? await busListener?.close()
         gossip?.stop()
         for coordinator in coordinators.values { coordinator.stop() }
