@@ -18,6 +18,8 @@ let package = Package(
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "RESP", package: "ringcache"),
                 .product(name: "CacheStore", package: "ringcache"),
+                .product(name: "ClusterCore", package: "ringcache"),
+                .product(name: "ClusterProtocol", package: "ringcache"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Benchmarks/RingcacheBenchmarks",

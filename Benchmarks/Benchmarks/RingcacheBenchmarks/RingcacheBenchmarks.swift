@@ -1,10 +1,14 @@
 import Benchmark
 import CacheStore
+import ClusterCore
+import ClusterProtocol
 import NIOCore
 import RESP
 
 /// Hot paths of a node, measured for time, instructions and allocations: the request
-/// parser on a pipelined batch, the reply writer, and store reads and writes.
+/// parser on a pipelined batch, the reply writer, store reads and writes, and the decisions
+/// a cluster coordinator makes per request (placement, quorum, the bus requests it writes
+/// and the peers' answers it reads).
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .instructions, .mallocCountTotal, .throughput],
@@ -64,6 +68,71 @@ let benchmarks: @Sendable () -> Void = {
         var index = 0
         for _ in benchmark.scaledIterations {
             keys[index].withUnsafeBytes { k in value.withUnsafeBytes { v in blackHole(store.set(k, v, now: 2)) } }
+            index = index &+ 7919 < keys.count ? index &+ 7919 : (index &+ 7919) % keys.count
+        }
+    }
+
+    // The coordinator's work per request at N=3 (R=2, W=2), without sockets: the key's
+    // replicas, the quorum, the two bus requests written to the peers' outbound buffers and
+    // the two answers read back. What the hot path adds on top is one slot of a reused table.
+    let ring = HashRing(members: ["n1", "n2", "n3"], vnodes: 128, replicas: 3)
+    let limits = BusLimits()
+    let version = Version(timestamp: HLCTimestamp(millis: 1_700_000_000_000), node: NodeID(rawValue: 1))
+    let flagReply = ByteBuffer(string: ":0\r\n")
+    var entryBuffer = ByteBuffer()
+    entryBuffer.writeString("*4\r\n:\(version.timestamp.rawValue)\r\n:1\r\n:0\r\n$64\r\n")
+    entryBuffer.writeBytes(value)
+    entryBuffer.writeString("\r\n")
+    let entryReply = entryBuffer
+
+    Benchmark("cluster SET decisions per request (N=3 W=2)") { benchmark in
+        var outbound = ByteBuffer()
+        outbound.reserveCapacity(1 << 20)
+        var index = 0
+        for _ in benchmark.scaledIterations {
+            keys[index].withUnsafeBytes { key in
+                let replicas = ring.replicaList(forPosition: HashRing.position(of: key))
+                var quorum = WriteQuorum(replicas: replicas, required: 2)
+                var decided: WriteQuorum.Action?
+                for position in 0..<replicas.count {
+                    if position > 0 {
+                        value.withUnsafeBytes { BusRequest.encodePut(key: key, version: version, expiry: 0, value: $0, into: &outbound) }
+                        var frame = flagReply
+                        guard case .flag = DirectReply.read(.flag, frame: &frame, limits: limits, now: 1_700_000_000_000) else { continue }
+                    }
+                    decided = quorum.onAck(at: position) ?? decided
+                }
+                blackHole(decided)
+            }
+            if outbound.writerIndex > 1 << 19 { outbound.clear() }
+            index = index &+ 7919 < keys.count ? index &+ 7919 : (index &+ 7919) % keys.count
+        }
+    }
+
+    Benchmark("cluster GET decisions per request (N=3 R=2)") { benchmark in
+        var outbound = ByteBuffer()
+        outbound.reserveCapacity(1 << 20)
+        var index = 0
+        for _ in benchmark.scaledIterations {
+            keys[index].withUnsafeBytes { key in
+                let replicas = ring.replicaList(forPosition: HashRing.position(of: key))
+                var read = NewestRead(replicas: replicas, required: 2)
+                var decision: NewestRead.Decision?
+                for position in 0..<replicas.count {
+                    var answered: Version? = version
+                    if position > 0 {
+                        BusRequest.encodeGet(key: key, into: &outbound)
+                        var frame = entryReply
+                        guard case .entry(let got, _, let bytes) = DirectReply.read(.entry, frame: &frame, limits: limits, now: 1_700_000_000_000)
+                        else { continue }
+                        blackHole(bytes?.readableBytes)
+                        answered = got
+                    }
+                    decision = read.onAnswer(at: position, version: answered).decision ?? decision
+                }
+                blackHole(decision)
+            }
+            if outbound.writerIndex > 1 << 19 { outbound.clear() }
             index = index &+ 7919 < keys.count ? index &+ 7919 : (index &+ 7919) % keys.count
         }
     }
