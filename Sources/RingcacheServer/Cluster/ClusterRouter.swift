@@ -153,10 +153,9 @@ struct ClusterRouter {
     /// command must run locally after all (e.g. SET with options that need a read first).
     func start(_ name: CommandSpec.Name, _ args: RESPArguments, session: Session, now: Int64, reply: PendingReply, errors: inout ByteBuffer) -> Bool {
         if startHot(name, args, session: session, now: now, reply: reply) { return true }
-        let resp3 = session.resp3
         let keys = (1..<args.count).map { Array(args[$0]) }
         let done = completed
-        let finish: ((inout ByteBuffer) -> Void) -> Void = { write in
+        let finish: Finish = { write in
             // Room for a typical reply up front, so writing it does not grow the buffer twice.
             var buffer = Self.allocator.buffer(capacity: 128)
             write(&buffer)
@@ -169,198 +168,262 @@ struct ClusterRouter {
         }
         switch name {
         case .get, .strlen, .ttl, .pttl, .type:
-            coordinator.readWinner(keys[0], required: readQuorum(session), now: now) { result in
-                finish { out in
-                    switch result {
-                    case .failure(let error): out.writeRESPError(error.message)
-                    case .success(let value):
-                        let live = value.flatMap { $0.isTombstone || ($0.expiry != 0 && $0.expiry <= wallClockMillis()) ? nil : $0 }
-                        Self.writeRead(name, live, resp3: resp3, out: &out)
-                    }
-                }
-            }
+            readOne(name, keys, session: session, now: now, finish: finish)
         case .exists, .mget:
-            let fanIn = FanIn<Result<VersionedValue?, NoQuorum>>(count: keys.count) { results in
-                finish { out in
-                    if let failure = Self.firstFailure(results) { return out.writeRESPError(failure.message) }
-                    let now = wallClockMillis()
-                    let live = results.map { result -> VersionedValue? in
-                        guard case .success(let value?)? = result, !value.isTombstone, value.expiry == 0 || value.expiry > now else { return nil }
-                        return value
-                    }
-                    if name == .exists {
-                        out.writeRESPInteger(live.filter { $0 != nil }.count)
-                    } else {
-                        out.writeRESPArrayHeader(live.count)
-                        for value in live {
-                            if let bytes = value?.value { bytes.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: resp3) }
-                        }
-                    }
-                }
-            }
-            for (index, key) in keys.enumerated() {
-                coordinator.readWinner(key, required: readQuorum(session), now: now) { fanIn.answer(index, $0) }
-            }
+            readMany(name, keys, session: session, now: now, finish: finish)
         case .set, .setex, .psetex, .mset:
-            var pairs: [(key: [UInt8], value: [UInt8], expiry: Int64)] = []
-            switch name {
-            case .set:
-                guard let expiry = Self.plainSetExpiry(args, now: now, errors: &errors) else { return false }
-                pairs = [(keys[0], keys[1], expiry)]
-            case .setex, .psetex:
-                guard let expiry = Self.expiry(args[2], unit: name == .setex ? 1000 : 1, absolute: false, now: now,
-                                               command: name == .setex ? "setex" : "psetex", errors: &errors)
-                else { return false }
-                pairs = [(keys[0], keys[2], expiry)]
-            default:
-                guard keys.count % 2 == 0 else {
-                    errors.writeRESPError("ERR wrong number of arguments for 'mset' command")
-                    return false
-                }
-                pairs = stride(from: 0, to: keys.count, by: 2).map { (keys[$0], keys[$0 + 1], 0) }
-            }
-            let fanIn = FanIn<Result<Bool, NoQuorum>>(count: pairs.count) { results in
-                finish { out in
-                    if let failure = Self.firstFailure(results) { out.writeRESPError(failure.message) } else { out.writeOK() }
-                }
-            }
-            for (index, pair) in pairs.enumerated() {
-                coordinator.writeValue(pair.key, pair.value, expiry: pair.expiry, required: quorums(session), now: now) { fanIn.answer(index, $0) }
-            }
+            return writeValues(name, args, keys, session: session, now: now, errors: &errors, finish: finish)
         case .msetnx:
-            guard keys.count % 2 == 0 else {
-                errors.writeRESPError("ERR wrong number of arguments for 'msetnx' command")
-                return false
-            }
-            // Not atomic across nodes: every key is checked at the read quorum, then all are written.
-            let pairs = stride(from: 0, to: keys.count, by: 2).map { (keys[$0], keys[$0 + 1]) }
-            let required = quorums(session)
-            let coordinator = self.coordinator
-            let reads = FanIn<Result<VersionedValue?, NoQuorum>>(count: pairs.count) { results in
-                if let failure = Self.firstFailure(results) { return finish { $0.writeRESPError(failure.message) } }
-                let taken = results.contains { result in
-                    if case .success(let value?)? = result { return !value.isTombstone }
-                    return false
-                }
-                if taken { return finish { $0.writeRESPInteger(0) } }
-                let writes = FanIn<Result<Bool, NoQuorum>>(count: pairs.count) { results in
-                    finish { out in
-                        if let failure = Self.firstFailure(results) { out.writeRESPError(failure.message) } else { out.writeRESPInteger(1) }
-                    }
-                }
-                for (index, (key, value)) in pairs.enumerated() {
-                    coordinator.writeValue(key, value, expiry: 0, required: required, now: wallClockMillis()) { writes.answer(index, $0) }
-                }
-            }
-            for (index, (key, _)) in pairs.enumerated() {
-                coordinator.readWinner(key, required: readQuorum(session), now: now) { reads.answer(index, $0) }
-            }
+            return setAllIfNoneExists(keys, session: session, now: now, errors: &errors, finish: finish)
+        case .vget:
+            return readSiblings(keys, session: session, now: now, finish: finish)
+        case .vset:
+            return writeSibling(args, keys, session: session, now: now, errors: &errors, finish: finish)
+        case .randomkey:
+            randomKey(session: session, finish: finish)
+        case .del, .unlink:
+            delete(keys, session: session, now: now, finish: finish)
+        case .dbsize, .keys:
+            countOrList(name, keys, finish: finish)
+        case .flushall, .flushdb:
+            flushAll(finish: finish)
         case .rename, .renamenx:
             rename(keys[0], to: keys[1], onlyIfAbsent: name == .renamenx, session: session, now: now, finish: finish)
         case .scan:
             guard scan(args, errors: &errors, finish: finish) != nil else { return false }
-        case .vget:
-            if !cluster.usesVectorClocks { return startLWWVGet(keys[0], session: session, now: now, finish: finish) }
-            coordinator.readSiblings(keys[0], required: readQuorum(session), now: now) { result in
-                finish { out in
-                    switch result {
-                    case .failure(let error): out.writeRESPError(error.message)
-                    case .success(let set): Self.writeSiblings(set ?? SiblingSet(), resp3: resp3, into: &out)
-                    }
-                }
-            }
-        case .vset:
-            guard let context = VectorClock(hex: args[2]) else {
-                errors.writeRESPError("ERR invalid causal context: pass the context VGET returned (at most \(VectorClock.maxEntries) entries), or an empty string")
-                return false
-            }
-            guard let expiry = Self.vsetExpiry(args, now: now, errors: &errors) else { return false }
-            let reply: (Result<Bool, NoQuorum>) -> Void = { result in
-                finish { out in
-                    if case .failure(let error) = result { out.writeRESPError(error.message) } else { out.writeOK() }
-                }
-            }
-            if cluster.usesVectorClocks {
-                coordinator.writeSibling(keys[0], keys[2], expiry: expiry, context: context, required: writeQuorum(session), completion: reply)
-            } else {
-                coordinator.writeValue(keys[0], keys[2], expiry: expiry, required: quorums(session), now: now, completion: reply)
-            }
-        case .randomkey:
-            coordinator.fanOut(.randomKey, local: {
-                .key(cluster.node.store.randomKey(now: wallClockMillis()).map { ByteBuffer(bytes: $0) })
-            }) { replies in
-                let keys = replies.compactMap { reply -> ByteBuffer? in
-                    if case .key(let key?)? = reply { return key }
-                    return nil
-                }
-                finish { out in
-                    if let key = keys.randomElement() { out.writeRESPBulk(Array(buffer: key)) } else { out.writeRESPNull(resp3: resp3) }
-                }
-            }
-        case .del, .unlink:
-            let fanIn = FanIn<Result<Bool, NoQuorum>>(count: keys.count) { results in
-                finish { out in
-                    if let failure = Self.firstFailure(results) { return out.writeRESPError(failure.message) }
-                    out.writeRESPInteger(results.filter { if case .success(true)? = $0 { return true } else { return false } }.count)
-                }
-            }
-            for (index, key) in keys.enumerated() {
-                coordinator.writeValue(key, nil, expiry: 0, required: quorums(session), now: now) { fanIn.answer(index, $0) }
-            }
-        case .dbsize, .keys:
-            let down = coordinator.unreachable
-            let downList = cluster.memberNames(down)
-            let pattern = name == .keys ? keys[0] : []
-            let request: BusRequest = name == .keys ? .keys(pattern: ByteBuffer(bytes: pattern), down: downList) : .count(down: downList)
-            let cluster = self.cluster
-            coordinator.fanOut(request, local: {
-                let now = wallClockMillis()
-                if name == .keys {
-                    let owned = pattern.withUnsafeBytes { cluster.ownedKeys(matching: $0, down: down, now: now) }
-                    return .keys(owned.map { ByteBuffer(bytes: $0) })
-                }
-                return .integer(cluster.countOwnedKeys(down: down, now: now))
-            }) { replies in
-                finish { out in
-                    // A member counted as up that did not answer would make the figure silently
-                    // short: say so instead.
-                    let silent = replies.indices.filter { replies[$0] == nil && !down.contains($0) }
-                    guard silent.isEmpty else {
-                        return out.writeRESPError("NOQUORUM \(name) did not reach \(silent.map { cluster.members[$0].name }.joined(separator: ", "))")
-                    }
-                    if name == .dbsize {
-                        out.writeRESPInteger(replies.reduce(0) { total, reply in
-                            if case .integer(let n)? = reply { return total.addingReportingOverflow(n).partialValue }
-                            return total
-                        })
-                    } else {
-                        var all: [ByteBuffer] = []
-                        for case .keys(let items)? in replies { all += items }
-                        out.writeRESPArrayHeader(all.count)
-                        for key in all { out.writeRESPBulk(Array(buffer: key)) }
-                    }
-                }
-            }
-        case .flushall, .flushdb:
-            coordinator.fanOut(.flush, local: {
-                cluster.node.store.removeAll()
-                cluster.siblings.removeAll()
-                return .ok
-            }) { replies in
-                finish { out in
-                    let participants = cluster.topology.participants
-                    let missed = replies.enumerated().filter { reply in
-                        if case .ok? = reply.element { return false }
-                        if !participants.contains(reply.offset) { return false }
-                        return true
-                    }.map { cluster.members[$0.offset].name }
-                    if missed.isEmpty { out.writeOK() } else { out.writeRESPError("NOQUORUM flush did not reach \(missed.joined(separator: ", "))") }
-                }
-            }
         default:
             preconditionFailure("\(name) is not routed through the cluster")
         }
         return true
+    }
+
+    /// Writes a reply into a fresh buffer and hands it to the connection.
+    typealias Finish = ((inout ByteBuffer) -> Void) -> Void
+
+    /// GET, STRLEN, TTL, PTTL, TYPE: one quorum read of the newest version.
+    private func readOne(_ name: CommandSpec.Name, _ keys: [[UInt8]], session: Session, now: Int64, finish: @escaping Finish) {
+        let resp3 = session.resp3
+        coordinator.readWinner(keys[0], required: readQuorum(session), now: now) { result in
+            finish { out in
+                switch result {
+                case .failure(let error): out.writeRESPError(error.message)
+                case .success(let value):
+                    let live = value.flatMap { $0.isTombstone || ($0.expiry != 0 && $0.expiry <= wallClockMillis()) ? nil : $0 }
+                    Self.writeRead(name, live, resp3: resp3, out: &out)
+                }
+            }
+        }
+    }
+
+    /// EXISTS, MGET: a quorum read per key, answered together.
+    private func readMany(_ name: CommandSpec.Name, _ keys: [[UInt8]], session: Session, now: Int64, finish: @escaping Finish) {
+        let resp3 = session.resp3
+        let fanIn = FanIn<Result<VersionedValue?, NoQuorum>>(count: keys.count) { results in
+            finish { out in
+                if let failure = Self.firstFailure(results) { return out.writeRESPError(failure.message) }
+                let now = wallClockMillis()
+                let live = results.map { result -> VersionedValue? in
+                    guard case .success(let value?)? = result, !value.isTombstone, value.expiry == 0 || value.expiry > now else { return nil }
+                    return value
+                }
+                if name == .exists {
+                    out.writeRESPInteger(live.filter { $0 != nil }.count)
+                } else {
+                    out.writeRESPArrayHeader(live.count)
+                    for value in live {
+                        if let bytes = value?.value { bytes.withUnsafeBytes { out.writeRESPBulk($0) } } else { out.writeRESPNull(resp3: resp3) }
+                    }
+                }
+            }
+        }
+        for (index, key) in keys.enumerated() {
+            coordinator.readWinner(key, required: readQuorum(session), now: now) { fanIn.answer(index, $0) }
+        }
+    }
+
+    /// SET (without a read), SETEX, PSETEX, MSET: a quorum write per key. False when the
+    /// arguments are wrong (the error is in `errors`).
+    private func writeValues(_ name: CommandSpec.Name, _ args: RESPArguments, _ keys: [[UInt8]], session: Session, now: Int64,
+                             errors: inout ByteBuffer, finish: @escaping Finish) -> Bool {
+        var pairs: [(key: [UInt8], value: [UInt8], expiry: Int64)] = []
+        switch name {
+        case .set:
+            guard let expiry = Self.plainSetExpiry(args, now: now, errors: &errors) else { return false }
+            pairs = [(keys[0], keys[1], expiry)]
+        case .setex, .psetex:
+            guard let expiry = Self.expiry(args[2], unit: name == .setex ? 1000 : 1, absolute: false, now: now,
+                                           command: name == .setex ? "setex" : "psetex", errors: &errors)
+            else { return false }
+            pairs = [(keys[0], keys[2], expiry)]
+        default:
+            guard keys.count % 2 == 0 else {
+                errors.writeRESPError("ERR wrong number of arguments for 'mset' command")
+                return false
+            }
+            pairs = stride(from: 0, to: keys.count, by: 2).map { (keys[$0], keys[$0 + 1], 0) }
+        }
+        let fanIn = FanIn<Result<Bool, NoQuorum>>(count: pairs.count) { results in
+            finish { out in
+                if let failure = Self.firstFailure(results) { out.writeRESPError(failure.message) } else { out.writeOK() }
+            }
+        }
+        for (index, pair) in pairs.enumerated() {
+            coordinator.writeValue(pair.key, pair.value, expiry: pair.expiry, required: quorums(session), now: now) { fanIn.answer(index, $0) }
+        }
+        return true
+    }
+
+    /// MSETNX: not atomic across nodes: every key is checked at the read quorum, then all are
+    /// written.
+    private func setAllIfNoneExists(_ keys: [[UInt8]], session: Session, now: Int64, errors: inout ByteBuffer, finish: @escaping Finish) -> Bool {
+        guard keys.count % 2 == 0 else {
+            errors.writeRESPError("ERR wrong number of arguments for 'msetnx' command")
+            return false
+        }
+        let pairs = stride(from: 0, to: keys.count, by: 2).map { (keys[$0], keys[$0 + 1]) }
+        let required = quorums(session)
+        let coordinator = self.coordinator
+        let reads = FanIn<Result<VersionedValue?, NoQuorum>>(count: pairs.count) { results in
+            if let failure = Self.firstFailure(results) { return finish { $0.writeRESPError(failure.message) } }
+            let taken = results.contains { result in
+                if case .success(let value?)? = result { return !value.isTombstone }
+                return false
+            }
+            if taken { return finish { $0.writeRESPInteger(0) } }
+            let writes = FanIn<Result<Bool, NoQuorum>>(count: pairs.count) { results in
+                finish { out in
+                    if let failure = Self.firstFailure(results) { out.writeRESPError(failure.message) } else { out.writeRESPInteger(1) }
+                }
+            }
+            for (index, (key, value)) in pairs.enumerated() {
+                coordinator.writeValue(key, value, expiry: 0, required: required, now: wallClockMillis()) { writes.answer(index, $0) }
+            }
+        }
+        for (index, (key, _)) in pairs.enumerated() {
+            coordinator.readWinner(key, required: readQuorum(session), now: now) { reads.answer(index, $0) }
+        }
+        return true
+    }
+
+    /// VGET: the siblings at the read quorum (under last-write-wins, the one value).
+    private func readSiblings(_ keys: [[UInt8]], session: Session, now: Int64, finish: @escaping Finish) -> Bool {
+        let resp3 = session.resp3
+        guard cluster.usesVectorClocks else { return startLWWVGet(keys[0], session: session, now: now, finish: finish) }
+        coordinator.readSiblings(keys[0], required: readQuorum(session), now: now) { result in
+            finish { out in
+                switch result {
+                case .failure(let error): out.writeRESPError(error.message)
+                case .success(let set): Self.writeSiblings(set ?? SiblingSet(), resp3: resp3, into: &out)
+                }
+            }
+        }
+        return true
+    }
+
+    /// VSET: a sibling written under its causal context (under last-write-wins, a plain write).
+    private func writeSibling(_ args: RESPArguments, _ keys: [[UInt8]], session: Session, now: Int64, errors: inout ByteBuffer,
+                              finish: @escaping Finish) -> Bool {
+        guard let context = VectorClock(hex: args[2]) else {
+            errors.writeRESPError("ERR invalid causal context: pass the context VGET returned (at most \(VectorClock.maxEntries) entries), or an empty string")
+            return false
+        }
+        guard let expiry = Self.vsetExpiry(args, now: now, errors: &errors) else { return false }
+        let reply: (Result<Bool, NoQuorum>) -> Void = { result in
+            finish { out in
+                if case .failure(let error) = result { out.writeRESPError(error.message) } else { out.writeOK() }
+            }
+        }
+        if cluster.usesVectorClocks {
+            coordinator.writeSibling(keys[0], keys[2], expiry: expiry, context: context, required: writeQuorum(session), completion: reply)
+        } else {
+            coordinator.writeValue(keys[0], keys[2], expiry: expiry, required: quorums(session), now: now, completion: reply)
+        }
+        return true
+    }
+
+    /// RANDOMKEY: one random key from every member, and one of those.
+    private func randomKey(session: Session, finish: @escaping Finish) {
+        let resp3 = session.resp3
+        coordinator.fanOut(.randomKey, local: {
+            .key(cluster.node.store.randomKey(now: wallClockMillis()).map { ByteBuffer(bytes: $0) })
+        }) { replies in
+            let keys = replies.compactMap { reply -> ByteBuffer? in
+                if case .key(let key?)? = reply { return key }
+                return nil
+            }
+            finish { out in
+                if let key = keys.randomElement() { out.writeRESPBulk(Array(buffer: key)) } else { out.writeRESPNull(resp3: resp3) }
+            }
+        }
+    }
+
+    /// DEL, UNLINK: a quorum write of a tombstone per key.
+    private func delete(_ keys: [[UInt8]], session: Session, now: Int64, finish: @escaping Finish) {
+        let fanIn = FanIn<Result<Bool, NoQuorum>>(count: keys.count) { results in
+            finish { out in
+                if let failure = Self.firstFailure(results) { return out.writeRESPError(failure.message) }
+                out.writeRESPInteger(results.filter { if case .success(true)? = $0 { return true } else { return false } }.count)
+            }
+        }
+        for (index, key) in keys.enumerated() {
+            coordinator.writeValue(key, nil, expiry: 0, required: quorums(session), now: now) { fanIn.answer(index, $0) }
+        }
+    }
+
+    /// DBSIZE, KEYS: every member counts or lists the keys it is the first live replica of.
+    private func countOrList(_ name: CommandSpec.Name, _ keys: [[UInt8]], finish: @escaping Finish) {
+        let down = coordinator.unreachable
+        let downList = cluster.memberNames(down)
+        let pattern = name == .keys ? keys[0] : []
+        let request: BusRequest = name == .keys ? .keys(pattern: ByteBuffer(bytes: pattern), down: downList) : .count(down: downList)
+        let cluster = self.cluster
+        coordinator.fanOut(request, local: {
+            let now = wallClockMillis()
+            if name == .keys {
+                let owned = pattern.withUnsafeBytes { cluster.ownedKeys(matching: $0, down: down, now: now) }
+                return .keys(owned.map { ByteBuffer(bytes: $0) })
+            }
+            return .integer(cluster.countOwnedKeys(down: down, now: now))
+        }) { replies in
+            finish { out in
+                // A member counted as up that did not answer would make the figure silently
+                // short: say so instead.
+                let silent = replies.indices.filter { replies[$0] == nil && !down.contains($0) }
+                guard silent.isEmpty else {
+                    return out.writeRESPError("NOQUORUM \(name) did not reach \(silent.map { cluster.members[$0].name }.joined(separator: ", "))")
+                }
+                if name == .dbsize {
+                    out.writeRESPInteger(replies.reduce(0) { total, reply in
+                        if case .integer(let n)? = reply { return total.addingReportingOverflow(n).partialValue }
+                        return total
+                    })
+                } else {
+                    var all: [ByteBuffer] = []
+                    for case .keys(let items)? in replies { all += items }
+                    out.writeRESPArrayHeader(all.count)
+                    for key in all { out.writeRESPBulk(Array(buffer: key)) }
+                }
+            }
+        }
+    }
+
+    /// FLUSHALL, FLUSHDB: every participant empties its store.
+    private func flushAll(finish: @escaping Finish) {
+        coordinator.fanOut(.flush, local: {
+            cluster.node.store.removeAll()
+            cluster.siblings.removeAll()
+            return .ok
+        }) { replies in
+            finish { out in
+                let participants = cluster.topology.participants
+                let missed = replies.enumerated().filter { reply in
+                    if case .ok? = reply.element { return false }
+                    if !participants.contains(reply.offset) { return false }
+                    return true
+                }.map { cluster.members[$0.offset].name }
+                if missed.isEmpty { out.writeOK() } else { out.writeRESPError("NOQUORUM flush did not reach \(missed.joined(separator: ", "))") }
+            }
+        }
     }
 
     /// The quorum hot path (``Coordinator/hotRead(_:key:required:resp3:reply:completed:now:)``):
@@ -406,7 +469,7 @@ struct ClusterRouter {
     /// the target as a new version, then delete the source. Not atomic: a reader in between
     /// can see both keys or, if the delete fails, the source stays.
     private func rename(_ source: [UInt8], to target: [UInt8], onlyIfAbsent: Bool, session: Session, now: Int64,
-                        finish: @escaping ((inout ByteBuffer) -> Void) -> Void) {
+                        finish: @escaping Finish) {
         let coordinator = self.coordinator
         let required = quorums(session)
         let read = required.read
@@ -444,7 +507,7 @@ struct ClusterRouter {
     /// own cursor (rounded down to 58 bits, which can only repeat keys, never skip them) in
     /// the rest; each call scans one node, counting only the keys it is the first live replica of.
     private func scan(_ args: RESPArguments, errors: inout ByteBuffer,
-                      finish: @escaping ((inout ByteBuffer) -> Void) -> Void) -> Void? {
+                      finish: @escaping Finish) -> Void? {
         guard let cursor = UInt64(args[1].asString) else {
             errors.writeRESPError("ERR invalid cursor")
             return nil
@@ -522,7 +585,7 @@ struct ClusterRouter {
     }
 
     /// VGET under last-write-wins: no context, the one value.
-    private func startLWWVGet(_ key: [UInt8], session: Session, now: Int64, finish: @escaping ((inout ByteBuffer) -> Void) -> Void) -> Bool {
+    private func startLWWVGet(_ key: [UInt8], session: Session, now: Int64, finish: @escaping Finish) -> Bool {
         let resp3 = session.resp3
         coordinator.read(key, required: readQuorum(session), now: now) { result in
             finish { out in
@@ -578,7 +641,7 @@ struct ClusterRouter {
         }
     }
 
-    private func readModifyWrite(_ keys: [[UInt8]], args: RESPArguments, session: Session, now: Int64, finish: @escaping ((inout ByteBuffer) -> Void) -> Void) {
+    private func readModifyWrite(_ keys: [[UInt8]], args: RESPArguments, session: Session, now: Int64, finish: @escaping Finish) {
         let command = [Array(args[0])] + keys
         let resp3 = session.resp3
         coordinator.readModifyWrite(command, required: (readQuorum(session), writeQuorum(session)), now: now) { reply in
