@@ -8,22 +8,12 @@ import RESP
 
 /// Serves one inbound bus connection: the handshake first (``BusHandshakeServer``), then
 /// replica reads and writes applied to the local store, answered in order with one flush per
-/// read batch. Every request is decoded once by ``BusRequest/decode(_:context:)``; a request
-/// that does not decode gets `-ERR` and, before the handshake, the connection is closed.
+/// read batch. Every request is decoded once by ``BusRequest/decode(_:context:)``; what the
+/// connection may do (the handshake's limits, joiners, impersonation, idleness, the replies
+/// it may owe) is decided by the pure ``BusSession``, and carried out here.
 final class BusHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
-
-    /// Where the connection stands.
-    private enum State {
-        /// Refused by the connection limit before anything was read.
-        case refused
-        /// Before the handshake finished: only RC.HELLO and RC.PROVE, a few KiB, a deadline.
-        case handshaking(BusHandshakeServer)
-        /// Authenticated as `peer`; `member` is false for a joiner not yet in the ring.
-        case serving(peer: String, member: Bool)
-        case closing
-    }
 
     /// How long a connection may take to finish the handshake.
     static let handshakeDeadline = TimeAmount.seconds(3)
@@ -31,7 +21,12 @@ final class BusHandler: ChannelInboundHandler {
     private let cluster: ClusterState
     private let coordinator: Coordinator?
     private let logger: Logger
-    private var state: State
+    private var session = BusSession(limits: .init(maxPendingReplies: BusGuard.maxPendingReplies))
+    private var handshakeServer: BusHandshakeServer
+    /// The member the handshake proved the connection is (for the per-peer connection count).
+    private var authenticatedPeer: String?
+    /// The channel is being closed: nothing more is read or written.
+    private var closing = false
     /// Held while the handler is in the pipeline; dropped in `handlerRemoved`.
     private var context: ChannelHandlerContext?
     /// Replies that come later (RC.EXEC, disk); later replies wait behind them, in order.
@@ -44,8 +39,6 @@ final class BusHandler: ChannelInboundHandler {
     private var deadline: Scheduled<Void>?
     /// Checks for silence every half idle timeout: closed after a whole one with no read.
     private var idleCheck: RepeatedTask?
-    private var readSinceCheck = true
-    private var silentChecks = 0
     /// The peer stopped reading our replies: requests wait in `pending` until it reads again.
     private var paused = false
 
@@ -53,7 +46,7 @@ final class BusHandler: ChannelInboundHandler {
         self.cluster = cluster
         self.coordinator = coordinator
         self.logger = logger
-        self.state = .handshaking(BusHandshakeServer(handshake: cluster.handshake, me: cluster.selfName))
+        self.handshakeServer = BusHandshakeServer(handshake: cluster.handshake, me: cluster.selfName)
         self.parser.limits = RESPLimits(maxBulkLength: cluster.busLimits.maxBulkLength)
     }
 
@@ -68,7 +61,8 @@ final class BusHandler: ChannelInboundHandler {
     func channelActive(context: ChannelHandlerContext) {
         remote = context.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         guard cluster.busGuard.open() else {
-            state = .refused
+            closing = true
+            session.onClosed()
             cluster.busGuard.refuse(.connectionLimit, peer: remote, "too many bus connections; closing a new one", logger: logger, now: wallClockMillis())
             context.close(promise: nil)
             return
@@ -87,20 +81,39 @@ final class BusHandler: ChannelInboundHandler {
 
     /// A connection that read nothing for two checks in a row (an idle timeout) is closed.
     private func checkIdle() {
-        guard let context, !isClosing else { return }
-        silentChecks = readSinceCheck ? 0 : silentChecks + 1
-        readSinceCheck = false
-        guard silentChecks >= 2 else { return }
-        // Before the handshake, silence is a handshake that did not come.
-        cluster.busGuard.refuse(isServing ? .idle : .handshakeTimeout, peer: remote, "silent for \(cluster.busIdleTimeout); closing",
-                                logger: logger, now: wallClockMillis())
-        close(context: context)
+        guard let context, !closing, let verdict = session.onIdleCheck(timeout: "\(cluster.busIdleTimeout)") else { return }
+        _ = carry(verdict, context: context, now: wallClockMillis())
     }
 
     private func handshakeExpired() {
-        guard case .handshaking = state, let context else { return }
-        cluster.busGuard.refuse(.handshakeTimeout, peer: remote, "no handshake within \(Self.handshakeDeadline)", logger: logger, now: wallClockMillis())
-        close(context: context)
+        guard let context, !closing, let verdict = session.onHandshakeDeadline(after: "\(Self.handshakeDeadline)") else { return }
+        _ = carry(verdict, context: context, now: wallClockMillis())
+    }
+
+    /// Carries out a verdict of the session; the peer to serve the request for, if it is served.
+    private func carry(_ verdict: BusSession.Verdict, context: ChannelHandlerContext, now: Int64) -> String? {
+        switch verdict {
+        case .serve(let peer):
+            return peer
+        case .refuse(let message):
+            writeInOrder { $0.writeRESPError(message) }
+        case .close(let reason, let reply, let log):
+            cluster.busGuard.refuse(Self.guardReason(reason), peer: remote, log, logger: logger, now: now)
+            if let reply { out.writeRESPError(reply) }
+            close(context: context)
+        }
+        return nil
+    }
+
+    static func guardReason(_ reason: BusSession.CloseReason) -> BusGuard.Reason {
+        switch reason {
+        case .unauthenticatedOversize: .unauthenticatedOversize
+        case .handshakeTimeout: .handshakeTimeout
+        case .handshakeRefused: .handshakeRefused
+        case .idle: .idle
+        case .protocolError: .protocolError
+        case .replyQueue: .replyQueue
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -110,27 +123,16 @@ final class BusHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    private var isServing: Bool {
-        if case .serving = state { return true }
-        return false
-    }
-
-    private var isClosing: Bool {
-        switch state {
-        case .closing, .refused: return true
-        default: return false
-        }
-    }
+    private var isServing: Bool { session.isServing }
+    private var isClosing: Bool { closing }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !isClosing else { return }
-        readSinceCheck = true
         var incoming = unwrapInboundIn(data)
         pending.writeBuffer(&incoming)
-        if !isServing, pending.readableBytes > BusHandshake.maxUnauthenticatedBytes {
-            cluster.busGuard.refuse(.unauthenticatedOversize, peer: remote, "more than \(BusHandshake.maxUnauthenticatedBytes) bytes before the handshake",
-                                    logger: logger, now: wallClockMillis())
-            return close(context: context)
+        if let verdict = session.onRead(buffered: pending.readableBytes) {
+            _ = carry(verdict, context: context, now: wallClockMillis())
+            return
         }
         if !paused { process(context: context) }
     }
@@ -161,18 +163,15 @@ final class BusHandler: ChannelInboundHandler {
             case .skip(let consumed):
                 pending.moveReaderIndex(forwardBy: consumed)
             case .error(let error):
-                cluster.busGuard.refuse(authenticated ? .protocolError : .handshakeRefused, peer: remote, error.message, logger: logger, now: now)
-                out.writeRESPError("ERR \(error.message)")
-                close(context: context)
+                _ = carry(session.onUnparsable(error.message, reply: "ERR \(error.message)"), context: context, now: now)
             case .request(let consumed):
                 guard !parser.isInlineRequest else {
-                    cluster.busGuard.refuse(authenticated ? .protocolError : .handshakeRefused, peer: remote, "an inline request", logger: logger, now: now)
-                    out.writeRESPError("ERR inline requests are not bus messages")
-                    return close(context: context)
+                    _ = carry(session.onUnparsable("an inline request", reply: "ERR inline requests are not bus messages"), context: context, now: now)
+                    return
                 }
                 let frame = BusFrame(buffer: pending, parser: parser)
                 pending.moveReaderIndex(forwardBy: consumed)
-                if case .handshaking = state { decoding.members = cluster.topology.indexByName }
+                if session.stage == .handshaking { decoding.members = cluster.topology.indexByName }
                 do {
                     let request = try BusRequest.decode(frame, context: decoding)
                     receive(request, now: now, context: context)
@@ -186,14 +185,12 @@ final class BusHandler: ChannelInboundHandler {
     /// A request that did not decode: answered with its error in its place; before the
     /// handshake the connection is closed too.
     private func refuseRequest(_ error: BusProtocolError, context: ChannelHandlerContext, now: Int64) {
-        let reason: BusGuard.Reason = isServing ? .protocolError : .handshakeRefused
-        cluster.busGuard.refuse(reason, peer: remote, "refused a request: \(error.message)", logger: logger, now: now)
-        if isServing {
-            writeInOrder { $0.writeRESPError("ERR \(error.message)") }
-        } else {
-            out.writeRESPError("NOAUTH \(error.message)")
-            close(context: context)
+        let verdict = session.onUndecodable(error.message)
+        // Counted after the handshake too (a peer that sends what does not decode is logged).
+        if case .refuse = verdict {
+            cluster.busGuard.refuse(.protocolError, peer: remote, "refused a request: \(error.message)", logger: logger, now: now)
         }
+        _ = carry(verdict, context: context, now: now)
     }
 
     /// Writes a reply that is ready now, behind any that are still owed.
@@ -208,27 +205,14 @@ final class BusHandler: ChannelInboundHandler {
     }
 
     private func receive(_ request: BusRequest, now: Int64, context: ChannelHandlerContext) {
-        switch state {
-        case .handshaking(var server):
-            let action = server.onRequest(request, serverNonce: BusHandshake.makeNonce()) { _ in true }
-            state = .handshaking(server)
+        switch session.stage {
+        case .handshaking:
+            let action = handshakeServer.onRequest(request, serverNonce: BusHandshake.makeNonce()) { _ in true }
             handshake(action, context: context, now: now)
-        case .serving(let peer, let member):
-            if !member {
-                // A joiner may only join; once the ring holds it, it is a member like any other.
-                if cluster.topology.indexByName[peer] != nil {
-                    state = .serving(peer: peer, member: true)
-                } else if !Self.allowedBeforeJoining(request) {
-                    writeInOrder { $0.writeRESPError("NOPERM '\(peer)' is not a member: it may only join") }
-                    return
-                }
-            }
-            guard waiting.count < BusGuard.maxPendingReplies else {
-                cluster.busGuard.refuse(.replyQueue, peer: remote, "\(waiting.count) replies owed; closing", logger: logger, now: now)
-                return close(context: context)
-            }
-            serve(request, peer: peer, now: now, context: context)
-        case .refused, .closing:
+        case .serving(let peer, _):
+            let verdict = session.onRequest(request, isMember: cluster.topology.indexByName[peer] != nil, owed: waiting.count)
+            if let peer = carry(verdict, context: context, now: now) { serve(request, peer: peer, now: now, context: context) }
+        case .closed:
             return
         }
     }
@@ -237,13 +221,6 @@ final class BusHandler: ChannelInboundHandler {
     static func writes(_ request: BusRequest) -> Bool {
         switch request {
         case .put, .delete, .siblingPut, .hint, .transfer, .transferPart, .flush, .exec: return true
-        default: return false
-        }
-    }
-
-    static func allowedBeforeJoining(_ request: BusRequest) -> Bool {
-        switch request {
-        case .join, .ping: return true
         default: return false
         }
     }
@@ -262,12 +239,11 @@ final class BusHandler: ChannelInboundHandler {
                 out.writeRESPError("ERR too many bus connections from \(peer)")
                 return close(context: context)
             }
-            state = .serving(peer: peer, member: cluster.topology.indexByName[peer] != nil)
+            authenticatedPeer = peer
+            session.onAuthenticated(peer: peer, member: cluster.topology.indexByName[peer] != nil)
             out.writeRESPRaw("+OK\r\n")
         case .refuse(let message):
-            cluster.busGuard.refuse(.handshakeRefused, peer: remote, "refused a handshake: \(message)", logger: logger, now: now)
-            out.writeRESPError(message)
-            close(context: context)
+            _ = carry(session.onHandshakeRefused(message), context: context, now: now)
         }
     }
 
@@ -332,7 +308,7 @@ final class BusHandler: ChannelInboundHandler {
 
     private func close(context: ChannelHandlerContext) {
         deadline?.cancel()
-        if !isClosing {
+        if !closing {
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
             out.clear()
         }
@@ -342,20 +318,12 @@ final class BusHandler: ChannelInboundHandler {
 
     /// Remembers the peer for the connection count, then stops answering.
     private func markClosing() {
-        switch state {
-        case .handshaking:
-            if admitted {
-                cluster.busGuard.closed(peer: nil, wasUnauthenticated: true)
-                admitted = false
-            }
-        case .serving(let peer, _):
-            if admitted {
-                cluster.busGuard.closed(peer: peer, wasUnauthenticated: false)
-                admitted = false
-            }
-        case .refused, .closing: break
+        if admitted {
+            cluster.busGuard.closed(peer: authenticatedPeer, wasUnauthenticated: authenticatedPeer == nil)
+            admitted = false
         }
-        state = .closing
+        closing = true
+        session.onClosed()
     }
 
     /// `persistence-fsync always`: a write is acknowledged to its coordinator only once the
@@ -538,10 +506,10 @@ final class BusHandler: ChannelInboundHandler {
                 out.writeRESPError("ERR hint store full")
             }
         case .tree(let requester):
-            guard requester == peer, let index = cluster.topology.indexByName[requester] else { return refuseImpersonation(requester, peer) }
+            guard let index = cluster.topology.indexByName[requester] else { return out.writeRESPError("NOPERM '\(requester)' is not a member") }
             BusReply.digest(cluster.digest(sharedWith: index, now: now).buckets).encode(into: &out)
         case .bucket(let requester, let buckets):
-            guard requester == peer, let index = cluster.topology.indexByName[requester] else { return refuseImpersonation(requester, peer) }
+            guard let index = cluster.topology.indexByName[requester] else { return out.writeRESPError("NOPERM '\(requester)' is not a member") }
             let entries = cluster.entries(sharedWith: index, buckets: Set(buckets), now: now)
             BusReply.versions(entries.map { BusVersionedKey(key: ByteBuffer(bytes: $0.0), version: $0.1) }).encode(into: &out)
         default:
@@ -549,14 +517,9 @@ final class BusHandler: ChannelInboundHandler {
         }
     }
 
-    private func refuseImpersonation(_ claimed: String, _ peer: String) {
-        out.writeRESPError("NOPERM this connection is '\(peer)', not '\(claimed)'")
-    }
-
     private func handleMembership(_ request: BusRequest, peer: String) {
         switch request {
         case .join(let entry):
-            guard entry.name == peer else { return refuseImpersonation(entry.name, peer) }
             let now = wallClockMillis()
             guard cluster.topology.indexByName[entry.name] != nil || cluster.busGuard.admitJoin(now: now) else {
                 cluster.busGuard.refuse(.joinRefused, peer: peer, "too many new members at once; refusing a join", logger: logger, now: now)
@@ -569,11 +532,9 @@ final class BusHandler: ChannelInboundHandler {
             }
             BusReply.members(cluster.memberList()).encode(into: &out)
         case .members(let list):
-            guard list.sender == peer else { return refuseImpersonation(list.sender, peer) }
             cluster.absorbMembers(list)
             BusReply.members(cluster.memberList()).encode(into: &out)
         case .transferDone(let ring, let sender, let coverage):
-            guard sender == peer else { return refuseImpersonation(sender, peer) }
             cluster.rebalance.markFinished(sender, ring: ring, covering: coverage)
             cluster.checkTransition()
             BusReply.ok.encode(into: &out)
@@ -584,8 +545,7 @@ final class BusHandler: ChannelInboundHandler {
 
     private func handleTransfer(_ request: BusRequest, peer: String, now: Int64) {
         switch request {
-        case .transfer(let sender, let entries):
-            guard sender == peer else { return refuseImpersonation(sender, peer) }
+        case .transfer(_, let entries):
             var applied = 0
             var bytes = 0
             for entry in entries {
@@ -597,7 +557,6 @@ final class BusHandler: ChannelInboundHandler {
             cluster.rebalance.bytesReceived.add(bytes, ordering: .relaxed)
             BusReply.integer(applied).encode(into: &out)
         case .transferPart(let chunk):
-            guard chunk.sender == peer else { return refuseImpersonation(chunk.sender, peer) }
             let key = Array(chunk.key.readableBytesView)
             let outcome = chunk.bytes.withUnsafeReadableBytes { bytes in
                 cluster.rebalance.receiveChunk(sender: chunk.sender, key: key, version: chunk.version, expiry: chunk.expiry, offset: chunk.offset,

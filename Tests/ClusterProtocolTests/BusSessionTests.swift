@@ -1,0 +1,87 @@
+import ClusterCore
+import NIOCore
+import Testing
+
+@testable import ClusterProtocol
+
+@Suite struct BusSessionTests {
+    let join = BusRequest.join(RingMembership.Entry(name: "n4", host: "127.0.0.1", port: 7004, busPort: 17004))
+    let get = BusRequest.get(key: ByteBuffer(string: "k"))
+
+    @Test func theHandshakeHasAByteLimitAndADeadline() {
+        var session = BusSession(limits: .init(maxUnauthenticatedBytes: 100))
+        #expect(session.onRead(buffered: 100) == nil)
+        let oversize = session.onRead(buffered: 101)
+        guard case .close(.unauthenticatedOversize, nil, _)? = oversize else {
+            Issue.record("expected a close, got \(String(describing: oversize))")
+            return
+        }
+        #expect(session.isClosed)
+        var late = BusSession()
+        #expect(late.onHandshakeDeadline(after: "3 s").map { if case .close(.handshakeTimeout, _, _) = $0 { true } else { false } } == true)
+        var served = BusSession(limits: .init(maxUnauthenticatedBytes: 100))
+        served.onAuthenticated(peer: "n2", member: true)
+        #expect(served.onRead(buffered: 10_000) == nil, "the limit is for the handshake only")
+        #expect(served.onHandshakeDeadline(after: "3 s") == nil)
+    }
+
+    @Test func aJoinerMayOnlyJoinUntilTheRingHoldsIt() {
+        var session = BusSession()
+        session.onAuthenticated(peer: "n4", member: false)
+        #expect(session.onRequest(get, isMember: false, owed: 0) == .refuse("NOPERM 'n4' is not a member: it may only join"))
+        #expect(session.onRequest(.ping, isMember: false, owed: 0) == .serve(peer: "n4"))
+        #expect(session.onRequest(join, isMember: false, owed: 0) == .serve(peer: "n4"))
+        #expect(session.onRequest(get, isMember: true, owed: 0) == .serve(peer: "n4"), "once in the ring, a member like any other")
+        #expect(session.stage == .serving(peer: "n4", member: true))
+    }
+
+    @Test func aRequestMaySpeakOnlyForTheAuthenticatedMember() {
+        var session = BusSession()
+        session.onAuthenticated(peer: "n2", member: true)
+        for request in [BusRequest.tree(requester: "n3"), .bucket(requester: "n3", buckets: [1]), .transfer(sender: "n3", entries: []),
+                        .transferDone(ring: 1, sender: "n3", coverage: nil)] {
+            #expect(session.onRequest(request, isMember: true, owed: 0) == .refuse("NOPERM this connection is 'n2', not 'n3'"))
+        }
+        #expect(session.onRequest(join, isMember: true, owed: 0) == .refuse("NOPERM this connection is 'n2', not 'n4'"))
+        #expect(session.onRequest(.tree(requester: "n2"), isMember: true, owed: 0) == .serve(peer: "n2"))
+        #expect(session.onRequest(.hello(cluster: "c", node: "n2", nonce: []), isMember: true, owed: 0) == .refuse("ERR already authenticated"))
+        #expect(session.isServing, "refusals keep the connection")
+    }
+
+    @Test func tooManyOwedRepliesClose() {
+        var session = BusSession(limits: .init(maxPendingReplies: 3))
+        session.onAuthenticated(peer: "n2", member: true)
+        #expect(session.onRequest(get, isMember: true, owed: 2) == .serve(peer: "n2"))
+        guard case .close(.replyQueue, nil, _) = session.onRequest(get, isMember: true, owed: 3) else {
+            Issue.record("expected a close")
+            return
+        }
+        #expect(session.onRequest(get, isMember: true, owed: 0) == .refuse("NOAUTH authenticate first"), "closed: nothing is served")
+    }
+
+    @Test func silenceClosesAfterTwoChecksAndBadBytesCloseOrRefuse() {
+        var session = BusSession()
+        #expect(session.onIdleCheck(timeout: "10s") == nil, "something was read since the start")
+        #expect(session.onIdleCheck(timeout: "10s") == nil)
+        guard case .close(.handshakeTimeout, _, _)? = session.onIdleCheck(timeout: "10s") else {
+            Issue.record("silence before the handshake is a handshake that did not come")
+            return
+        }
+        var serving = BusSession()
+        serving.onAuthenticated(peer: "n2", member: true)
+        _ = serving.onIdleCheck(timeout: "10s")
+        _ = serving.onIdleCheck(timeout: "10s")
+        _ = serving.onRead(buffered: 1)
+        #expect(serving.onIdleCheck(timeout: "10s") == nil, "a read starts the count again")
+        #expect(serving.onUndecodable("bad key") == .refuse("ERR bad key"), "after the handshake only the request is refused")
+        guard case .close(.protocolError, "ERR x"?, _) = serving.onUnparsable("x", reply: "ERR x") else {
+            Issue.record("bytes that are no bus message close")
+            return
+        }
+        var handshaking = BusSession()
+        guard case .close(.handshakeRefused, "NOAUTH bad"?, _) = handshaking.onUndecodable("bad") else {
+            Issue.record("before the handshake an undecodable request closes")
+            return
+        }
+    }
+}
