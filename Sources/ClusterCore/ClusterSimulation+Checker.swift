@@ -5,8 +5,9 @@ extension ClusterSimulation {
     /// A memory-only cache cannot keep a copy through a crash, so a read is let off for a
     /// write when a crash took a copy of it: when some node, at the moment it crashed, held a
     /// version of the key at least as new as the write's (in its store, however it got there:
-    /// as a replica, by transfer, by hint replay or by read repair, or as a hint it kept for
-    /// another node), and that crash came after the write started and before the read ended.
+    /// as a replica, by transfer, by hint replay or by read repair; or as a hint it kept for
+    /// another node, when hints count toward W), and that crash came after the write started
+    /// and before the read ended.
     /// Nothing else is let off: copies that moved to nodes which never acknowledged count as
     /// copies, and copies dropped by the protocol (a member that left and stopped, a node
     /// that removed the keys it no longer replicates) are not crash losses.

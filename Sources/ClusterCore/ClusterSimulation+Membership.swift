@@ -105,12 +105,7 @@ extension ClusterSimulation {
     mutating func membershipRound(_ node: Int) {
         checkTransition(node)
         takeOverFromTheDead(node)
-        if let run = nodes[node].transfer {
-            for id in run.outstanding.keys.sorted() {
-                let entry = run.outstanding[id]!
-                send(.transfer(run: run.id, entry: id, key: entry.key, value: entry.value), from: node, to: entry.target)
-            }
-        }
+        sendOutstanding(node)
         announce(node)
         replayHints(node)
         if nodes[node].leaving, nodes[node].previous == nil, nodes[node].transfer == nil, nodes[node].announcing.isEmpty {
@@ -188,10 +183,18 @@ extension ClusterSimulation {
         nextID += 1
         nodes[node].transfer = run
         trace("\(nodes[node].name) sends \(entries.map { "key\($0.key)→\(nodes[$0.target].name)" }) for change \(change)")
-        for id in outstanding.keys.sorted() {
-            send(.transfer(run: run.id, entry: id, key: outstanding[id]!.key, value: outstanding[id]!.value), from: node, to: outstanding[id]!.target)
-        }
+        sendOutstanding(node)
         if outstanding.isEmpty { finishTransfer(node) }
+    }
+
+    /// Sends the entries of the node's transfer that were not acknowledged yet (at its start,
+    /// and again each round: the cursor moves on only once a batch is acknowledged).
+    mutating func sendOutstanding(_ node: Int) {
+        guard let run = nodes[node].transfer else { return }
+        for id in run.outstanding.keys.sorted() {
+            let entry = run.outstanding[id]!
+            send(.transfer(run: run.id, entry: id, key: entry.key, value: entry.value), from: node, to: entry.target)
+        }
     }
 
     /// `finishRebalance`: the node records its claim and tells every member until each

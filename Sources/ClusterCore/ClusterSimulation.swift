@@ -489,7 +489,10 @@ public struct ClusterSimulation {
         let up = nodes.indices.filter { nodes[$0].life == .up }
         guard let node = up.randomElement(using: &random) else { return }
         for (key, value) in nodes[node].store { lostCopies.append(LostCopy(key: key, version: value.version, at: now)) }
-        for hint in nodes[node].hints.values { lostCopies.append(LostCopy(key: hint.key, version: hint.value.version, at: now)) }
+        // A hint is a copy the write counted on only when it counted toward W.
+        if settings.rules.hintsCountTowardQuorum {
+            for hint in nodes[node].hints.values { lostCopies.append(LostCopy(key: hint.key, version: hint.value.version, at: now)) }
+        }
         nodes[node].life = .down
         nodes[node].downSince = now
         nodes[node].store = [:]
