@@ -5,10 +5,10 @@ struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the deterministic cluster simulator over many seeded histories and print what it found.",
         discussion: """
-            Each history drives the quorum and placement cores through lost, delayed, duplicated and \\
-            reordered messages, crashes, partitions, members joining and leaving (with the data that moves) \\
-            and sloppy-quorum hints, and checks that every read that starts after a write was acknowledged \\
-            returns that write or a newer one, unless a crash took a copy of it. A seed that fails replays \\
+            Each history drives the quorum and placement cores through lost, delayed, duplicated and \
+            reordered messages, crashes, partitions, members joining and leaving (with the data that moves) \
+            and sloppy-quorum hints, and checks that every read that starts after a write was acknowledged \
+            returns that write or a newer one, unless a crash took a copy of it. A seed that fails replays \
             exactly: keep it as a regression test.
             """
     )
