@@ -5,10 +5,11 @@ struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the deterministic cluster simulator over many seeded histories and print what it found.",
         discussion: """
-            Each history drives the quorum cores through lost, delayed, duplicated and reordered \\
-            messages, crashes and partitions, and checks that every read that starts after a write was \\
-            acknowledged returns that write or a newer one. A seed that fails replays exactly: keep it as \\
-            a regression test.
+            Each history drives the quorum and placement cores through lost, delayed, duplicated and \
+            reordered messages, crashes, partitions, members joining and leaving (with the data that moves) \
+            and sloppy-quorum hints, and checks that every read that starts after a write was acknowledged \
+            returns that write or a newer one, unless a crash took a copy of it. A seed that fails replays \
+            exactly: keep it as a regression test.
             """
     )
 
@@ -30,6 +31,26 @@ struct Simulate: ParsableCommand {
     @Option(name: .customLong("w"), help: "Write quorum.")
     var writeQuorum = 2
 
+    @Option(help: "Members that join mid-history.")
+    var joins = 1
+
+    @Option(help: "Members that leave mid-history.")
+    var leaves = 1
+
+    @Option(help: "Sloppy quorum (hinted handoff): never, always, or alternate (odd seeds).")
+    var sloppyQuorum = "alternate"
+
+    @Flag(help: "Follow the rules the server is built with today, not the proposed ones (shows their gaps).")
+    var asBuilt = false
+
+    @Option(name: .customLong("without"), help: ArgumentHelp(
+        "Leave one proposed rule out (repeatable): every-old-replica-sends, wait-for-down-gainers, fencing, reads-ask-added, "
+            + "hints-do-not-count."))
+    var without: [String] = []
+
+    @Flag(help: "Print the trace of the first failing history.")
+    var trace = false
+
     @Flag(help: "Simulate SWIM membership instead: join spread, crash detection, false suspicions.")
     var membership = false
 
@@ -43,29 +64,56 @@ struct Simulate: ParsableCommand {
         settings.replicas = replicas
         settings.readQuorum = readQuorum
         settings.writeQuorum = writeQuorum
+        settings.joins = joins
+        settings.leaves = leaves
+        settings.rules = asBuilt ? .asBuilt : .proposed
+        for rule in without {
+            switch rule {
+            case "every-old-replica-sends": settings.rules.everyOldReplicaSends = false
+            case "wait-for-down-gainers": settings.rules.transfersWaitForDownGainers = false
+            case "fencing": settings.rules.fencing = false
+            case "reads-ask-added": settings.rules.readsAskAddedReplicas = false
+            case "hints-do-not-count": settings.rules.hintsCountTowardQuorum = true
+            default: throw ValidationError("unknown rule '\(rule)' for --without")
+            }
+        }
+        switch sloppyQuorum {
+        case "never": settings.sloppyQuorum = .never
+        case "always": settings.sloppyQuorum = .always
+        case "alternate": settings.sloppyQuorum = .everyOtherSeed
+        default: throw ValidationError("--sloppy-quorum must be never, always or alternate")
+        }
         var totals = ClusterSimulation.Report(seed: firstSeed)
         var failing: [UInt64] = []
+        var sloppyHistories = 0
         for seed in firstSeed..<(firstSeed + UInt64(histories)) {
             var simulation = ClusterSimulation(seed: seed, settings: settings)
             let report = simulation.run()
-            totals.writesAcknowledged += report.writesAcknowledged
-            totals.writesFailed += report.writesFailed
-            totals.readsAnswered += report.readsAnswered
-            totals.readsFailed += report.readsFailed
-            totals.repairs += report.repairs
-            totals.messagesDropped += report.messagesDropped
-            totals.crashes += report.crashes
+            totals.add(report)
+            if report.sloppyQuorum { sloppyHistories += 1 }
             if !report.violations.isEmpty {
                 failing.append(seed)
                 if failing.count <= 3 { print("seed \(seed): \(report.violations[0])") }
+                if trace && failing.count == 1 {
+                    var traced = settings
+                    traced.trace = true
+                    var again = ClusterSimulation(seed: seed, settings: traced)
+                    for line in again.run().trace { print("  \(line)") }
+                }
             }
         }
-        print("histories:            \(histories) (seeds \(firstSeed)...\(firstSeed + UInt64(histories) - 1)), N=\(replicas) R=\(readQuorum) W=\(writeQuorum)")
+        print("histories:            \(histories) (seeds \(firstSeed)...\(firstSeed + UInt64(histories) - 1)), N=\(replicas) R=\(readQuorum) W=\(writeQuorum), "
+              + "\(asBuilt ? "rules as built" : "proposed rules")\(without.isEmpty ? "" : " without \(without.joined(separator: ", "))")")
         print("writes acknowledged:  \(totals.writesAcknowledged), failed: \(totals.writesFailed)")
         print("reads answered:       \(totals.readsAnswered), failed: \(totals.readsFailed)")
         print("read repairs:         \(totals.repairs)")
         print("messages dropped:     \(totals.messagesDropped)")
         print("node crashes:         \(totals.crashes)")
+        print("joins, leaves:        \(totals.joins), \(totals.leaves); ring changes settled: \(totals.ringChangesSettled)")
+        print("transfers finished:   \(totals.transfersFinished), keys moved: \(totals.keysMoved), takeovers: \(totals.takeovers)")
+        print("hints kept:           \(totals.hintsKept), replayed: \(totals.hintsReplayed) (sloppy quorum in \(sloppyHistories) histories)")
+        print("stale views refused:  \(totals.refusals)")
+        print("reads exempted:       \(totals.readsExempted) (a crash took a copy of a write they missed)")
         print("histories violating:  \(failing.count)\(failing.isEmpty ? "" : " (seeds \(failing.prefix(10).map(String.init).joined(separator: ", ")))")")
         if !failing.isEmpty { throw ExitCode(1) }
     }
