@@ -65,9 +65,15 @@ public struct ClusterSimulation {
             self.hintsCountTowardQuorum = hintsCountTowardQuorum
         }
 
-        /// What `Coordinator` and `Rebalance.swift` do today.
-        public static let asBuilt = Rules(everyOldReplicaSends: false, transfersWaitForDownGainers: false, fencing: false,
-                                          readsAskAddedReplicas: false, hintsCountTowardQuorum: true)
+        /// What `Coordinator` and `Rebalance.swift` do today: every old replica sends and reads
+        /// ask the added replicas; no fencing yet, dead gainers are left out, and hints count
+        /// toward W (`sloppy-quorum yes` trades the read guarantee for availability, as in Dynamo).
+        public static let asBuilt = Rules(everyOldReplicaSends: true, transfersWaitForDownGainers: false, fencing: false,
+                                          readsAskAddedReplicas: true, hintsCountTowardQuorum: true)
+        /// The rules before the simulator drove the placement core: one sender per key, with
+        /// takeovers, and reads of the old ring alone.
+        public static let singleSender = Rules(everyOldReplicaSends: false, transfersWaitForDownGainers: false, fencing: false,
+                                               readsAskAddedReplicas: false, hintsCountTowardQuorum: true)
         /// The rules under which no history breaks the guarantee.
         public static let proposed = Rules(everyOldReplicaSends: true, transfersWaitForDownGainers: true, fencing: true,
                                            readsAskAddedReplicas: true, hintsCountTowardQuorum: false)
@@ -128,7 +134,7 @@ public struct ClusterSimulation {
         /// Ring changes every live node settled (reads and writes on the new ring).
         public var ringChangesSettled = 0
         public var transfersFinished = 0
-        /// Transfer runs again for old owners that died unfinished (``Rules/asBuilt`` only).
+        /// Transfer runs again for old owners that died unfinished (one sender per key only).
         public var takeovers = 0
         /// (key, gainer) copies delivered by transfers.
         public var keysMoved = 0

@@ -1,6 +1,6 @@
 /// One run of sending a node's keys to the members that gain them after a ring change, from
 /// the ring `old` to the ring `new`: what to scan next, which keys go to whom, when a step is
-/// done, retried or paced, where the walk stands and what the run covered when it finished.
+/// done, retried or paced, and where the walk stands.
 /// A pure state machine (clock-free: delays are returned, not slept), driven by the shell:
 ///
 ///     onStep(unreachable:dead:)   → .scan(after:limit:)
@@ -10,14 +10,16 @@
 ///     onBigValues(step:ok:)       → the step's end
 ///
 /// A step ends in `.saveCursor` and `.next(afterMicroseconds:)` (paced to `maxBytesPerSecond`),
-/// in `.finish(covering:)` after the last one, or in `.retry(afterMilliseconds:)` when any
-/// target failed: the walk moves on only once a step was acknowledged whole, so a retried step
-/// sends the same keys again.
+/// in `.finish` after the last one, or in `.retry(afterMilliseconds:)` when any target failed:
+/// the walk moves on only once a step was acknowledged whole, so a retried step sends the same
+/// keys again.
 ///
-/// Who sends a key: its first old replica that is not counted as down (``HashRing/gained(forPosition:from:sender:unreachable:)``).
-/// The run counts as down, at every step, what links say is unreachable plus `countedDown`;
-/// `covered` is what was down at every step so far, which is what the finished run covers
-/// (``TransferCoverage``): the keys those members would have sent, this node sent.
+/// Who sends a key: every old replica sends its copy to every member that gains it
+/// (``ReplicaPlan/transferTargets(forPosition:holder:)``). One sender is not enough: with
+/// W < N its copy can lack a write the other old replicas acknowledged, and then no new
+/// replica would get it (the simulator finds such histories). So a finished run covers every
+/// old owner (``TransferCoverage``): an old owner that dies before it finished leaves nothing
+/// that another old replica did not send.
 public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
     public enum Action: Sendable, Equatable {
         /// Read the next keys, after `after` (nil: from the start), at most `limit`.
@@ -32,8 +34,8 @@ public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
         case next(afterMicroseconds: Int64)
         /// Send the same step again after this pause.
         case retry(afterMilliseconds: Int64)
-        /// The run is over: it sent every key it owed, counting `covering` as down throughout.
-        case finish(covering: Set<Int>)
+        /// The run is over: this node sent every key it holds to the members that gain it.
+        case finish
     }
 
     public struct Settings: Sendable, Hashable {
@@ -59,18 +61,10 @@ public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
 
     public let old: HashRing
     public let new: HashRing
+    public let plan: ReplicaPlan
     /// This node, in both rings' member list.
     public let sender: Int
     public let settings: Settings
-    /// A takeover run: the old owners an earlier run of this node covered. Keys that run sent
-    /// (this node first among their replicas once those are left out) are skipped. nil for a
-    /// first run.
-    public let sentBefore: Set<Int>?
-    /// Counted as down at every step whatever links say (a takeover: what the earlier run
-    /// covered and the dead it takes over from).
-    public let countedDown: Set<Int>
-    /// Old owners counted as down at every step so far; nil before the first step.
-    public private(set) var covered: Set<Int>?
     /// Where the walk stands: the next scan starts after it.
     public private(set) var cursor: Cursor?
     /// Keys per scan, adapted to the size of the values.
@@ -83,7 +77,6 @@ public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
     public private(set) var scanned = 0
     public private(set) var retries = 0
 
-    private var down: Set<Int> = []
     private var dead: Set<Int> = []
     private var planned: Planned?
     private struct Planned: Sendable {
@@ -96,42 +89,34 @@ public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
         var bigValues: Bool
     }
 
-    public init(old: HashRing, new: HashRing, sender: Int, settings: Settings, sentBefore: Set<Int>? = nil,
-                countedDown: Set<Int> = [], resumeAfter cursor: Cursor? = nil) {
+    /// `resumeAfter`: where the walk stood when this node stopped while sending for this ring.
+    public init(old: HashRing, new: HashRing, sender: Int, settings: Settings, resumeAfter cursor: Cursor? = nil) {
         self.old = old
         self.new = new
+        self.plan = ReplicaPlan(ring: new, previous: old)
         self.sender = sender
         self.settings = settings
-        self.sentBefore = sentBefore
-        self.countedDown = countedDown
         self.scanCount = settings.initialScan
         self.cursor = cursor
-        // A walk that goes on after a restart: what came before was sent with down sets nobody
-        // knows now, so it covers nobody.
-        if cursor != nil { covered = [] }
     }
 
     /// Stops the run (a newer ring change superseded it): every later event does nothing.
     public mutating func cancel() { isCancelled = true }
 
     /// Begins a step (the first, the next, or the same again after a failure), with the
-    /// members links cannot reach now and those gossip declared dead (they get nothing).
-    public mutating func onStep(unreachable: Set<Int>, dead: Set<Int>) -> [Action] {
+    /// members gossip declared dead (they get nothing).
+    public mutating func onStep(dead: Set<Int>) -> [Action] {
         guard !isCancelled, !isFinished else { return [] }
         step += 1
         planned = nil
-        down = unreachable.union(countedDown)
-        covered = covered.map { $0.intersection(down) } ?? down
         self.dead = dead
         return [.scan(after: cursor, limit: scanCount)]
     }
 
-    /// The members the key at `position` goes to in this step: none when another old replica
-    /// sends it, when an earlier run of this node sent it, or when they are dead.
+    /// The members the key at `position` goes to in this step: those the new ring adds to its
+    /// replicas, when this node is an old replica of it, less the dead.
     public func targets(forPosition position: UInt64) -> [Int] {
-        // Sent by an earlier run of this node already.
-        if let sentBefore, old.sender(forPosition: position, unreachable: sentBefore) == sender { return [] }
-        return new.gained(forPosition: position, from: old, sender: sender, unreachable: down).filter { !dead.contains($0) }
+        plan.transferTargets(forPosition: position, holder: sender).filter { !dead.contains($0) }
     }
 
     /// What the step's scan gave: `scanned` keys read, `bytes` to send in all, batches for
@@ -184,12 +169,12 @@ public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
         scanned += planned.scanned
         if planned.last {
             isFinished = true
-            return [.finish(covering: covered ?? [])]
+            return [.finish]
         }
         var actions: [Action] = []
         cursor = planned.next
-        // A takeover's place is not kept: a first run's survives a restart.
-        if sentBefore == nil, let next = planned.next { actions.append(.saveCursor(next)) }
+        // The walk's place survives a restart.
+        if let next = planned.next { actions.append(.saveCursor(next)) }
         // The pace: as long as the bytes just sent take at the configured rate.
         let pause = settings.maxBytesPerSecond > 0
             ? Int64(planned.bytes).multipliedReportingOverflow(by: 1_000_000).partialValue / Int64(settings.maxBytesPerSecond) : 0

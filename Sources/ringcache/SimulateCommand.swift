@@ -40,8 +40,11 @@ struct Simulate: ParsableCommand {
     @Option(help: "Sloppy quorum (hinted handoff): never, always, or alternate (odd seeds).")
     var sloppyQuorum = "alternate"
 
-    @Flag(help: "Follow the rules the server is built with today, not the proposed ones (shows their gaps).")
+    @Flag(help: "Follow the rules the server is built with today, not the proposed ones (shows their gaps: no fencing yet, dead gainers left out, hints counted toward W).")
     var asBuilt = false
+
+    @Flag(help: "Follow the rules before every old replica sent and reads asked the added replicas (one sender per key, with takeovers).")
+    var singleSender = false
 
     @Option(name: .customLong("without"), help: ArgumentHelp(
         "Leave one proposed rule out (repeatable): every-old-replica-sends, wait-for-down-gainers, fencing, reads-ask-added, "
@@ -66,7 +69,7 @@ struct Simulate: ParsableCommand {
         settings.writeQuorum = writeQuorum
         settings.joins = joins
         settings.leaves = leaves
-        settings.rules = asBuilt ? .asBuilt : .proposed
+        settings.rules = singleSender ? .singleSender : asBuilt ? .asBuilt : .proposed
         for rule in without {
             switch rule {
             case "every-old-replica-sends": settings.rules.everyOldReplicaSends = false
@@ -103,7 +106,7 @@ struct Simulate: ParsableCommand {
             }
         }
         print("histories:            \(histories) (seeds \(firstSeed)...\(firstSeed + UInt64(histories) - 1)), N=\(replicas) R=\(readQuorum) W=\(writeQuorum), "
-              + "\(asBuilt ? "rules as built" : "proposed rules")\(without.isEmpty ? "" : " without \(without.joined(separator: ", "))")")
+              + "\(singleSender ? "one sender per key" : asBuilt ? "rules as built" : "proposed rules")\(without.isEmpty ? "" : " without \(without.joined(separator: ", "))")")
         print("writes acknowledged:  \(totals.writesAcknowledged), failed: \(totals.writesFailed)")
         print("reads answered:       \(totals.readsAnswered), failed: \(totals.readsFailed)")
         print("read repairs:         \(totals.repairs)")

@@ -8,90 +8,76 @@ import Testing
     let old = HashRing(members: ["a", "b", "c", "d"], vnodes: 16, replicas: 2, excluded: [3])
     let new = HashRing(members: ["a", "b", "c", "d"], vnodes: 16, replicas: 2)
 
-    func run(sender: Int = 0, pace: Int = 0, sentBefore: Set<Int>? = nil, countedDown: Set<Int> = [], resume: Int? = nil) -> Run {
-        Run(old: old, new: new, sender: sender, settings: .init(maxBytesPerSecond: pace, batchBytes: 1000), sentBefore: sentBefore,
-            countedDown: countedDown, resumeAfter: resume)
+    func run(sender: Int = 0, pace: Int = 0, resume: Int? = nil) -> Run {
+        Run(old: old, new: new, sender: sender, settings: .init(maxBytesPerSecond: pace, batchBytes: 1000), resumeAfter: resume)
     }
 
-    @Test func walksStepByStepAndFinishesCoveringWhatWasDownThroughout() {
+    @Test func walksStepByStepSavingItsPlaceAndFinishes() {
         var run = run(pace: 1_000_000)
-        #expect(run.onStep(unreachable: [1, 2], dead: []) == [.scan(after: nil, limit: 256)])
+        #expect(run.onStep(dead: []) == [.scan(after: nil, limit: 256)])
         #expect(run.onPlanned(scanned: 10, bytes: 500, targets: [3], bigValues: false, next: 7, last: false) == [.send(targets: [3])])
         #expect(run.onBatch(step: 1, target: 3, ok: true) == [.saveCursor(7), .next(afterMicroseconds: 500)])
         #expect(run.cursor == 7 && run.scanned == 10)
-        #expect(run.onStep(unreachable: [2], dead: []) == [.scan(after: 7, limit: 256)], "the scan grows back only when a step is small")
-        #expect(run.onPlanned(scanned: 3, bytes: 0, targets: [], bigValues: false, next: nil, last: true) == [.finish(covering: [2])])
+        #expect(run.onStep(dead: []) == [.scan(after: 7, limit: 256)], "the scan grows back only when a step is small")
+        #expect(run.onPlanned(scanned: 3, bytes: 0, targets: [], bigValues: false, next: nil, last: true) == [.finish])
         #expect(run.isFinished && run.scanned == 13)
-        #expect(run.onStep(unreachable: [], dead: []).isEmpty)
+        #expect(run.onStep(dead: []).isEmpty)
+        var resumed = self.run(resume: 41)
+        #expect(resumed.onStep(dead: []) == [.scan(after: 41, limit: 256)], "a walk goes on after a restart")
     }
 
     @Test func aFailedTargetRetriesTheSameStepAfterEveryTargetAnswered() {
         var run = run()
-        _ = run.onStep(unreachable: [], dead: [])
+        _ = run.onStep(dead: [])
         #expect(run.onPlanned(scanned: 5, bytes: 100, targets: [1, 3], bigValues: false, next: 9, last: false) == [.send(targets: [1, 3])])
         #expect(run.onBatch(step: 1, target: 1, ok: false).isEmpty, "waits for the other target")
         #expect(run.onBatch(step: 1, target: 1, ok: true).isEmpty, "a second answer from one target is ignored")
         #expect(run.onBatch(step: 1, target: 3, ok: true) == [.retry(afterMilliseconds: 1000)])
         #expect(run.cursor == nil && run.retries == 1)
-        #expect(run.onStep(unreachable: [], dead: []) == [.scan(after: nil, limit: 512)], "the same keys again")
+        #expect(run.onStep(dead: []) == [.scan(after: nil, limit: 512)], "the same keys again")
         #expect(run.onBatch(step: 1, target: 3, ok: true).isEmpty, "answers to an earlier step are ignored")
     }
 
     @Test func bigValuesGoAfterTheBatchesAndTheirFailureRetries() {
         var run = run()
-        _ = run.onStep(unreachable: [], dead: [])
+        _ = run.onStep(dead: [])
         #expect(run.onPlanned(scanned: 1, bytes: 5000, targets: [], bigValues: true, next: 1, last: false) == [.sendBigValues])
         #expect(run.scanCount == 128, "big steps shrink the scan")
         #expect(run.onBigValues(step: 1, ok: false) == [.retry(afterMilliseconds: 1000)])
-        _ = run.onStep(unreachable: [], dead: [])
+        _ = run.onStep(dead: [])
         _ = run.onPlanned(scanned: 1, bytes: 5000, targets: [2], bigValues: true, next: 1, last: true)
         #expect(run.onBigValues(step: 2, ok: true).isEmpty, "not before the batches")
         #expect(run.onBatch(step: 2, target: 2, ok: true) == [.sendBigValues])
-        #expect(run.onBigValues(step: 2, ok: true) == [.finish(covering: [])])
+        #expect(run.onBigValues(step: 2, ok: true) == [.finish])
     }
 
-    @Test func targetsFollowTheSenderRuleAndLeaveOutTheDead() {
-        var first = run(sender: 0)
-        var second = run(sender: 1)
-        _ = first.onStep(unreachable: [], dead: [])
-        _ = second.onStep(unreachable: [], dead: [])
+    @Test func everyOldReplicaSendsToEveryGainerButTheDead() {
+        var runs = (0..<3).map { run(sender: $0) }
+        for index in runs.indices { _ = runs[index].onStep(dead: []) }
         var moved = 0
         for position in stride(from: UInt64(0), to: UInt64.max - UInt64.max / 200, by: Int(UInt64.max / 200)) {
-            let gainers = new.preferenceList(forPosition: position).members.filter { !old.preferenceList(forPosition: position).contains($0) }
-            let sent = first.targets(forPosition: position) + second.targets(forPosition: position) + run(sender: 2).targets(forPosition: position)
-            #expect(sent.sorted() == gainers.sorted() || old.sender(forPosition: position, unreachable: []) == 2)
+            let before = old.preferenceList(forPosition: position).members
+            let gainers = new.preferenceList(forPosition: position).members.filter { !before.contains($0) }
+            for sender in 0..<3 {
+                let targets = runs[sender].targets(forPosition: position)
+                #expect(targets == (before.contains(sender) ? gainers : []), "every old replica sends, and only they")
+            }
             moved += gainers.count
         }
         #expect(moved > 0)
         var withDead = run(sender: 0)
-        _ = withDead.onStep(unreachable: [], dead: [3])
+        _ = withDead.onStep(dead: [3])
         for position in stride(from: UInt64(0), to: UInt64.max - UInt64.max / 50, by: Int(UInt64.max / 50)) {
             #expect(withDead.targets(forPosition: position).isEmpty, "member 3 is the only one that gains, and it is dead")
         }
     }
 
-    @Test func aTakeoverSkipsWhatTheEarlierRunSentAndCountsItsDownAsDown() {
-        var takeover = run(sender: 1, sentBefore: [], countedDown: [0])
-        _ = takeover.onStep(unreachable: [], dead: [])
-        for position in stride(from: UInt64(0), to: UInt64.max - UInt64.max / 100, by: Int(UInt64.max / 100)) {
-            if old.sender(forPosition: position, unreachable: []) == 1 {
-                #expect(takeover.targets(forPosition: position).isEmpty, "the earlier run sent it")
-            }
-        }
-        #expect(takeover.onPlanned(scanned: 1, bytes: 1, targets: [], bigValues: false, next: 4, last: false) == [.next(afterMicroseconds: 0)],
-                "a takeover's place is not saved")
-        var resumed = run(resume: 41)
-        #expect(resumed.onStep(unreachable: [2], dead: []) == [.scan(after: 41, limit: 256)])
-        #expect(resumed.onPlanned(scanned: 0, bytes: 0, targets: [], bigValues: false, next: nil, last: true) == [.finish(covering: [])],
-                "a walk resumed after a restart covers nobody")
-    }
-
     @Test func aCancelledRunDoesNothing() {
         var run = run()
-        _ = run.onStep(unreachable: [], dead: [])
+        _ = run.onStep(dead: [])
         run.cancel()
         #expect(run.onPlanned(scanned: 1, bytes: 1, targets: [1], bigValues: false, next: 1, last: true).isEmpty)
-        #expect(run.onStep(unreachable: [], dead: []).isEmpty)
+        #expect(run.onStep(dead: []).isEmpty)
     }
 
     @Test func chunkedSendsResumeWhereTheReceiverStands() {

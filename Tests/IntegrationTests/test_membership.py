@@ -150,8 +150,9 @@ def test_a_node_with_only_seeds_joins_takes_its_keys_and_a_member_leaves_handing
         infos = {n: c.info(n) for n in members}
         assert infos["n1"]["ring_epoch"] > epoch_before
         received = infos["n4"]["rebalance_keys_received"]
-        # n4 replicates about N/4 = half of the keys; only those moved.
-        assert 0.3 * len(expected) < received < 0.75 * len(expected), received
+        # n4 replicates about N/4 = half of the keys; only those moved, once from each of their
+        # two old replicas.
+        assert 0.6 * len(expected) < received < 1.5 * len(expected), received
         assert sum(infos[n]["rebalance_keys_sent"] for n in NAMES) == received
         # Old owners dropped what they no longer replicate.
         try:
@@ -237,11 +238,13 @@ def test_a_paced_transfer_keeps_reads_on_the_old_owners_moves_big_values_in_chun
         big_gained = [k for k in expected if k.startswith("big:") and b"n4" in n1.execute_command("CLUSTER", "KEYNODES", k)]
         needed = sum(-(-len(expected[k]) // 65536) for k in big_gained)
         chunks = sum(infos[n]["rebalance_chunks_sent"] for n in NAMES)
-        assert 0 < chunks <= needed, (needed, chunks)
+        # Each big value goes from each of its two old replicas.
+        assert 0 < chunks <= 2 * needed, (needed, chunks)
         gained = [k for k in keys if b"n4" in n1.execute_command("CLUSTER", "KEYNODES", k)]
         sent = sum(infos[n]["rebalance_keys_sent"] for n in NAMES)
-        # Resumed, not started over: each gained key went about once.
-        assert len(gained) <= sent < 1.3 * len(gained), (len(gained), sent)
+        # Resumed, not started over: each gained key went about once from each of its two old
+        # replicas (every old replica sends: one copy may lack a write the other acknowledged).
+        assert len(gained) <= sent < 2.6 * len(gained), (len(gained), sent)
         c.wait_until(lambda: sum(local_keys(c, n) for n in members) == 2 * len(expected), timeout=10)
         check_placement(c, members, keys, expected)
     finally:
@@ -320,7 +323,9 @@ def test_with_persistence_keys_memory_evicted_move_from_the_disk(tmp_path):
         members = NAMES + ["n4"]
         c.wait_until(lambda: c.settled(members), timeout=30)
         gained = [k for k in keys if b"n4" in n1.execute_command("CLUSTER", "KEYNODES", k)]
-        assert sum(c.info(n)["rebalance_keys_sent"] for n in NAMES) == len(gained)
+        # Each gained key went from each of its two old replicas, from the disk where memory
+        # evicted it.
+        assert sum(c.info(n)["rebalance_keys_sent"] for n in NAMES) == 2 * len(gained)
         c.wait_until(lambda: sum(c.info(n)["rebalance_keys_dropped"] for n in NAMES) >= len(gained), timeout=10)
         time.sleep(1.2)  # the deletes of dropped rows are committed
         check_placement(c, members, keys, expected)
@@ -343,10 +348,10 @@ def test_when_a_sender_dies_mid_transfer_the_live_replicas_send_its_share(tmp_pa
         c.kill(victim)
         survivors = [n for n in NAMES + ["n4"] if n != victim]
         # The dead member stays in the ring; the transition ends once the live old owners sent
-        # its share too, and not before.
+        # what they hold, which covers its share: every old replica sends every key it holds.
         c.wait_until(lambda: all(c.info(n)["ring_transition"] == 0 for n in survivors), timeout=60)
         infos = {n: c.info(n) for n in survivors}
-        assert sum(infos[n]["rebalance_takeovers"] for n in survivors) > 0, infos
+        assert sum(infos[n]["rebalance_takeovers"] for n in survivors) == 0, infos
         gained = [k for k in keys if b"n4" in n1.execute_command("CLUSTER", "KEYNODES", k)]
         assert len(gained) > 500
         placed = holders(c, ["n4"], gained)
@@ -384,8 +389,8 @@ def test_with_persistence_a_sender_restarted_mid_transfer_goes_on_from_where_it_
         for k in keys:
             pipe.execute_command("CLUSTER", "KEYNODES", k)
         after = dict(zip(keys, pipe.execute()))
-        # n2's share: what n4 gained whose first old replica was n2.
-        share = [k for k in keys if b"n4" in after[k] and before[k][0] == b"n2"]
+        # n2's share: what n4 gained of the keys n2 held.
+        share = [k for k in keys if b"n4" in after[k] and b"n2" in before[k]]
         # Started over, it would send its whole share again; going on, it skips what it had
         # sent (give or take the batch in flight at the kill).
         assert info["rebalance_keys_sent"] <= len(share) - sent_before / 2, (len(share), sent_before, info["rebalance_keys_sent"])

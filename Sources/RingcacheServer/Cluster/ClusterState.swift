@@ -18,6 +18,8 @@ final class Topology: Sendable {
     let indexByName: [String: Int]
     /// Members that hold data: owners of the ring and, while data moves, of the old ring.
     let participants: Set<Int>
+    /// Where each key's reads, writes, hints and moving data go (``ReplicaPlan``).
+    let plan: ReplicaPlan
 
     init(membership: RingMembership, vnodes: Int, replicas: Int, previous: HashRing?) {
         self.membership = membership
@@ -27,6 +29,7 @@ final class Topology: Sendable {
         let ring = membership.ring(vnodes: vnodes, replicas: replicas)
         self.ring = ring
         self.previous = previous
+        self.plan = ReplicaPlan(ring: ring, previous: previous)
         self.ringID = membership.digest
         self.indexByName = Dictionary(members.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
         var participants = Set(members.indices.filter { !ring.excluded.contains($0) })

@@ -182,27 +182,28 @@ final class Coordinator: @unchecked Sendable {
         return member < execLinks.count ? execLinks[member] : nil
     }
 
-    /// The replicas a read asks: the key's preference list in the ring that holds the data
-    /// (while data moves after a join or leave, the ring from before).
+    /// The replicas a read asks and the answers it needs beyond R (``ReplicaPlan/readSet(forPosition:)``):
+    /// the key's preference list or, while data moves, the old replicas and the members the new
+    /// ring adds, with one more answer per added member, so a read meets every acknowledged
+    /// write whichever ring its writer used.
+    func readReplicas(of key: [UInt8]) -> ReplicaSet {
+        refreshLinks()
+        return key.withUnsafeBytes { topology.plan.readSet(forPosition: HashRing.position(of: $0)) }
+    }
+
+    /// The replicas of the ring that holds the data (the old one while data moves), in order.
     func replicas(of key: [UInt8]) -> [Int] {
         refreshLinks()
         return key.withUnsafeBytes { topology.readRing.preferenceList(forKey: $0).members }
     }
 
-    /// The replicas a write goes to, and the acknowledgements it needs beyond W: while data
-    /// moves, the old replicas and the new ones, and each new one adds one acknowledgement, so
-    /// W of the replicas reads use still hold every acknowledged write.
-    func writeReplicas(of key: [UInt8]) -> (replicas: [Int], extra: Int) {
+    /// The replicas a write goes to, and the acknowledgements it needs beyond W
+    /// (``ReplicaPlan/writeSet(forPosition:)``): while data moves, the old replicas and the new
+    /// ones, each new one adding one acknowledgement, so W of the old and W of the new
+    /// replicas hold every acknowledged write.
+    func writeReplicas(of key: [UInt8]) -> ReplicaSet {
         refreshLinks()
-        let topology = topology
-        return key.withUnsafeBytes { key in
-            let position = HashRing.position(of: key)
-            let current = topology.ring.preferenceList(forPosition: position).members
-            guard let previous = topology.previous else { return (current, 0) }
-            let old = previous.preferenceList(forPosition: position).members
-            let added = current.filter { !old.contains($0) }
-            return (old + added, added.count)
-        }
+        return key.withUnsafeBytes { topology.plan.writeSet(forPosition: HashRing.position(of: $0)) }
     }
 
     /// Counts a key coordinated here as owned by this node or not (INFO's ring-routing figures).
@@ -238,9 +239,10 @@ final class Coordinator: @unchecked Sendable {
         _ key: [UInt8], required: Int, local: @escaping () -> Value?, request: @escaping (inout ByteBuffer) -> Void, decode: @escaping (RESPValue) -> Value??,
         repair: @escaping (Int, Value) -> Void, completion: @escaping (Result<Value?, NoQuorum>) -> Void
     ) {
-        let replicas = replicas(of: key)
+        let set = readReplicas(of: key)
+        let replicas = Array(set.replicas)
         countCoordinated(replicas)
-        let operation = ReadOperation(quorum: ReadQuorum<Value>(replicas: replicas, required: min(required, replicas.count)), completion: completion)
+        let operation = ReadOperation(quorum: ReadQuorum<Value>(replicas: replicas, required: set.required(required)), completion: completion)
         let perform: ([ReadQuorum<Value>.Action]) -> Void = { [self] actions in
             for action in actions {
                 switch action {
@@ -358,9 +360,10 @@ final class Coordinator: @unchecked Sendable {
     /// value was there before, or nil if the replica could not be reached.
     private func quorumWrite(_ key: [UInt8], required: Int, replicate: (Int, @escaping (Bool?) -> Void) -> Void,
                              completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
-        let (replicas, extra) = writeReplicas(of: key)
+        let set = writeReplicas(of: key)
+        let replicas = Array(set.replicas)
         countCoordinated(replicas)
-        let operation = WriteOperation(quorum: WriteQuorum(replicas: replicas, required: min(required + extra, replicas.count)), completion: completion)
+        let operation = WriteOperation(quorum: WriteQuorum(replicas: set.replicas, required: set.required(required)), completion: completion)
         operation.timeout = armTimeout { [self] in finish(operation, operation.quorum.onTimeout()) }
         for replica in replicas {
             replicate(replica) { [self] answer in
@@ -407,7 +410,7 @@ final class Coordinator: @unchecked Sendable {
     private func standIns(for key: [UInt8]) -> [Int: Int] {
         let down = unreachable.subtracting([cluster.selfIndex])
         guard !down.isEmpty else { return [:] }
-        return key.withUnsafeBytes { topology.ring.standIns(forPosition: HashRing.position(of: $0), unreachable: down) }
+        return key.withUnsafeBytes { topology.plan.standIns(forPosition: HashRing.position(of: $0), unreachable: down) }
     }
 
     /// Gives `value` to `standIn` to keep for `owner`; `done(false)` once it has (the stand-in's

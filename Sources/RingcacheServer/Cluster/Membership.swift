@@ -90,7 +90,6 @@ extension Coordinator {
             exchangeMembers(with: peer)
         }
         cluster.checkTransition()
-        takeOverFromTheDead()
         // A leaving node stops once its data was sent, every member heard so, and no read
         // needs the old ring any more.
         if cluster.rebalance.leaving.load(ordering: .relaxed), transfer == nil, cluster.topology.previous == nil,

@@ -240,25 +240,6 @@ extension Coordinator {
         RebalanceRun.Settings(maxBytesPerSecond: cluster.rebalance.maxBytesPerSecond, batchBytes: Self.rebalanceBatchBytes)
     }
 
-    /// An old owner died before it finished sending, and this node's finished run did not
-    /// count it as down: this node sends again what it would have sent with the dead counted
-    /// as down (only the keys it did not send already), so the new owners get the dead
-    /// member's share from the next live replica. Checked once a second.
-    func takeOverFromTheDead() {
-        let topology = cluster.topology
-        guard let old = topology.previous, transfer == nil else { return }
-        let coverage = cluster.rebalance.coverage(ring: topology.ringID)
-        let owed = coverage.owedBy(cluster.selfName, oldOwners: old.owners, dead: cluster.deadNames)
-        guard !owed.isEmpty, case .some(.some(let covered)) = coverage.coverage(of: cluster.selfName) else { return }
-        let indices = { (names: Set<String>) in Set(names.compactMap { topology.indexByName[$0] }) }
-        cluster.rebalance.takeovers.add(1, ordering: .relaxed)
-        logger.warning("rebalance: old owners died before they finished sending; sending their share",
-                       metadata: ["epoch": "\(topology.epoch)", "dead": "\(owed.sorted())"])
-        begin(RebalanceTransfer(topology: topology, run: RebalanceRun(
-            old: old, new: topology.ring, sender: cluster.selfIndex, settings: settings(), sentBefore: indices(covered),
-            countedDown: indices(covered.union(owed)))))
-    }
-
     /// Feeds one event to the run and carries out what it decides.
     private func drive(_ transfer: RebalanceTransfer, _ event: (inout RebalanceRun<ScanCursor>) -> [RebalanceRun<ScanCursor>.Action]) {
         let actions = event(&transfer.run)
@@ -266,7 +247,7 @@ extension Coordinator {
     }
 
     private func nextStep(_ transfer: RebalanceTransfer) {
-        drive(transfer) { $0.onStep(unreachable: unreachable, dead: cluster.deadMembers) }
+        drive(transfer) { $0.onStep(dead: cluster.deadMembers) }
     }
 
     private func perform(_ action: RebalanceRun<ScanCursor>.Action, _ transfer: RebalanceTransfer) {
@@ -291,9 +272,9 @@ extension Coordinator {
             // Resume at this step once the member is back (or gossip says it is dead).
             state.retries.add(1, ordering: .relaxed)
             eventLoop.scheduleTask(in: .milliseconds(pause)) { self.nextStep(transfer) }
-        case .finish(let covering):
+        case .finish:
             state.keysScanned.store(transfer.run.scanned, ordering: .relaxed)
-            finishRebalance(transfer, covering: covering)
+            finishRebalance(transfer)
         }
     }
 
@@ -448,19 +429,16 @@ extension Coordinator {
         }
     }
 
-    private func finishRebalance(_ transfer: RebalanceTransfer, covering covered: Set<Int>) {
+    /// Every old replica sends what it holds, so a finished run covers every old owner (nil).
+    private func finishRebalance(_ transfer: RebalanceTransfer) {
         let state = cluster.rebalance
         state.sending.store(false, ordering: .relaxed)
         state.transfersFinished.add(1, ordering: .relaxed)
-        let members = cluster.topology.members
-        let owners = Set(transfer.run.old.owners)
-        let covering = Set(covered.filter { $0 < members.count }.map { members[$0].name }).intersection(owners)
-        state.markFinished(cluster.selfName, ring: transfer.ringID, covering: covering)
-        if transfer.run.sentBefore == nil { saveCursor(nil, ring: transfer.ringID) }
+        state.markFinished(cluster.selfName, ring: transfer.ringID, covering: nil)
+        saveCursor(nil, ring: transfer.ringID)
         if self.transfer === transfer { self.transfer = nil }
-        logger.info("rebalance: sent", metadata: ["epoch": "\(transfer.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))",
-                                                  "covering": "\(covering.sorted())"])
-        announceFinished(ring: transfer.ringID, covering: covering, attempt: 0)
+        logger.info("rebalance: sent", metadata: ["epoch": "\(transfer.epoch)", "keys sent": "\(state.keysSent.load(ordering: .relaxed))"])
+        announceFinished(ring: transfer.ringID, covering: nil, attempt: 0)
         cluster.checkTransition()
     }
 
@@ -521,7 +499,7 @@ extension Coordinator {
 
     /// Tells every member that this node finished sending for `epoch`, until each acknowledged
     /// (a leaving node stops only once they all know).
-    private func announceFinished(ring: UInt64, covering: Set<String>, attempt: Int) {
+    private func announceFinished(ring: UInt64, covering: Set<String>?, attempt: Int) {
         let down = unreachable
         let peers = cluster.topology.participants.filter { $0 != cluster.selfIndex && !down.contains($0) }
         let request = BusRequest.transferDone(ring: ring, sender: cluster.selfName, coverage: covering)
