@@ -65,10 +65,10 @@ public struct ClusterSimulation {
             self.hintsCountTowardQuorum = hintsCountTowardQuorum
         }
 
-        /// What `Coordinator` and `Rebalance.swift` do today: every old replica sends and reads
-        /// ask the added replicas; no fencing yet, dead gainers are left out, and hints count
-        /// toward W (`sloppy-quorum yes` trades the read guarantee for availability, as in Dynamo).
-        public static let asBuilt = Rules(everyOldReplicaSends: true, transfersWaitForDownGainers: false, fencing: false,
+        /// What `Coordinator` and `Rebalance.swift` do today: every old replica sends, transfers
+        /// wait for gainers that are down and reads ask the added replicas; no fencing yet, and
+        /// hints count toward W (`sloppy-quorum yes` trades the read guarantee for availability, as in Dynamo).
+        public static let asBuilt = Rules(everyOldReplicaSends: true, transfersWaitForDownGainers: true, fencing: false,
                                           readsAskAddedReplicas: true, hintsCountTowardQuorum: true)
         /// The rules before the simulator drove the placement core: one sender per key, with
         /// takeovers, and reads of the old ring alone.

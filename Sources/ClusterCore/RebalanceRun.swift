@@ -3,7 +3,7 @@
 /// done, retried or paced, and where the walk stands.
 /// A pure state machine (clock-free: delays are returned, not slept), driven by the shell:
 ///
-///     onStep(unreachable:dead:)   → .scan(after:limit:)
+///     onStep()                    → .scan(after:limit:)
 ///     targets(forPosition:)       (for each scanned key)
 ///     onPlanned(…)                → .send(targets) / .sendBigValues / the step's end
 ///     onBatch(step:target:ok:)    → once every target answered: the same
@@ -19,7 +19,9 @@
 /// W < N its copy can lack a write the other old replicas acknowledged, and then no new
 /// replica would get it (the simulator finds such histories). So a finished run covers every
 /// old owner (``TransferCoverage``): an old owner that dies before it finished leaves nothing
-/// that another old replica did not send.
+/// that another old replica did not send. A gainer that is down is waited for (its batches
+/// are retried until it is back, or until the ring forgets it): leaving it out would leave the
+/// new ring with fewer copies of what it gained.
 public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
     public enum Action: Sendable, Equatable {
         /// Read the next keys, after `after` (nil: from the start), at most `limit`.
@@ -77,7 +79,6 @@ public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
     public private(set) var scanned = 0
     public private(set) var retries = 0
 
-    private var dead: Set<Int> = []
     private var planned: Planned?
     private struct Planned: Sendable {
         var scanned: Int
@@ -103,20 +104,18 @@ public struct RebalanceRun<Cursor: Sendable & Equatable>: Sendable {
     /// Stops the run (a newer ring change superseded it): every later event does nothing.
     public mutating func cancel() { isCancelled = true }
 
-    /// Begins a step (the first, the next, or the same again after a failure), with the
-    /// members gossip declared dead (they get nothing).
-    public mutating func onStep(dead: Set<Int>) -> [Action] {
+    /// Begins a step: the first, the next, or the same again after a failure.
+    public mutating func onStep() -> [Action] {
         guard !isCancelled, !isFinished else { return [] }
         step += 1
         planned = nil
-        self.dead = dead
         return [.scan(after: cursor, limit: scanCount)]
     }
 
-    /// The members the key at `position` goes to in this step: those the new ring adds to its
-    /// replicas, when this node is an old replica of it, less the dead.
+    /// The members the key at `position` goes to: those the new ring adds to its replicas,
+    /// when this node is an old replica of it (down or not: see the type's summary).
     public func targets(forPosition position: UInt64) -> [Int] {
-        plan.transferTargets(forPosition: position, holder: sender).filter { !dead.contains($0) }
+        Array(plan.transferTargets(forPosition: position, holder: sender))
     }
 
     /// What the step's scan gave: `scanned` keys read, `bytes` to send in all, batches for

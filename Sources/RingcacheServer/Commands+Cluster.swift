@@ -142,8 +142,21 @@ extension CommandProcessor {
                 router?.coordinator.broadcastMembers()
             }
             out.writeOK()
+        } else if sub.equalsIgnoringCase("forget"), args.count == 3 {
+            // Takes another member out of the ring for good (one that died and will not come
+            // back): the ring changes as if it had left, and the others send its share to the
+            // members that gain it. A live member forgotten by mistake joins again.
+            guard let cluster else { return out.writeRESPError("ERR this node is not in a cluster") }
+            let name = String(decoding: UnsafeRawBufferPointer(args[2]), as: UTF8.self)
+            guard name != cluster.selfName else { return out.writeRESPError("ERR can't forget myself: use CLUSTER LEAVE") }
+            guard let index = cluster.topology.indexByName[name], cluster.topology.isOwner(index) else {
+                return out.writeRESPError("ERR unknown node '\(Self.printable(args[2], limit: 128))'")
+            }
+            guard cluster.topology.owners.count > 1 else { return out.writeRESPError("ERR the last member of the ring cannot be forgotten") }
+            if cluster.update({ $0.leave(name) }) != nil { router?.coordinator.broadcastMembers() }
+            out.writeOK()
         } else {
-            out.writeRESPError("ERR unknown subcommand '\(Self.printable(sub, limit: 128))'. Try CLUSTER INFO, NODES, RING, KEYNODES or LEAVE.")
+            out.writeRESPError("ERR unknown subcommand '\(Self.printable(sub, limit: 128))'. Try CLUSTER INFO, NODES, RING, KEYNODES, LEAVE or FORGET.")
         }
     }
 }

@@ -40,7 +40,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "Sloppy quorum (hinted handoff): never, always, or alternate (odd seeds).")
     var sloppyQuorum = "alternate"
 
-    @Flag(help: "Follow the rules the server is built with today, not the proposed ones (shows their gaps: no fencing yet, dead gainers left out, hints counted toward W).")
+    @Flag(help: "Follow the rules the server is built with today, not the proposed ones (shows their gaps: no fencing of coordinators with a stale view yet, and hints counted toward W).")
     var asBuilt = false
 
     @Flag(help: "Follow the rules before every old replica sent and reads asked the added replicas (one sender per key, with takeovers).")

@@ -14,46 +14,46 @@ import Testing
 
     @Test func walksStepByStepSavingItsPlaceAndFinishes() {
         var run = run(pace: 1_000_000)
-        #expect(run.onStep(dead: []) == [.scan(after: nil, limit: 256)])
+        #expect(run.onStep() == [.scan(after: nil, limit: 256)])
         #expect(run.onPlanned(scanned: 10, bytes: 500, targets: [3], bigValues: false, next: 7, last: false) == [.send(targets: [3])])
         #expect(run.onBatch(step: 1, target: 3, ok: true) == [.saveCursor(7), .next(afterMicroseconds: 500)])
         #expect(run.cursor == 7 && run.scanned == 10)
-        #expect(run.onStep(dead: []) == [.scan(after: 7, limit: 256)], "the scan grows back only when a step is small")
+        #expect(run.onStep() == [.scan(after: 7, limit: 256)], "the scan grows back only when a step is small")
         #expect(run.onPlanned(scanned: 3, bytes: 0, targets: [], bigValues: false, next: nil, last: true) == [.finish])
         #expect(run.isFinished && run.scanned == 13)
-        #expect(run.onStep(dead: []).isEmpty)
+        #expect(run.onStep().isEmpty)
         var resumed = self.run(resume: 41)
-        #expect(resumed.onStep(dead: []) == [.scan(after: 41, limit: 256)], "a walk goes on after a restart")
+        #expect(resumed.onStep() == [.scan(after: 41, limit: 256)], "a walk goes on after a restart")
     }
 
     @Test func aFailedTargetRetriesTheSameStepAfterEveryTargetAnswered() {
         var run = run()
-        _ = run.onStep(dead: [])
+        _ = run.onStep()
         #expect(run.onPlanned(scanned: 5, bytes: 100, targets: [1, 3], bigValues: false, next: 9, last: false) == [.send(targets: [1, 3])])
         #expect(run.onBatch(step: 1, target: 1, ok: false).isEmpty, "waits for the other target")
         #expect(run.onBatch(step: 1, target: 1, ok: true).isEmpty, "a second answer from one target is ignored")
         #expect(run.onBatch(step: 1, target: 3, ok: true) == [.retry(afterMilliseconds: 1000)])
         #expect(run.cursor == nil && run.retries == 1)
-        #expect(run.onStep(dead: []) == [.scan(after: nil, limit: 512)], "the same keys again")
+        #expect(run.onStep() == [.scan(after: nil, limit: 512)], "the same keys again")
         #expect(run.onBatch(step: 1, target: 3, ok: true).isEmpty, "answers to an earlier step are ignored")
     }
 
     @Test func bigValuesGoAfterTheBatchesAndTheirFailureRetries() {
         var run = run()
-        _ = run.onStep(dead: [])
+        _ = run.onStep()
         #expect(run.onPlanned(scanned: 1, bytes: 5000, targets: [], bigValues: true, next: 1, last: false) == [.sendBigValues])
         #expect(run.scanCount == 128, "big steps shrink the scan")
         #expect(run.onBigValues(step: 1, ok: false) == [.retry(afterMilliseconds: 1000)])
-        _ = run.onStep(dead: [])
+        _ = run.onStep()
         _ = run.onPlanned(scanned: 1, bytes: 5000, targets: [2], bigValues: true, next: 1, last: true)
         #expect(run.onBigValues(step: 2, ok: true).isEmpty, "not before the batches")
         #expect(run.onBatch(step: 2, target: 2, ok: true) == [.sendBigValues])
         #expect(run.onBigValues(step: 2, ok: true) == [.finish])
     }
 
-    @Test func everyOldReplicaSendsToEveryGainerButTheDead() {
+    @Test func everyOldReplicaSendsToEveryGainer() {
         var runs = (0..<3).map { run(sender: $0) }
-        for index in runs.indices { _ = runs[index].onStep(dead: []) }
+        for index in runs.indices { _ = runs[index].onStep() }
         var moved = 0
         for position in stride(from: UInt64(0), to: UInt64.max - UInt64.max / 200, by: Int(UInt64.max / 200)) {
             let before = old.preferenceList(forPosition: position).members
@@ -65,19 +65,14 @@ import Testing
             moved += gainers.count
         }
         #expect(moved > 0)
-        var withDead = run(sender: 0)
-        _ = withDead.onStep(dead: [3])
-        for position in stride(from: UInt64(0), to: UInt64.max - UInt64.max / 50, by: Int(UInt64.max / 50)) {
-            #expect(withDead.targets(forPosition: position).isEmpty, "member 3 is the only one that gains, and it is dead")
-        }
     }
 
     @Test func aCancelledRunDoesNothing() {
         var run = run()
-        _ = run.onStep(dead: [])
+        _ = run.onStep()
         run.cancel()
         #expect(run.onPlanned(scanned: 1, bytes: 1, targets: [1], bigValues: false, next: 1, last: true).isEmpty)
-        #expect(run.onStep(dead: []).isEmpty)
+        #expect(run.onStep().isEmpty)
     }
 
     @Test func chunkedSendsResumeWhereTheReceiverStands() {

@@ -398,3 +398,31 @@ def test_with_persistence_a_sender_restarted_mid_transfer_goes_on_from_where_it_
         check_placement(c, members, keys, expected)
     finally:
         c.stop_all()
+
+
+def test_a_gainer_that_dies_is_waited_for_until_cluster_forget_takes_it_out(tmp_path):
+    c = GrowingCluster(str(tmp_path), SETTINGS + "rebalance-max-bytes-per-sec 60kb\ngossip-interval 200\ngossip-ping-timeout 80\n").start_all()
+    try:
+        n1 = c.client("n1")
+        expected = fill_kib_values(n1, 1500)
+        keys = list(expected)
+        c.add("n4")
+        n4 = c.client("n4")
+        c.wait_until(lambda: n4.info("cluster")["rebalance_keys_received"] > 0, timeout=10)
+        # The member that gains keys dies for good while they still move to it.
+        c.kill("n4")
+        c.wait_until(lambda: b"n4" in n1.execute_command("CLUSTER", "NODES") and c.info("n1")["rebalance_retries"] > 0, timeout=20)
+        time.sleep(3)
+        # Its share is not given up: the old replicas keep retrying it, reads and writes use
+        # the old replicas and the new one with one more answer each.
+        assert all(c.info(n)["ring_transition"] == 1 for n in NAMES), {n: c.info(n)["ring_transition"] for n in NAMES}
+        with pytest.raises(redis.exceptions.ResponseError, match="can't forget myself"):
+            n1.execute_command("CLUSTER", "FORGET", "n1")
+        with pytest.raises(redis.exceptions.ResponseError, match="unknown node"):
+            n1.execute_command("CLUSTER", "FORGET", "n9")
+        assert n1.execute_command("CLUSTER", "FORGET", "n4") in (b"OK", "OK", True)
+        # The ring goes back to the three, nothing has to move, and every key is where it was.
+        c.wait_until(lambda: c.settled(NAMES), timeout=30)
+        check_placement(c, NAMES, keys, expected)
+    finally:
+        c.stop_all()

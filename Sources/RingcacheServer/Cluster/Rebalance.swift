@@ -247,7 +247,7 @@ extension Coordinator {
     }
 
     private func nextStep(_ transfer: RebalanceTransfer) {
-        drive(transfer) { $0.onStep(dead: cluster.deadMembers) }
+        drive(transfer) { $0.onStep() }
     }
 
     private func perform(_ action: RebalanceRun<ScanCursor>.Action, _ transfer: RebalanceTransfer) {
