@@ -135,7 +135,7 @@ public enum BusReply: Sendable, Hashable {
         default: break
         }
         switch kind {
-        case .flush, .transferDone, .prove, .ping:
+        case .flush, .transferDone, .prove, .ping, .stage:
             guard case .simpleString = value else { throw unexpected(kind) }
             return .ok
         case .put, .delete, .siblingPut, .hint:

@@ -89,6 +89,9 @@ public enum BusRequest: Sendable, Hashable {
     case transferDone(ring: UInt64, sender: String, coverage: Set<String>?)
     /// `PING` → ok (`+PONG`): keeps an idle link from timing out.
     case ping
+    /// `RC.STAGE epoch settled` → ok: how far the sender's view of the ring has got. A replica
+    /// refuses the requests that follow from a coordinator behind its own view (fencing).
+    case stage(RingStage)
 
     /// What a request is, for matching its reply.
     public enum Kind: String, Sendable, Hashable, CaseIterable {
@@ -96,7 +99,7 @@ public enum BusRequest: Sendable, Hashable {
         case siblingGet = "RC.VGET", siblingPut = "RC.VPUT", count = "RC.COUNT", keys = "RC.KEYS", scan = "RC.SCAN"
         case randomKey = "RC.RANDOMKEY", flush = "RC.FLUSH", exec = "RC.EXEC", hint = "RC.HINT", tree = "RC.TREE"
         case bucket = "RC.BUCKET", join = "RC.JOIN", members = "RC.MEMBERS", transfer = "RC.XFER"
-        case transferPart = "RC.XFERPART", transferDone = "RC.XFERDONE", ping = "PING"
+        case transferPart = "RC.XFERPART", transferDone = "RC.XFERDONE", ping = "PING", stage = "RC.STAGE"
     }
 
     public var kind: Kind {
@@ -123,6 +126,7 @@ public enum BusRequest: Sendable, Hashable {
         case .transferPart: .transferPart
         case .transferDone: .transferDone
         case .ping: .ping
+        case .stage: .stage
         }
     }
 
@@ -253,6 +257,11 @@ extension BusRequest {
             out.writeRESPBulk(unsigned: ring)
             out.writeRESPBulk(sender)
             out.writeRESPBulk(Self.encodeCoverage(coverage))
+        case .stage(let stage):
+            out.writeRESPArrayHeader(3)
+            out.writeRESPBulk(Kind.stage.rawValue)
+            out.writeRESPBulk(unsigned: stage.epoch)
+            out.writeRESPBulk(stage.settled ? "1" : "0")
         }
     }
 
@@ -537,6 +546,9 @@ private struct FieldReader {
             let text = String(decoding: frame[3].readableBytesView, as: UTF8.self)
             return .transferDone(ring: try frame.unsigned(1, "ring"), sender: try member(2, "sender"),
                                  coverage: text == "*" ? nil : Set(coverage))
+        case .stage:
+            try arity(3)
+            return .stage(RingStage(epoch: try frame.unsigned(1, "epoch"), settled: try frame.integer(2, "settled", in: 0...1) == 1))
         }
     }
 }

@@ -1,8 +1,12 @@
+import ClusterCore
+
 /// What one inbound bus connection may do, decided without sockets or clocks: the handshake
 /// comes first, within a few KiB and a deadline; an authenticated joiner may only join until
 /// the ring holds it; a request may speak only for the member the connection authenticated
-/// as; a peer that owes too many replies, sends what does not parse, or stays silent is
-/// closed. The shell (`BusHandler`) feeds in what happened and carries out the verdicts.
+/// as; a coordinator whose view of the ring is behind this node's is told this node's view at
+/// once (its replica set may miss where the data is); a peer that owes too many replies,
+/// sends what does not parse, or stays silent is closed. The shell (`BusHandler`)
+/// feeds in what happened and carries out the verdicts.
 public struct BusSession: Sendable {
     public enum Stage: Sendable, Equatable {
         case handshaking
@@ -26,6 +30,10 @@ public struct BusSession: Sendable {
         case serve(peer: String)
         /// Answer the request with this error; the connection stays.
         case refuse(String)
+        /// Answer the request as `peer`'s, and send the peer this node's member list: its view
+        /// of the ring is behind this node's. (Refusing the request, fencing, is what closes
+        /// the gap the simulator shows; it waits for coordinators that retry a refused request.)
+        case serveBehind(peer: String)
         /// Write `reply` (when there is one), then close.
         case close(CloseReason, reply: String?, log: String)
     }
@@ -47,6 +55,9 @@ public struct BusSession: Sendable {
 
     public let limits: Limits
     public private(set) var stage: Stage = .handshaking
+    /// How far the peer's view of the ring had got when it last said (`RC.STAGE`); nil before
+    /// it did (a tool, not a coordinator: nothing is fenced).
+    public private(set) var peerView: RingStage?
     private var silent = 0
     private var readSinceCheck = true
 
@@ -109,8 +120,8 @@ public struct BusSession: Sendable {
     }
 
     /// An authenticated request. `isMember`: the ring holds the peer now; `owed`: replies the
-    /// connection owes already.
-    public mutating func onRequest(_ request: BusRequest, isMember: Bool, owed: Int) -> Verdict {
+    /// connection owes already; `view`: how far this node's view of the ring has got.
+    public mutating func onRequest(_ request: BusRequest, isMember: Bool, owed: Int, view: RingStage = RingStage(epoch: 0, settled: true)) -> Verdict {
         guard case .serving(let peer, var member) = stage else { return .refuse("NOAUTH authenticate first") }
         if !member {
             // A joiner may only join; once the ring holds it, it is a member like any other.
@@ -126,8 +137,16 @@ public struct BusSession: Sendable {
             return .refuse("NOPERM this connection is '\(peer)', not '\(claimed)'")
         }
         switch request {
-        case .hello, .prove: return .refuse("ERR already authenticated")
-        default: return .serve(peer: peer)
+        case .hello, .prove:
+            return .refuse("ERR already authenticated")
+        case .stage(let view):
+            peerView = view
+            return .serve(peer: peer)
+        case .get, .put, .delete, .siblingGet, .siblingPut:
+            if let peerView, peerView.epoch < view.epoch { return .serveBehind(peer: peer) }
+            return .serve(peer: peer)
+        default:
+            return .serve(peer: peer)
         }
     }
 

@@ -52,6 +52,7 @@ let version = Version(timestamp: HLCTimestamp(millis: BusDecodingContext.now - 5
             .randomKey,
             .flush,
             .ping,
+            .stage(RingStage(epoch: 9, settled: false)),
             .exec(read: 2, write: 3, command: [ByteBuffer(string: "INCRBY"), key, ByteBuffer(string: "5")]),
             .hint(owner: "n2", entry: BusEntry(key: key, version: version, expiry: 0, value: nil)),
             .hint(owner: "n2", entry: BusEntry(key: key, version: version, expiry: 0, value: value)),

@@ -1,5 +1,7 @@
 import ClusterCore
+import CacheStore
 import NIOCore
+import RESP
 import Testing
 
 @testable import ClusterProtocol
@@ -83,5 +85,34 @@ import Testing
             Issue.record("before the handshake an undecodable request closes")
             return
         }
+    }
+}
+
+@Suite struct BusSessionViewTests {
+    let get = BusRequest.get(key: ByteBuffer(string: "k"))
+
+    @Test func aCoordinatorBehindThisNodesViewIsToldItsView() {
+        var session = BusSession()
+        session.onAuthenticated(peer: "n2", member: true)
+        let view = RingStage(epoch: 7, settled: true)
+        #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == .serve(peer: "n2"), "no view said yet: a tool, not a coordinator")
+        #expect(session.onRequest(.stage(RingStage(epoch: 6, settled: true)), isMember: true, owed: 0, view: view) == .serve(peer: "n2"))
+        #expect(session.peerView == RingStage(epoch: 6, settled: true))
+        #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == .serveBehind(peer: "n2"))
+        #expect(session.onRequest(.put(BusEntry(key: ByteBuffer(string: "k"), version: Version(timestamp: HLCTimestamp(rawValue: 1), node: NodeID(rawValue: 1)),
+                                                expiry: 0, value: nil)), isMember: true, owed: 0, view: view) == .serveBehind(peer: "n2"))
+        #expect(session.onRequest(.ping, isMember: true, owed: 0, view: view) == .serve(peer: "n2"), "only replica requests")
+        _ = session.onRequest(.stage(RingStage(epoch: 7, settled: false)), isMember: true, owed: 0, view: view)
+        #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == .serve(peer: "n2"),
+                "the same epoch, moving or settled: its read and write sets cover the new replicas")
+    }
+
+    @Test func theStageMessageRoundTrips() throws {
+        var buffer = ByteBuffer()
+        BusRequest.stage(RingStage(epoch: 42, settled: false)).encode(into: &buffer)
+        var parser = RESPRequestParser()
+        let frame = try #require(try BusFrame.parse(&buffer, parser: &parser))
+        let decoded = try BusRequest.decode(frame, context: BusDecodingContext(limits: BusLimits(), now: 0, members: [:]))
+        #expect(decoded == .stage(RingStage(epoch: 42, settled: false)))
     }
 }

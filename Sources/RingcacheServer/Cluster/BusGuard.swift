@@ -19,6 +19,7 @@ final class BusGuard: Sendable {
         case peerReplyError = "bus_bad_replies"
         case transferRefused = "bus_transfers_refused"
         case joinRefused = "bus_joins_refused"
+        case staleCoordinator = "bus_requests_from_stale_views"
         case gossipBadMAC = "gossip_dropped_bad_mac"
         case gossipForeign = "gossip_dropped_foreign_cluster"
         case gossipMalformed = "gossip_dropped_malformed"

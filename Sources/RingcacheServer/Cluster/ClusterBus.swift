@@ -27,6 +27,8 @@ final class BusHandler: ChannelInboundHandler {
     private var authenticatedPeer: String?
     /// The channel is being closed: nothing more is read or written.
     private var closing = false
+    /// When this node last sent its member list to a coordinator whose view was behind.
+    private var lastViewPushed: Int64 = 0
     /// Held while the handler is in the pipeline; dropped in `handlerRemoved`.
     private var context: ChannelHandlerContext?
     /// Replies that come later (RC.EXEC, disk); later replies wait behind them, in order.
@@ -97,6 +99,15 @@ final class BusHandler: ChannelInboundHandler {
             return peer
         case .refuse(let message):
             writeInOrder { $0.writeRESPError(message) }
+        case .serveBehind(let peer):
+            cluster.busGuard.count(.staleCoordinator)
+            // The coordinator learns this node's view at once, not at its next push-pull
+            // (once per 100 ms per connection at most).
+            if let index = cluster.topology.indexByName[peer], now - lastViewPushed >= 100 {
+                lastViewPushed = now
+                coordinator?.exchangeMembers(with: index)
+            }
+            return peer
         case .close(let reason, let reply, let log):
             cluster.busGuard.refuse(Self.guardReason(reason), peer: remote, log, logger: logger, now: now)
             if let reply { out.writeRESPError(reply) }
@@ -210,7 +221,8 @@ final class BusHandler: ChannelInboundHandler {
             let action = handshakeServer.onRequest(request, serverNonce: BusHandshake.makeNonce()) { _ in true }
             handshake(action, context: context, now: now)
         case .serving(let peer, _):
-            let verdict = session.onRequest(request, isMember: cluster.topology.indexByName[peer] != nil, owed: waiting.count)
+            let topology = cluster.topology
+            let verdict = session.onRequest(request, isMember: topology.indexByName[peer] != nil, owed: waiting.count, view: topology.plan.stage)
             if let peer = carry(verdict, context: context, now: now) { serve(request, peer: peer, now: now, context: context) }
         case .closed:
             return
@@ -410,6 +422,8 @@ final class BusHandler: ChannelInboundHandler {
             handleTransfer(request, peer: peer, now: now)
         case .ping:
             out.writeRESPRaw("+PONG\r\n")
+        case .stage:
+            out.writeOK()
         case .hello, .prove:
             out.writeRESPError("ERR already authenticated")
         }

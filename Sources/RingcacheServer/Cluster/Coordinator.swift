@@ -78,6 +78,9 @@ final class Coordinator: @unchecked Sendable {
         guard generation != linkedGeneration else { return }
         linkedGeneration = generation
         topology = cluster.topology
+        // Each peer hears how far this loop's view has got before any request made with it.
+        let view = topology.plan.stage
+        for link in links { link?.announce(view) }
         let members = topology.members
         guard links.count < members.count else { return }
         let cluster = self.cluster
@@ -95,6 +98,7 @@ final class Coordinator: @unchecked Sendable {
             let exec = PeerLink(member: index, name: member.name, host: member.host, port: member.busPort, eventLoop: eventLoop,
                                 cluster: cluster, logger: logger) { _ in }
             link.slots = self
+            link.announce(view)
             links.append(link)
             execLinks.append(exec)
             if started {

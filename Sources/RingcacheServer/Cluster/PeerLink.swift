@@ -1,3 +1,4 @@
+import ClusterCore
 import ClusterProtocol
 import Logging
 import NIOCore
@@ -51,6 +52,17 @@ final class PeerLink: @unchecked Sendable {
     private var stopped = false
     /// Told when the link comes up (+1) or goes down (-1).
     private let linkChanged: @Sendable (Int) -> Void
+    /// How far the coordinator's view of the ring has got: the peer hears it first thing on
+    /// every connection and again at each change, so it can fence requests made with a view
+    /// behind its own (``BusSession``).
+    private var view: RingStage?
+
+    /// Tells the peer (now, or first thing once connected) how far the view has got.
+    func announce(_ view: RingStage) {
+        guard view != self.view else { return }
+        self.view = view
+        if state == .connected { send(.stage(view)) { _ in } }
+    }
 
     init(member: Int, name: String?, host: String, port: Int, eventLoop: any EventLoop, cluster: ClusterState, logger: Logger,
          linkChanged: @escaping @Sendable (Int) -> Void) {
@@ -247,6 +259,11 @@ final class PeerLink: @unchecked Sendable {
         backoff = .milliseconds(100)
         linkChanged(1)
         logger.info("cluster bus link up", metadata: ["peer": "\(host):\(port)"])
+        if let view {
+            var buffer = ByteBuffer()
+            BusRequest.stage(view).encode(into: &buffer)
+            write(buffer) { _ in }
+        }
         let waiting = queued
         queued = []
         for (request, callback) in waiting { write(request, callback) }
