@@ -333,15 +333,26 @@ def test_with_persistence_keys_memory_evicted_move_from_the_disk(tmp_path):
         c.stop_all()
 
 
-def test_when_a_sender_dies_mid_transfer_the_live_replicas_send_its_share(tmp_path):
+def joining_slowly(tmp_path, count):
+    """A 3-node cluster holding `count` values of about 1 KiB, paced at 60 kb/s with quick
+    gossip, and n4 joining: returns once keys started moving to it."""
     c = GrowingCluster(str(tmp_path), SETTINGS + "rebalance-max-bytes-per-sec 60kb\ngossip-interval 200\ngossip-ping-timeout 80\n").start_all()
     try:
-        n1 = c.client("n1")
-        expected = fill_kib_values(n1, 2000)
-        keys = list(expected)
+        expected = fill_kib_values(c.client("n1"), count)
         c.add("n4")
+        c.wait_until(lambda: c.client("n4").info("cluster")["rebalance_keys_received"] > 0, timeout=10)
+    except BaseException:
+        c.stop_all()
+        raise
+    return c, expected
+
+
+def test_when_a_sender_dies_mid_transfer_the_live_replicas_send_its_share(tmp_path):
+    c, expected = joining_slowly(tmp_path, 2000)
+    try:
+        n1 = c.client("n1")
         n4 = c.client("n4")
-        c.wait_until(lambda: n4.info("cluster")["rebalance_keys_received"] > 0, timeout=10)
+        keys = list(expected)
         # Kill a member that is still sending (n1 stays: it is the seed).
         victim = next((n for n in ("n2", "n3") if c.info(n)["rebalance_state"] == "sending"), None)
         assert victim, "every sender finished before one could be killed: slow the transfer down"
@@ -401,14 +412,10 @@ def test_with_persistence_a_sender_restarted_mid_transfer_goes_on_from_where_it_
 
 
 def test_a_gainer_that_dies_is_waited_for_until_cluster_forget_takes_it_out(tmp_path):
-    c = GrowingCluster(str(tmp_path), SETTINGS + "rebalance-max-bytes-per-sec 60kb\ngossip-interval 200\ngossip-ping-timeout 80\n").start_all()
+    c, expected = joining_slowly(tmp_path, 1500)
     try:
         n1 = c.client("n1")
-        expected = fill_kib_values(n1, 1500)
         keys = list(expected)
-        c.add("n4")
-        n4 = c.client("n4")
-        c.wait_until(lambda: n4.info("cluster")["rebalance_keys_received"] > 0, timeout=10)
         # The member that gains keys dies for good while they still move to it.
         c.kill("n4")
         c.wait_until(lambda: b"n4" in n1.execute_command("CLUSTER", "NODES") and c.info("n1")["rebalance_retries"] > 0, timeout=20)
