@@ -27,6 +27,21 @@ final class BusHandler: ChannelInboundHandler {
     private var authenticatedPeer: String?
     /// The channel is being closed: nothing more is read or written.
     private var closing = false
+    /// This node's view of the ring and whether the ring holds the peer, read again only when
+    /// the topology changes (not a lock and a name lookup per request).
+    private var viewGeneration = -1
+    private var view = RingStage(epoch: 0, settled: true)
+    private var peerIsMember = false
+
+    private func refreshView(peer: String) {
+        let generation = cluster.generation.load(ordering: .acquiring)
+        guard generation != viewGeneration else { return }
+        viewGeneration = generation
+        let topology = cluster.topology
+        view = topology.plan.stage
+        peerIsMember = topology.indexByName[peer] != nil
+    }
+
     /// When this node last sent its member list to a coordinator whose view was behind.
     private var lastViewPushed: Int64 = 0
     /// Held while the handler is in the pipeline; dropped in `handlerRemoved`.
@@ -221,8 +236,8 @@ final class BusHandler: ChannelInboundHandler {
             let action = handshakeServer.onRequest(request, serverNonce: BusHandshake.makeNonce()) { _ in true }
             handshake(action, context: context, now: now)
         case .serving(let peer, _):
-            let topology = cluster.topology
-            let verdict = session.onRequest(request, isMember: topology.indexByName[peer] != nil, owed: waiting.count, view: topology.plan.stage)
+            refreshView(peer: peer)
+            let verdict = session.onRequest(request, isMember: peerIsMember, owed: waiting.count, view: view)
             if let peer = carry(verdict, context: context, now: now) { serve(request, peer: peer, now: now, context: context) }
         case .closed:
             return
