@@ -89,8 +89,9 @@ public enum BusRequest: Sendable, Hashable {
     case transferDone(ring: UInt64, sender: String, coverage: Set<String>?)
     /// `PING` → ok (`+PONG`): keeps an idle link from timing out.
     case ping
-    /// `RC.STAGE epoch settled` → ok: how far the sender's view of the ring has got. A replica
-    /// refuses the requests that follow from a coordinator behind its own view (fencing).
+    /// `RC.STAGE epoch settled` → ok: how far the sender's view of the ring has got, for the
+    /// requests that follow. A replica whose epoch is ahead sends the sender its member list
+    /// (``BusSession``); refusing those requests (fencing) is not built yet.
     case stage(RingStage)
 
     /// What a request is, for matching its reply.

@@ -156,7 +156,7 @@ public struct BusSession: Sendable {
     /// Requests a joiner may send before the ring holds it.
     public static func allowedBeforeJoining(_ request: BusRequest) -> Bool {
         switch request {
-        case .join, .ping: return true
+        case .join, .ping, .stage: return true
         default: return false
         }
     }

@@ -153,7 +153,10 @@ def test_a_node_with_only_seeds_joins_takes_its_keys_and_a_member_leaves_handing
         # n4 replicates about N/4 = half of the keys; only those moved, once from each of their
         # two old replicas.
         assert 0.6 * len(expected) < received < 1.5 * len(expected), received
-        assert sum(infos[n]["rebalance_keys_sent"] for n in NAMES) == received
+        # Counted as sent once acknowledged: a batch whose acknowledgement came too late is sent
+        # again, and received twice.
+        sent = sum(infos[n]["rebalance_keys_sent"] for n in NAMES)
+        assert 0 < sent <= received, (sent, received)
         # Old owners dropped what they no longer replicate.
         try:
             c.wait_until(lambda: sum(local_keys(c, n) for n in members) == 2 * len(expected), timeout=10)

@@ -80,9 +80,15 @@ extension ClusterState {
 
 extension Coordinator {
     /// One anti-entropy round with every reachable peer; ``AntiEntropyRound`` decides what to
-    /// ask and what to pull and push, this shell sends it. A round that has not finished by the
-    /// next one is replaced (its late answers are ignored).
+    /// ask and what to pull and push, this shell sends it. A round still waiting for answers
+    /// is given up to two more periods; then a new one replaces it (its late answers are
+    /// ignored).
     func antiEntropyRound() {
+        if let round = antiEntropy, !round.isFinished, antiEntropyWaited < 2 {
+            antiEntropyWaited += 1
+            return
+        }
+        antiEntropyWaited = 0
         cluster.node.antiEntropyRounds.add(1, ordering: .relaxed)
         let down = unreachable
         antiEntropyGeneration &+= 1

@@ -42,6 +42,8 @@ final class Coordinator: @unchecked Sendable {
     /// round are dropped).
     var antiEntropy: AntiEntropyRound?
     var antiEntropyGeneration: UInt64 = 0
+    /// Periods the running round has been waited for.
+    var antiEntropyWaited = 0
     /// The quorum hot path's operations (`Coordinator+HotPath.swift`), in reused slots.
     var hot = HotTable()
 

@@ -56,12 +56,24 @@ final class PeerLink: @unchecked Sendable {
     /// every connection and again at each change, so it can fence requests made with a view
     /// behind its own (``BusSession``).
     private var view: RingStage?
+    /// The view when the oldest request waiting for the connection was made: the peer hears
+    /// it first, and later views in their place among those requests.
+    private var queuedSince: RingStage?
 
-    /// Tells the peer (now, or first thing once connected) how far the view has got.
+    /// Tells the peer (now, or in order once connected) how far the view has got.
     func announce(_ view: RingStage) {
         guard view != self.view else { return }
         self.view = view
-        if state == .connected { send(.stage(view)) { _ in } }
+        switch state {
+        case .connected:
+            send(.stage(view)) { _ in }
+        case .connecting where !queued.isEmpty, .authenticating where !queued.isEmpty:
+            var buffer = ByteBuffer()
+            BusRequest.stage(view).encode(into: &buffer)
+            queued.append((buffer, { _ in }))
+        default:
+            break
+        }
     }
 
     init(member: Int, name: String?, host: String, port: Int, eventLoop: any EventLoop, cluster: ClusterState, logger: Logger,
@@ -150,9 +162,11 @@ final class PeerLink: @unchecked Sendable {
         case .connected:
             write(buffer, callback)
         case .connecting, .authenticating:
+            if queued.isEmpty { queuedSince = view }
             queued.append((buffer, callback))
         case .idle:
             connect()
+            if queued.isEmpty { queuedSince = view }
             queued.append((buffer, callback))
         case .waiting:
             callback(nil)
@@ -259,11 +273,12 @@ final class PeerLink: @unchecked Sendable {
         backoff = .milliseconds(100)
         linkChanged(1)
         logger.info("cluster bus link up", metadata: ["peer": "\(host):\(port)"])
-        if let view {
+        if let first = queued.isEmpty ? view : queuedSince ?? view {
             var buffer = ByteBuffer()
-            BusRequest.stage(view).encode(into: &buffer)
+            BusRequest.stage(first).encode(into: &buffer)
             write(buffer) { _ in }
         }
+        queuedSince = nil
         let waiting = queued
         queued = []
         for (request, callback) in waiting { write(request, callback) }
