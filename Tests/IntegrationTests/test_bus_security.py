@@ -283,9 +283,13 @@ def test_replayed_stale_and_unknown_gossip_is_dropped(cluster):
     old = gossip_packet("itest", SECRET, "n2", stamp=(int(time.time() * 1000) - 120_000) << 16)
     stranger = gossip_packet("itest", SECRET, "stranger", updates=[("ghost", 1, "alive")])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        for datagram in (packet, packet, old, stranger):
-            udp.sendto(datagram, ("127.0.0.1", cluster.bus_ports["n1"]))
+        # The copy goes right behind the original: a real packet from n2 in between would move
+        # n2's window past the forged stamp, and the copy would count as stale, not replayed.
+        udp.sendto(packet, ("127.0.0.1", cluster.bus_ports["n1"]))
+        udp.sendto(packet, ("127.0.0.1", cluster.bus_ports["n1"]))
+        for datagram in (old, stranger):
             time.sleep(0.05)
+            udp.sendto(datagram, ("127.0.0.1", cluster.bus_ports["n1"]))
     counted(cluster, "gossip_dropped_replay", before)
     counted(cluster, "gossip_dropped_stale", before)
     counted(cluster, "gossip_dropped_unknown_sender", before)
