@@ -151,7 +151,8 @@ extension ClusterSimulation {
         case .succeed:
             report.writesAcknowledged += 1
             writes.append(AcknowledgedWrite(key: key, version: value.version, startedAt: operation.startedAt, at: now,
-                                            coordinator: operation.coordinator, stage: operation.stage, by: quorum.acknowledged))
+                                            coordinator: operation.coordinator, stage: operation.stage, by: quorum.acknowledged,
+                                            throughHints: !quorum.acknowledged.isDisjoint(with: operation.hinted)))
             trace("write #\(id) acknowledged by \(quorum.acknowledged.sorted())")
         case .fail:
             report.writesFailed += 1
@@ -199,7 +200,10 @@ extension ClusterSimulation {
         if !settings.rules.hintsCountTowardQuorum { failReplica(id, from: owner) }
         if standIn == coordinator {
             keepHint(Hint(owner: owner, key: key, value: value), at: standIn)
-            if settings.rules.hintsCountTowardQuorum { acknowledgeWrite(id, from: owner) }
+            if settings.rules.hintsCountTowardQuorum {
+                operations[id]?.hinted.insert(owner)
+                acknowledgeWrite(id, from: owner)
+            }
         } else {
             send(.hint(operation: id, owner: owner, key: key, value: value), from: coordinator, to: standIn)
         }
@@ -218,6 +222,7 @@ extension ClusterSimulation {
             send(.hintAck(operation: operation, owner: owner), from: node, to: from)
         case .hintAck(let operation, let owner):
             guard settings.rules.hintsCountTowardQuorum, pending(operation, at: node) != nil else { return }
+            operations[operation]?.hinted.insert(owner)
             acknowledgeWrite(operation, from: owner)
         case .replay(let hint, let key, let value):
             apply(key, value, at: node)

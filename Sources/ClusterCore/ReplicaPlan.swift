@@ -71,7 +71,7 @@ public struct ReplicaPlan: Sendable {
     /// when the coordinator has not heard of a change (or of its end) this replica knows.
     /// A write from such a coordinator may reach only old replicas whose keys were sent
     /// already, and its read may miss what writers of the new ring wrote.
-    public func admits(_ coordinator: RingStage) -> Bool { coordinator >= stage }
+    public func admits(_ coordinator: RingStage) -> Bool { coordinator.epoch >= stage.epoch }
 
     /// The replicas a write goes to: the key's preference list or, while data moves, the old
     /// one followed by the members the new ring adds, with one extra acknowledgement each.

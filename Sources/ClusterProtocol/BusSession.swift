@@ -30,10 +30,12 @@ public struct BusSession: Sendable {
         case serve(peer: String)
         /// Answer the request with this error; the connection stays.
         case refuse(String)
-        /// Answer the request as `peer`'s, and send the peer this node's member list: its view
-        /// of the ring is behind this node's. (Refusing the request, fencing, is what closes
-        /// the gap the simulator shows; it waits for coordinators that retry a refused request.)
-        case serveBehind(peer: String)
+        /// Fencing: refuse the request with this `STALEVIEW` error and send the peer this
+        /// node's member list at once. The peer coordinates with a view of the ring an epoch
+        /// behind this node's: its write could reach only old replicas whose keys were sent
+        /// already, its read could miss what writers of the new ring wrote. The coordinator
+        /// catches up and retries (``ReplicaPlan/admits(_:)``; `ringcache simulate`).
+        case fence(peer: String, message: String)
         /// Write `reply` (when there is one), then close.
         case close(CloseReason, reply: String?, log: String)
     }
@@ -143,12 +145,17 @@ public struct BusSession: Sendable {
             peerView = view
             return .serve(peer: peer)
         case .get, .put, .delete, .siblingGet, .siblingPut:
-            if let peerView, peerView.epoch < view.epoch { return .serveBehind(peer: peer) }
+            if let peerView, peerView.epoch < view.epoch {
+                return .fence(peer: peer, message: "\(Self.staleViewPrefix) coordinator '\(peer)' is at ring epoch \(peerView.epoch), this replica at \(view.epoch)")
+            }
             return .serve(peer: peer)
         default:
             return .serve(peer: peer)
         }
     }
+
+    /// The error prefix of a fenced request: the coordinator catches up and tries again.
+    public static let staleViewPrefix = "STALEVIEW"
 
     /// The connection closed (either side).
     public mutating func onClosed() { stage = .closed }

@@ -19,13 +19,17 @@ public enum DirectReply: Sendable {
     case entry(version: Version, expiry: Int64, value: ByteBuffer?)
     /// The peer answered with an error (MISCONF, OOM, ...): it did not do it.
     case error
+    /// The peer refused: this coordinator's view of the ring is behind its own (``BusSession/Verdict/fence(peer:message:)``).
+    case staleView
     case malformed
 
     /// Reads the one whole frame in `frame` (as ``RESPFrameScanner`` delimited it).
     public static func read(_ kind: Kind, frame: inout ByteBuffer, limits: BusLimits, now: Int64) -> DirectReply {
         guard let first = frame.readInteger(as: UInt8.self) else { return .malformed }
         switch (first, kind) {
-        case (UInt8(ascii: "-"), _), (UInt8(ascii: "!"), _):
+        case (UInt8(ascii: "-"), _):
+            return isStaleView(frame) ? .staleView : .error
+        case (UInt8(ascii: "!"), _):
             return .error
         case (UInt8(ascii: ":"), .flag):
             switch readNumber(&frame) {
@@ -38,6 +42,13 @@ public enum DirectReply: Sendable {
         default:
             return .malformed
         }
+    }
+
+    private static let staleViewBytes = Array(BusSession.staleViewPrefix.utf8)
+
+    /// Whether the error line (after its `-`) is a fencing refusal.
+    public static func isStaleView(_ frame: ByteBuffer) -> Bool {
+        frame.readableBytesView.starts(with: staleViewBytes)
     }
 
     private static func readEntry(_ frame: inout ByteBuffer, limits: BusLimits, now: Int64) -> DirectReply {

@@ -91,16 +91,17 @@ import Testing
 @Suite struct BusSessionViewTests {
     let get = BusRequest.get(key: ByteBuffer(string: "k"))
 
-    @Test func aCoordinatorBehindThisNodesViewIsToldItsView() {
+    @Test func aCoordinatorBehindThisNodesViewIsFencedAndToldItsView() {
         var session = BusSession()
         session.onAuthenticated(peer: "n2", member: true)
         let view = RingStage(epoch: 7, settled: true)
         #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == .serve(peer: "n2"), "no view said yet: a tool, not a coordinator")
         #expect(session.onRequest(.stage(RingStage(epoch: 6, settled: true)), isMember: true, owed: 0, view: view) == .serve(peer: "n2"))
         #expect(session.peerView == RingStage(epoch: 6, settled: true))
-        #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == .serveBehind(peer: "n2"))
+        let fenced = BusSession.Verdict.fence(peer: "n2", message: "STALEVIEW coordinator 'n2' is at ring epoch 6, this replica at 7")
+        #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == fenced)
         #expect(session.onRequest(.put(BusEntry(key: ByteBuffer(string: "k"), version: Version(timestamp: HLCTimestamp(rawValue: 1), node: NodeID(rawValue: 1)),
-                                                expiry: 0, value: nil)), isMember: true, owed: 0, view: view) == .serveBehind(peer: "n2"))
+                                                expiry: 0, value: nil)), isMember: true, owed: 0, view: view) == fenced)
         #expect(session.onRequest(.ping, isMember: true, owed: 0, view: view) == .serve(peer: "n2"), "only replica requests")
         _ = session.onRequest(.stage(RingStage(epoch: 7, settled: false)), isMember: true, owed: 0, view: view)
         #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == .serve(peer: "n2"),

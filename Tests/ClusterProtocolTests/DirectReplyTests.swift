@@ -38,6 +38,9 @@ import Testing
         out.clear()
         out.writeRESPError("MISCONF the disk")
         guard case .error = read(.flag, out) else { Issue.record("error"); return }
+        out.clear()
+        out.writeRESPError("STALEVIEW coordinator 'n2' is at ring epoch 6, this replica at 7")
+        guard case .staleView = read(.entry, out) else { Issue.record("a fencing refusal"); return }
     }
 
     @Test func refusesWhatIsNotAnAnswer() {

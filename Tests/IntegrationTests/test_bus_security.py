@@ -298,6 +298,28 @@ def test_replayed_stale_and_unknown_gossip_is_dropped(cluster):
     still_serving(cluster)
 
 
+def test_a_coordinator_an_epoch_behind_is_fenced_until_it_catches_up(cluster):
+    """A replica refuses reads and writes from a coordinator whose view of the ring is an
+    epoch behind its own (it could write where a transfer has passed), answers STALEVIEW,
+    and counts it; the same requests at its epoch are served."""
+    epoch = int(info(cluster)["ring_epoch"])
+    before = info(cluster)
+    with peer(cluster) as bus:
+        assert bus.call("RC.STAGE", str(epoch - 1), "1") == b"OK"
+        replies = bus.pipeline([("RC.GET", "precious"), ("RC.PUT", "fenced", str(1 << 16), "2", "0", "x"),
+                                ("RC.DEL", "precious", str(1 << 16), "2"), ("PING",)])
+        for reply in replies[:3]:
+            assert isinstance(reply, BusError) and str(reply).startswith("STALEVIEW"), reply
+            assert f"epoch {epoch - 1}, this replica at {epoch}" in str(reply)
+        assert replies[3] == b"PONG", "only replica requests are fenced"
+        counted(cluster, "bus_requests_from_stale_views", before, at_least=3)
+        assert bus.call("RC.STAGE", str(epoch), "0") == b"OK"
+        entry = bus.call("RC.GET", "precious")
+        assert isinstance(entry, list) and entry[3] == b"data", entry
+    assert cluster.client("n1").get("fenced") is None, "the fenced write was not applied"
+    still_serving(cluster)
+
+
 # MARK: start-up
 
 

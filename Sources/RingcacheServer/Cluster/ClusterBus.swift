@@ -114,15 +114,15 @@ final class BusHandler: ChannelInboundHandler {
             return peer
         case .refuse(let message):
             writeInOrder { $0.writeRESPError(message) }
-        case .serveBehind(let peer):
+        case .fence(let peer, let message):
             cluster.busGuard.count(.staleCoordinator)
+            writeInOrder { $0.writeRESPError(message) }
             // The coordinator learns this node's view at once, not at its next push-pull
-            // (once per 100 ms per connection at most).
+            // (once per 100 ms per connection at most), and tries again.
             if let index = cluster.topology.indexByName[peer], now - lastViewPushed >= 100 {
                 lastViewPushed = now
                 coordinator?.exchangeMembers(with: index)
             }
-            return peer
         case .close(let reason, let reply, let log):
             cluster.busGuard.refuse(Self.guardReason(reason), peer: remote, log, logger: logger, now: now)
             if let reply { out.writeRESPError(reply) }

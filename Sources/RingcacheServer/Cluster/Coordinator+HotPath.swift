@@ -32,8 +32,16 @@ struct HotSlot {
     var decided = false
     /// DEL: a replica held a live value.
     var existed = false
-    /// Reads: the key (for repairs) and the newest answer's value.
+    /// A replica refused: this coordinator's view of the ring was behind its own. An
+    /// operation that fails with such a refusal is tried again (``HotTable/Retry``).
+    var staleView = false
+    /// What the operation needs to be tried again: the key (reads: also for repairs), and
+    /// a write's version, value (nil: DEL) and expiry.
     var key: [UInt8] = []
+    var required = 0
+    var writeVersion: Version?
+    var writeValue: [UInt8]?
+    var writeExpiry: Int64 = 0
     var newestValue: [UInt8] = []
     var newestIsTombstone = false
     var newestExpiry: Int64 = 0
@@ -52,9 +60,23 @@ struct HotTable {
     /// A local read's value, copied out under the store's lock (reused: no allocation).
     var scratch: [UInt8] = []
 
-    /// What an event set off: a reply to hand on, counters, read repairs.
+    /// An operation that failed because a replica's view of the ring was ahead of this
+    /// coordinator's: it goes again (on the general path) once the view caught up.
+    struct Retry {
+        var command: HotCommand
+        var key: [UInt8]
+        var required: Int
+        var resp3: Bool
+        /// A write's version and value (nil: DEL); nil for reads.
+        var write: VersionedValue?
+        var reply: PendingReply
+        var completed: () -> Void
+    }
+
+    /// What an event set off: a reply to hand on, counters, read repairs, a retry.
     struct Effect {
         var completed: (() -> Void)?
+        var retry: Retry?
         var quorumFailed = false
         var peerReplyError = false
         /// Read repairs: the replicas (bit i: position i of `replicas`) to send `repair` to.
@@ -65,7 +87,8 @@ struct HotTable {
     }
 
     /// Takes a slot for an operation over `count` replicas; its address, position 0.
-    mutating func begin(_ operation: HotSlot.Operation, _ command: HotCommand, count: Int, resp3: Bool, key: UnsafeRawBufferPointer?,
+    mutating func begin(_ operation: HotSlot.Operation, _ command: HotCommand, count: Int, required: Int, resp3: Bool, key: UnsafeRawBufferPointer,
+                        write: (version: Version, value: UnsafeRawBufferPointer?, expiry: Int64)? = nil,
                         reply: PendingReply, completed: @escaping () -> Void, deadline: NIODeadline) -> PeerLink.SlotAddress {
         let index: Int
         if let reused = free.popLast() {
@@ -83,9 +106,19 @@ struct HotTable {
         slots[index].decided = false
         slots[index].existed = false
         slots[index].newestVersion = nil
-        if let key {
-            slots[index].key.removeAll(keepingCapacity: true)
-            slots[index].key.append(contentsOf: key)
+        slots[index].staleView = false
+        slots[index].required = required
+        slots[index].key.removeAll(keepingCapacity: true)
+        slots[index].key.append(contentsOf: key)
+        slots[index].writeVersion = write?.version
+        slots[index].writeExpiry = write?.expiry ?? 0
+        if let value = write?.value {
+            // Reuses the slot's storage: a copy, no allocation once the slot has held a value as long.
+            if slots[index].writeValue == nil { slots[index].writeValue = [] }
+            slots[index].writeValue!.removeAll(keepingCapacity: true)
+            slots[index].writeValue!.append(contentsOf: value)
+        } else if slots[index].writeValue != nil {
+            slots[index].writeValue!.removeAll(keepingCapacity: true)
         }
         deadlines.append((deadline, Int32(index), slots[index].generation))
         return PeerLink.SlotAddress(index: Int32(index), generation: slots[index].generation, position: 0)
@@ -106,6 +139,9 @@ struct HotTable {
                 action = quorum.onAck(at: position)
             case .error:
                 action = quorum.onFailure(at: position)
+            case .staleView:
+                slots[index].staleView = true
+                action = quorum.onFailure(at: position)
             case .absent, .entry, .malformed:
                 effect.peerReplyError = true
                 action = quorum.onFailure(at: position)
@@ -122,8 +158,12 @@ struct HotTable {
                 } else {
                     read(index, position: position, version: version, expiry: expiry, value: nil, now: now, &effect)
                 }
-            case .error, .flag, .malformed:
-                if case .error = answer {} else { effect.peerReplyError = true }
+            case .error, .staleView, .flag, .malformed:
+                switch answer {
+                case .error: break
+                case .staleView: slots[index].staleView = true
+                default: effect.peerReplyError = true
+                }
                 failRead(index, position: position, now: now, &effect)
             }
         case .free:
@@ -229,10 +269,26 @@ struct HotTable {
         case .succeed:
             slots[index].reply?.content = slots[index].command == .del ? .integer(slots[index].existed ? 1 : 0) : .ok
         case .fail(let error):
+            if retry(index, &effect) { return }
             effect.quorumFailed = true
             slots[index].reply?.content = .bytes(Self.errorReply(error.message))
         }
         complete(index, &effect)
+    }
+
+    /// Hands a failed operation that a replica fenced to the coordinator to try again; false
+    /// when no replica did.
+    private mutating func retry(_ index: Int, _ effect: inout Effect) -> Bool {
+        let slot = slots[index]
+        guard slot.staleView, let reply = slot.reply, let completed = slot.completed else { return false }
+        let write = slot.writeVersion.map {
+            VersionedValue(version: $0, value: slot.command == .del ? nil : slot.writeValue ?? [], expiry: slot.writeExpiry)
+        }
+        effect.retry = Retry(command: slot.command, key: slot.key, required: slot.required, resp3: slot.resp3, write: write,
+                             reply: reply, completed: completed)
+        slots[index].reply = nil
+        slots[index].completed = nil
+        return true
     }
 
     private mutating func finishRead(_ index: Int, _ decision: NewestRead.Decision, now: Int64, _ effect: inout Effect) {
@@ -240,30 +296,31 @@ struct HotTable {
         slots[index].decided = true
         switch decision {
         case .fail(let error):
+            if retry(index, &effect) { return }
             effect.quorumFailed = true
             slots[index].reply?.content = .bytes(Self.errorReply(error.message))
         case .reply(let newest):
             let slot = slots[index]
             let live = newest != nil && !slot.newestIsTombstone && (slot.newestExpiry == 0 || slot.newestExpiry > now)
-            let content: PendingReply.Content
-            switch slot.command {
-            case .get: content = live ? .bulk(slot.newestValue) : .null(resp3: slot.resp3)
-            case .strlen: content = .integer(live ? slot.newestValue.count : 0)
-            case .type: content = .simple(live ? "+string\r\n" : "+none\r\n")
-            case .ttl, .pttl:
-                if !live {
-                    content = .integer(-2)
-                } else if slot.newestExpiry == 0 {
-                    content = .integer(-1)
-                } else {
-                    let left = max(0, slot.newestExpiry - now)
-                    content = .integer(Int(slot.command == .ttl ? (left + 500) / 1000 : left))
-                }
-            case .set, .del: preconditionFailure("not a read")
-            }
-            slots[index].reply?.content = content
+            slots[index].reply?.content = Self.readContent(slot.command, live ? slot.newestValue : nil, expiry: slot.newestExpiry,
+                                                           resp3: slot.resp3, now: now)
         }
         complete(index, &effect)
+    }
+
+    /// A read command's reply from the newest value (nil: none, a tombstone, or expired).
+    static func readContent(_ command: HotCommand, _ value: [UInt8]?, expiry: Int64, resp3: Bool, now: Int64) -> PendingReply.Content {
+        switch command {
+        case .get: return value.map { .bulk($0) } ?? .null(resp3: resp3)
+        case .strlen: return .integer(value?.count ?? 0)
+        case .type: return .simple(value != nil ? "+string\r\n" : "+none\r\n")
+        case .ttl, .pttl:
+            guard value != nil else { return .integer(-2) }
+            guard expiry != 0 else { return .integer(-1) }
+            let left = max(0, expiry - now)
+            return .integer(Int(command == .ttl ? (left + 500) / 1000 : left))
+        case .set, .del: preconditionFailure("not a read")
+        }
     }
 
     private mutating func complete(_ index: Int, _ effect: inout Effect) {
@@ -272,7 +329,7 @@ struct HotTable {
         slots[index].completed = nil
     }
 
-    private static func errorReply(_ message: String) -> ByteBuffer {
+    static func errorReply(_ message: String) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.writeRESPError(message)
         return buffer
@@ -345,7 +402,8 @@ extension Coordinator {
         countCoordinated(replicas)
         let version = store.nextVersion(now: now)
         var address = hot.begin(.write(WriteQuorum(replicas: replicas, required: min(required, replicas.count))), command, count: replicas.count,
-                                resp3: false, key: nil, reply: reply, completed: completed, deadline: .now() + cluster.requestTimeout)
+                                required: required, resp3: false, key: key, write: (version, value, expiry),
+                                reply: reply, completed: completed, deadline: .now() + cluster.requestTimeout)
         let local = askPeers(replicas, address, expecting: .flag, now: now) { out in
             if let value {
                 BusRequest.encodePut(key: key, version: version, expiry: expiry, value: value, into: &out)
@@ -369,7 +427,7 @@ extension Coordinator {
         guard let replicas = hotReplicas(key, writing: false, now: now) else { return false }
         countCoordinated(replicas)
         var address = hot.begin(.read(NewestRead(replicas: replicas, required: min(required, replicas.count))), command, count: replicas.count,
-                                resp3: resp3, key: key, reply: reply, completed: completed, deadline: .now() + cluster.requestTimeout)
+                                required: required, resp3: resp3, key: key, reply: reply, completed: completed, deadline: .now() + cluster.requestTimeout)
         let local = askPeers(replicas, address, expecting: .entry, now: now) { BusRequest.encodeGet(key: key, into: &$0) }
         if let local {
             address.position = local
@@ -434,6 +492,37 @@ extension Coordinator {
                 replicate(effect.key, repair, to: effect.replicas[position], now: wallClockMillis()) { _ in }
             }
         }
+        if let retry = effect.retry { self.retry(retry) }
         effect.completed?()
+    }
+
+    /// Tries a hot-path operation that a replica fenced again, on the general path, once
+    /// this node's view of the ring had time to catch up (the replica sent its member list
+    /// with the refusal); the general path retries again if it must (``retryingStaleViews``).
+    private func retry(_ retry: HotTable.Retry) {
+        retryingStaleViews(attempt: 1) { [self] in
+            let now = wallClockMillis()
+            if let write = retry.write {
+                self.write(retry.key, write, required: retry.required, now: now, attempt: 1) { result in
+                    switch result {
+                    case .success(let existed): retry.reply.content = retry.command == .del ? .integer(existed ? 1 : 0) : .ok
+                    case .failure(let error): retry.reply.content = .bytes(HotTable.errorReply(error.message))
+                    }
+                    retry.completed()
+                }
+            } else {
+                read(retry.key, required: retry.required, now: now, attempt: 1) { result in
+                    let now = wallClockMillis()
+                    switch result {
+                    case .success(let newest):
+                        let live = newest.flatMap { $0.isTombstone || ($0.expiry != 0 && $0.expiry <= now) ? nil : $0 }
+                        retry.reply.content = HotTable.readContent(retry.command, live?.value, expiry: live?.expiry ?? 0, resp3: retry.resp3, now: now)
+                    case .failure(let error):
+                        retry.reply.content = .bytes(HotTable.errorReply(error.message))
+                    }
+                    retry.completed()
+                }
+            }
+        }
     }
 }

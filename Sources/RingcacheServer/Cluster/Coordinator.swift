@@ -16,6 +16,11 @@ final class Coordinator: @unchecked Sendable {
     let eventLoop: any EventLoop
     private(set) var links: [PeerLink?] = []
     var readRepairs = 0
+    /// Requests replicas refused so far because this node's view of the ring was behind
+    /// theirs (`STALEVIEW`): an operation that fails after one is tried again.
+    var staleRefusals = 0
+    /// Times an operation is tried again after a replica fenced it.
+    static let staleViewRetries = 3
     /// Timeouts of operations in flight, oldest first. Every operation has the same request
     /// timeout, so this is also deadline order: one repeating sweep expires them, with no
     /// timer scheduled or cancelled per request.
@@ -226,11 +231,24 @@ final class Coordinator: @unchecked Sendable {
     private final class ReadOperation<Value: Reconcilable> {
         var quorum: ReadQuorum<Value>
         var timeout: PendingTimeout?
+        /// ``staleRefusals`` when the operation started.
+        let refusals: Int
         let completion: (Result<Value?, NoQuorum>) -> Void
-        init(quorum: ReadQuorum<Value>, completion: @escaping (Result<Value?, NoQuorum>) -> Void) {
+        init(quorum: ReadQuorum<Value>, refusals: Int, completion: @escaping (Result<Value?, NoQuorum>) -> Void) {
             self.quorum = quorum
+            self.refusals = refusals
             self.completion = completion
         }
+    }
+
+    /// Runs `body` (an operation tried again after a replica fenced it) after a pause that
+    /// grows with `attempt` (20, 60, 180 ms): time for the member list the replica sent
+    /// with its refusal to bring this node's view up to date.
+    func retryingStaleViews(attempt: Int, _ body: @escaping () -> Void) {
+        var pause: Int64 = 20
+        for _ in 1..<max(1, attempt) { pause *= 3 }
+        let body = NIOLoopBound(body, eventLoop: eventLoop)
+        eventLoop.scheduleTask(in: .milliseconds(pause)) { body.value() }
     }
 
     /// A quorum read of any reconcilable value: asks every replica (this node directly),
@@ -242,13 +260,14 @@ final class Coordinator: @unchecked Sendable {
     ///     answer, `.some(nil)` for "no such key").
     ///   - repair: sends the reconciled value to a replica that lacks it.
     private func quorumRead<Value: Reconcilable>(
-        _ key: [UInt8], required: Int, local: @escaping () -> Value?, request: @escaping (inout ByteBuffer) -> Void, decode: @escaping (RESPValue) -> Value??,
-        repair: @escaping (Int, Value) -> Void, completion: @escaping (Result<Value?, NoQuorum>) -> Void
+        _ key: [UInt8], required: Int, attempt: Int = 0, local: @escaping () -> Value?, request: @escaping (inout ByteBuffer) -> Void,
+        decode: @escaping (RESPValue) -> Value??, repair: @escaping (Int, Value) -> Void, completion: @escaping (Result<Value?, NoQuorum>) -> Void
     ) {
         let set = readReplicas(of: key)
         let replicas = Array(set.replicas)
         countCoordinated(replicas)
-        let operation = ReadOperation(quorum: ReadQuorum<Value>(replicas: replicas, required: set.required(required)), completion: completion)
+        let operation = ReadOperation(quorum: ReadQuorum<Value>(replicas: replicas, required: set.required(required)), refusals: staleRefusals,
+                                      completion: completion)
         let perform: ([ReadQuorum<Value>.Action]) -> Void = { [self] actions in
             for action in actions {
                 switch action {
@@ -257,6 +276,13 @@ final class Coordinator: @unchecked Sendable {
                     operation.completion(.success(value))
                 case .fail(let error):
                     operation.timeout?.disarm()
+                    if staleRefusals != operation.refusals, attempt < Self.staleViewRetries {
+                        retryingStaleViews(attempt: attempt + 1) { [self] in
+                            quorumRead(key, required: required, attempt: attempt + 1, local: local, request: request, decode: decode, repair: repair,
+                                       completion: completion)
+                        }
+                        continue
+                    }
                     cluster.node.quorumFailures.add(1, ordering: .relaxed)
                     operation.completion(.failure(error))
                 case .repair(let replica, let value):
@@ -295,9 +321,9 @@ final class Coordinator: @unchecked Sendable {
 
     /// Reads `key` under last-write-wins: the newest version (tombstones included; callers
     /// read them as absent).
-    func read(_ key: [UInt8], required: Int, now: Int64, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
+    func read(_ key: [UInt8], required: Int, now: Int64, attempt: Int = 0, completion: @escaping (Result<VersionedValue?, NoQuorum>) -> Void) {
         quorumRead(
-            key, required: required,
+            key, required: required, attempt: attempt,
             local: { [store] in
                 var local: VersionedValue?
                 key.withUnsafeBytes { k in
@@ -355,21 +381,34 @@ final class Coordinator: @unchecked Sendable {
         var quorum: WriteQuorum
         var timeout: PendingTimeout?
         var existed = false
+        /// ``staleRefusals`` when the operation started.
+        let refusals: Int
+        /// The operation once more, if a replica fences it and it may be tried again.
+        var again: (() -> Void)?
         let completion: (Result<Bool, NoQuorum>) -> Void
-        init(quorum: WriteQuorum, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+        init(quorum: WriteQuorum, refusals: Int, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
             self.quorum = quorum
+            self.refusals = refusals
             self.completion = completion
         }
     }
 
     /// A quorum write: `replicate` applies the write at one replica and reports whether a live
     /// value was there before, or nil if the replica could not be reached.
-    private func quorumWrite(_ key: [UInt8], required: Int, replicate: (Int, @escaping (Bool?) -> Void) -> Void,
+    private func quorumWrite(_ key: [UInt8], required: Int, attempt: Int = 0, replicate: @escaping (Int, @escaping (Bool?) -> Void) -> Void,
                              completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
         let set = writeReplicas(of: key)
         let replicas = Array(set.replicas)
         countCoordinated(replicas)
-        let operation = WriteOperation(quorum: WriteQuorum(replicas: set.replicas, required: set.required(required)), completion: completion)
+        let operation = WriteOperation(quorum: WriteQuorum(replicas: set.replicas, required: set.required(required)), refusals: staleRefusals,
+                                       completion: completion)
+        if attempt < Self.staleViewRetries {
+            operation.again = { [self] in
+                retryingStaleViews(attempt: attempt + 1) { [self] in
+                    quorumWrite(key, required: required, attempt: attempt + 1, replicate: replicate, completion: completion)
+                }
+            }
+        }
         operation.timeout = armTimeout { [self] in finish(operation, operation.quorum.onTimeout()) }
         for replica in replicas {
             replicate(replica) { [self] answer in
@@ -390,6 +429,7 @@ final class Coordinator: @unchecked Sendable {
         switch action {
         case .succeed: operation.completion(.success(operation.existed))
         case .fail(let error):
+            if staleRefusals != operation.refusals, let again = operation.again { return again() }
             cluster.node.quorumFailures.add(1, ordering: .relaxed)
             operation.completion(.failure(error))
         }
@@ -398,10 +438,11 @@ final class Coordinator: @unchecked Sendable {
     /// Writes a version of `key` (a tombstone when `value.value` is nil) to all its replicas
     /// under last-write-wins; succeeds at `required` acknowledgements. The result says whether
     /// any replica that answered held a live value before (for DEL's count).
-    func write(_ key: [UInt8], _ value: VersionedValue, required: Int, now: Int64, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
-        let standIns = cluster.sloppyQuorum ? standIns(for: key) : [:]
-        quorumWrite(key, required: required, replicate: { [self] replica, done in
-            if let standIn = standIns[replica] {
+    func write(_ key: [UInt8], _ value: VersionedValue, required: Int, now: Int64, attempt: Int = 0,
+               completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+        quorumWrite(key, required: required, attempt: attempt, replicate: { [self] replica, done in
+            // Asked per replica: a write tried again sees the links as they are then.
+            if cluster.sloppyQuorum, let standIn = standIns(for: key)[replica] {
                 hint(key, value, owner: replica, to: standIn, now: now, done: done)
             } else {
                 replicate(key, value, to: replica, now: now, done: done)

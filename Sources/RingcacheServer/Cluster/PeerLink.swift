@@ -292,6 +292,7 @@ final class PeerLink: @unchecked Sendable {
 
     fileprivate func received(_ reply: RESPValue) {
         guard let entry = callbacks.popFirst() else { return }
+        if case .error(let message) = reply, DirectReply.isStaleView(message) { slots?.staleRefusals += 1 }
         if let callback = entry.callback {
             callback(reply)
         } else {
@@ -303,6 +304,7 @@ final class PeerLink: @unchecked Sendable {
     /// The oldest request's answer, read straight from its bytes (``directKind``).
     fileprivate func receivedDirect(_ reply: DirectReply) {
         guard let entry = callbacks.popFirst() else { return }
+        if case .staleView = reply { slots?.staleRefusals += 1 }
         slots?.slotAnswered(entry.slot, from: member, reply)
     }
 
