@@ -124,3 +124,80 @@ extension ByteBuffer {
         }
     }
 }
+
+/// Writes RESP bulk strings into memory the caller reserved (``ByteBuffer/writeWithUnsafeMutableBytes(minimumWritableBytes:_:)``):
+/// the hot path's requests in one pass, numbers formed in place.
+enum BulkWriter {
+    /// Room a bulk string needs beyond its bytes: `$`, up to 20 digits of length, two CRLFs;
+    /// also the most a bulk number takes (20 digits and a sign, and its length line).
+    static let bulkOverhead = 28
+
+    @inline(__always)
+    static func copy(_ text: StaticString, to raw: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        let count = text.utf8CodeUnitCount
+        UnsafeMutableRawBufferPointer(rebasing: raw[at..<(at + count)]).copyMemory(from: UnsafeRawBufferPointer(start: text.utf8Start, count: count))
+        return at + count
+    }
+
+    @inline(__always)
+    static func bulk(_ bytes: UnsafeRawBufferPointer, to raw: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        var at = at
+        raw[at] = UInt8(ascii: "$")
+        at += 1
+        at += RESPDigits.write(bytes.count, into: raw, at: at)
+        raw[at] = 0x0D
+        raw[at + 1] = 0x0A
+        at += 2
+        if bytes.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: raw[at..<(at + bytes.count)]).copyMemory(from: bytes)
+            at += bytes.count
+        }
+        raw[at] = 0x0D
+        raw[at + 1] = 0x0A
+        return at + 2
+    }
+
+    /// An unsigned number as a bulk string of its decimal digits.
+    @inline(__always)
+    static func number(_ value: UInt64, to raw: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        numberBulk(value, negative: false, to: raw, at: at)
+    }
+
+    /// A signed number as a bulk string of its decimal digits.
+    @inline(__always)
+    static func number(_ value: Int64, to raw: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        numberBulk(value.magnitude, negative: value < 0, to: raw, at: at)
+    }
+
+    private static func numberBulk(_ magnitude: UInt64, negative: Bool, to raw: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        var digits = 1
+        var probe = magnitude
+        while probe >= 10 {
+            probe /= 10
+            digits += 1
+        }
+        let length = digits + (negative ? 1 : 0)
+        var at = at
+        raw[at] = UInt8(ascii: "$")
+        at += 1
+        at += RESPDigits.write(length, into: raw, at: at)
+        raw[at] = 0x0D
+        raw[at + 1] = 0x0A
+        at += 2
+        if negative {
+            raw[at] = UInt8(ascii: "-")
+            at += 1
+        }
+        var rest = magnitude
+        var position = at + digits - 1
+        repeat {
+            raw[position] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
+            rest /= 10
+            position -= 1
+        } while rest > 0
+        at += digits
+        raw[at] = 0x0D
+        raw[at + 1] = 0x0A
+        return at + 2
+    }
+}

@@ -268,9 +268,11 @@ extension BusRequest {
 
     /// `RC.GET key`, written from the key's bytes (the hot path's encoder).
     public static func encodeGet(key: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
-        out.writeRESPArrayHeader(2)
-        out.writeRESPBulk(Kind.get.rawValue)
-        out.writeRESPBulk(key)
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: 16 + key.count + BulkWriter.bulkOverhead) { raw in
+            var at = BulkWriter.copy("*2\r\n$6\r\nRC.GET\r\n", to: raw, at: 0)
+            at = BulkWriter.bulk(key, to: raw, at: at)
+            return at
+        }
     }
 
     /// `RC.VGET key`, written from the key's bytes.
@@ -281,27 +283,35 @@ extension BusRequest {
     }
 
     /// `RC.PUT key timestamp node expiry value`, written from the bytes (the hot path's encoder).
+    /// The whole request in one pass over the buffer: no String, one capacity check.
     public static func encodePut(key: UnsafeRawBufferPointer, version: Version, expiry: Int64, value: UnsafeRawBufferPointer,
                                  into out: inout ByteBuffer) {
-        out.writeRESPArrayHeader(6)
-        out.writeRESPBulk(Kind.put.rawValue)
-        out.writeRESPBulk(key)
-        writeVersion(version, into: &out)
-        out.writeRESPBulk(String(expiry))
-        out.writeRESPBulk(value)
+        let capacity = 16 + key.count + value.count + 5 * BulkWriter.bulkOverhead
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { raw in
+            var at = BulkWriter.copy("*6\r\n$6\r\nRC.PUT\r\n", to: raw, at: 0)
+            at = BulkWriter.bulk(key, to: raw, at: at)
+            at = BulkWriter.number(version.timestamp.rawValue, to: raw, at: at)
+            at = BulkWriter.number(UInt64(version.node.rawValue), to: raw, at: at)
+            at = BulkWriter.number(expiry, to: raw, at: at)
+            at = BulkWriter.bulk(value, to: raw, at: at)
+            return at
+        }
     }
 
     /// `RC.DEL key timestamp node`, written from the key's bytes.
     public static func encodeDelete(key: UnsafeRawBufferPointer, version: Version, into out: inout ByteBuffer) {
-        out.writeRESPArrayHeader(4)
-        out.writeRESPBulk(Kind.delete.rawValue)
-        out.writeRESPBulk(key)
-        writeVersion(version, into: &out)
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: 16 + key.count + 3 * BulkWriter.bulkOverhead) { raw in
+            var at = BulkWriter.copy("*4\r\n$6\r\nRC.DEL\r\n", to: raw, at: 0)
+            at = BulkWriter.bulk(key, to: raw, at: at)
+            at = BulkWriter.number(version.timestamp.rawValue, to: raw, at: at)
+            at = BulkWriter.number(UInt64(version.node.rawValue), to: raw, at: at)
+            return at
+        }
     }
 
     private static func writeVersion(_ version: Version, into out: inout ByteBuffer) {
         out.writeRESPBulk(unsigned: version.timestamp.rawValue)
-        out.writeRESPBulk(String(version.node.rawValue))
+        out.writeRESPBulk(unsigned: UInt64(version.node.rawValue))
     }
 
     static func joinNames(_ names: [String]) -> String { names.joined(separator: ",") }

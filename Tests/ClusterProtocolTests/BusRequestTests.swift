@@ -72,6 +72,29 @@ let version = Version(timestamp: HLCTimestamp(millis: BusDecodingContext.now - 5
         #expect(try roundTrip(request) == request)
     }
 
+    /// The hot path's one-pass encoders write each argument as a bulk string, as a RESP
+    /// client would: checked against an independent encoding of the arguments.
+    @Test(arguments: [(UInt64(0), UInt32(0), Int64(0), ""), (UInt64(1_800_000_000_000 << 16 | 7), UInt32.max, Int64(1_800_000_123_456), "v"),
+                      (UInt64.max, UInt32(12), Int64.max, String(repeating: "x", count: 300)), (UInt64(9), UInt32(9), Int64(-5), "negative expiry")])
+    func theHotPathEncodersWriteTheirArgumentsAsBulkStrings(timestamp: UInt64, node: UInt32, expiry: Int64, value: String) {
+        func command(_ arguments: [String]) -> String {
+            "*\(arguments.count)\r\n" + arguments.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+        }
+        let version = Version(timestamp: HLCTimestamp(rawValue: timestamp), node: NodeID(rawValue: node))
+        let key = "key:\(value.count)"
+        var out = ByteBuffer()
+        Array(key.utf8).withUnsafeBytes { k in
+            Array(value.utf8).withUnsafeBytes { BusRequest.encodePut(key: k, version: version, expiry: expiry, value: $0, into: &out) }
+        }
+        #expect(String(buffer: out) == command(["RC.PUT", key, "\(timestamp)", "\(node)", "\(expiry)", value]))
+        out.clear()
+        Array(key.utf8).withUnsafeBytes { BusRequest.encodeDelete(key: $0, version: version, into: &out) }
+        #expect(String(buffer: out) == command(["RC.DEL", key, "\(timestamp)", "\(node)"]))
+        out.clear()
+        Array(key.utf8).withUnsafeBytes { BusRequest.encodeGet(key: $0, into: &out) }
+        #expect(String(buffer: out) == command(["RC.GET", key]))
+    }
+
     @Test func everyKindHasAnExample() {
         #expect(Set(Self.examples.map(\.kind)) == Set(BusRequest.Kind.allCases))
     }
