@@ -27,6 +27,10 @@ struct ConnectionState {
     /// Replies that wait for an earlier cluster command to answer, in order; empty on a
     /// standalone node, so its replies go straight to `out`.
     var waiting = CircularBuffer<PendingReply>()
+    /// Replies written and no longer referenced, kept for the next cluster commands: a
+    /// pipelined batch takes no allocation per request for them.
+    var spareReplies: [PendingReply] = []
+    static let maximumSpareReplies = 256
 
     /// Why ``run(_:bytes:processor:now:)`` stopped.
     enum Stop {
@@ -55,8 +59,8 @@ struct ConnectionState {
         state.parser.limits = limits
         // The parts go in as separate variables: the parser is read while the session and
         // the reply buffer are written, which on one struct would copy the parser per request.
-        let result = run(parser: &state.parser, session: &state.session, out: &state.out, waiting: &state.waiting, bytes: bytes,
-                         processor: processor, now: now)
+        let result = run(parser: &state.parser, session: &state.session, out: &state.out, waiting: &state.waiting,
+                         spare: &state.spareReplies, bytes: bytes, processor: processor, now: now)
         if result.stop != .outputFull { state.finishBatch(now: now, node: processor.node) }
         return result
     }
@@ -72,9 +76,16 @@ struct ConnectionState {
         if let last = session.lastCommand { session.client.lastCommand.store(last.rawValue &+ 1, ordering: .relaxed) }
     }
 
+    /// A place in the reply order for a command that answers later: a spare reply if there is one.
+    private static func deferReply(_ waiting: inout CircularBuffer<PendingReply>, _ spare: inout [PendingReply]) -> PendingReply {
+        let reply = spare.popLast() ?? PendingReply()
+        waiting.append(reply)
+        return reply
+    }
+
     private static func run(
         parser: inout RESPRequestParser, session: inout Session, out: inout ByteBuffer, waiting: inout CircularBuffer<PendingReply>,
-        bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64
+        spare: inout [PendingReply], bytes: UnsafeRawBufferPointer, processor: CommandProcessor, now: Int64
     ) -> (consumed: Int, stop: Stop) {
         var offset = 0
         if let barrier = session.barrier {
@@ -101,18 +112,19 @@ struct ConnectionState {
                 return (offset, .close)
             case .request(let consumed):
                 parser.withArguments(in: rest) { arguments in
-                    let deferReply = {
-                        let reply = PendingReply()
-                        waiting.append(reply)
-                        return reply
-                    }
+                    // The closures are written out in each call: a closure kept in a variable
+                    // got a heap-allocated context, one allocation per request.
                     if waiting.isEmpty {
-                        processor.execute(arguments, session: &session, out: &out, now: now, deferReply: deferReply)
+                        processor.execute(arguments, session: &session, out: &out, now: now) {
+                            Self.deferReply(&waiting, &spare)
+                        }
                     } else {
                         // An earlier reply is still pending: this one queues behind it.
                         var reply = ByteBuffer()
                         let queued = waiting.count
-                        processor.execute(arguments, session: &session, out: &reply, now: now, deferReply: deferReply)
+                        processor.execute(arguments, session: &session, out: &reply, now: now) {
+                            Self.deferReply(&waiting, &spare)
+                        }
                         if waiting.count == queued { waiting.append(PendingReply(buffer: reply)) }
                     }
                 }
@@ -215,8 +227,14 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     private func drainWaiting() {
-        while let first = state?.waiting.first, first.write(into: &state!.out) {
-            _ = state?.waiting.removeFirst()
+        guard state != nil else { return }
+        while var first = state!.waiting.first, first.write(into: &state!.out) {
+            _ = state!.waiting.removeFirst()
+            // Kept for reuse only when nothing else holds it (no late answer can reach it).
+            if isKnownUniquelyReferenced(&first), state!.spareReplies.count < ConnectionState.maximumSpareReplies {
+                first.content = .waiting
+                state!.spareReplies.append(first)
+            }
         }
     }
 
@@ -453,3 +471,4 @@ final class ClientHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 }
+

@@ -17,11 +17,14 @@ final class PendingReply {
         /// Null (RESP3's `_`, or RESP2's null bulk string).
         case null(resp3: Bool)
         case bulk([UInt8])
+        /// A bulk string of ``value`` (storage the reply keeps, and reuses when it is reused).
+        case value
         /// A simple string such as `+string`.
         case simple(StaticString)
     }
 
     var content: Content
+    var value: [UInt8] = []
 
     init(buffer: ByteBuffer? = nil) { content = buffer.map { .bytes($0) } ?? .waiting }
 
@@ -48,6 +51,7 @@ final class PendingReply {
         case .integer(let n): out.writeRESPInteger(n)
         case .null(let resp3): out.writeRESPNull(resp3: resp3)
         case .bulk(let bytes): bytes.withUnsafeBytes { out.writeRESPBulk($0) }
+        case .value: value.withUnsafeBytes { out.writeRESPBulk($0) }
         case .simple(let text): out.writeRESPRaw(text)
         }
         return true

@@ -302,8 +302,15 @@ struct HotTable {
         case .reply(let newest):
             let slot = slots[index]
             let live = newest != nil && !slot.newestIsTombstone && (slot.newestExpiry == 0 || slot.newestExpiry > now)
-            slots[index].reply?.content = Self.readContent(slot.command, live ? slot.newestValue : nil, expiry: slot.newestExpiry,
-                                                           resp3: slot.resp3, now: now)
+            if slot.command == .get, live, let reply = slot.reply {
+                // Into the reply's own storage: no array per GET once replies are reused.
+                reply.value.removeAll(keepingCapacity: true)
+                reply.value.append(contentsOf: slot.newestValue)
+                reply.content = .value
+            } else {
+                slots[index].reply?.content = Self.readContent(slot.command, live ? slot.newestValue : nil, expiry: slot.newestExpiry,
+                                                               resp3: slot.resp3, now: now)
+            }
         }
         complete(index, &effect)
     }
