@@ -141,20 +141,7 @@ enum BulkWriter {
 
     @inline(__always)
     static func bulk(_ bytes: UnsafeRawBufferPointer, to raw: UnsafeMutableRawBufferPointer, at: Int) -> Int {
-        var at = at
-        raw[at] = UInt8(ascii: "$")
-        at += 1
-        at += RESPDigits.write(bytes.count, into: raw, at: at)
-        raw[at] = 0x0D
-        raw[at + 1] = 0x0A
-        at += 2
-        if bytes.count > 0 {
-            UnsafeMutableRawBufferPointer(rebasing: raw[at..<(at + bytes.count)]).copyMemory(from: bytes)
-            at += bytes.count
-        }
-        raw[at] = 0x0D
-        raw[at + 1] = 0x0A
-        return at + 2
+        RESPDigits.writeBulk(bytes, into: raw, at: at)
     }
 
     /// An unsigned number as a bulk string of its decimal digits.

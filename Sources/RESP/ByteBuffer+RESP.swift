@@ -38,23 +38,7 @@ extension ByteBuffer {
     /// A bulk string from raw bytes: `$<n>\r\n<bytes>\r\n`, in one pass.
     @inlinable
     public mutating func writeRESPBulk(_ bytes: UnsafeRawBufferPointer) {
-        let needed = bytes.count + 24
-        self.writeWithUnsafeMutableBytes(minimumWritableBytes: needed) { out in
-            var at = 0
-            out[0] = UInt8(ascii: "$")
-            at = 1
-            at += RESPDigits.write(bytes.count, into: out, at: at)
-            out[at] = 0x0D
-            out[at + 1] = 0x0A
-            at += 2
-            if bytes.count > 0 {
-                UnsafeMutableRawBufferPointer(rebasing: out[at..<(at + bytes.count)]).copyMemory(from: bytes)
-                at += bytes.count
-            }
-            out[at] = 0x0D
-            out[at + 1] = 0x0A
-            return at + 2
-        }
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: bytes.count + 24) { RESPDigits.writeBulk(bytes, into: $0, at: 0) }
     }
 
     @inlinable
@@ -155,6 +139,26 @@ extension ByteBuffer {
 
 /// Decimal formatting without allocation.
 public enum RESPDigits {
+    /// Writes `bytes` as a bulk string (`$<n>\r\n<bytes>\r\n`) at `out[at...]` and returns where
+    /// it ends. `out` must have room for `bytes.count + 24` bytes.
+    @inlinable
+    public static func writeBulk(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        var at = at
+        out[at] = UInt8(ascii: "$")
+        at += 1
+        at += write(bytes.count, into: out, at: at)
+        out[at] = 0x0D
+        out[at + 1] = 0x0A
+        at += 2
+        if bytes.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: out[at..<(at + bytes.count)]).copyMemory(from: bytes)
+            at += bytes.count
+        }
+        out[at] = 0x0D
+        out[at + 1] = 0x0A
+        return at + 2
+    }
+
     /// Writes `value` in decimal at `out[at...]` and returns the number of bytes written.
     /// `out` must have room for 20 bytes.
     @inlinable
