@@ -35,7 +35,9 @@ public struct BusSession: Sendable {
         /// behind this node's: its write could reach only old replicas whose keys were sent
         /// already, its read could miss what writers of the new ring wrote. The coordinator
         /// catches up and retries (``ReplicaPlan/admits(_:)``; `ringcache simulate`).
-        case fence(peer: String, message: String)
+        /// `pushView`: send the member list now (at most every ``viewPushInterval`` ms per
+        /// connection, however many requests are fenced in between).
+        case fence(peer: String, message: String, pushView: Bool)
         /// Write `reply` (when there is one), then close.
         case close(CloseReason, reply: String?, log: String)
     }
@@ -61,6 +63,10 @@ public struct BusSession: Sendable {
     /// it did (a tool, not a coordinator: nothing is fenced).
     public private(set) var peerView: RingStage?
     private var silent = 0
+    /// When this connection's coordinator was last sent this node's member list.
+    private var lastViewPushed: Int64 = .min
+    /// How often a fenced coordinator is sent the member list, at most (milliseconds).
+    public static let viewPushInterval: Int64 = 100
     private var readSinceCheck = true
 
     public init(limits: Limits = Limits()) {
@@ -123,7 +129,8 @@ public struct BusSession: Sendable {
 
     /// An authenticated request. `isMember`: the ring holds the peer now; `owed`: replies the
     /// connection owes already; `view`: how far this node's view of the ring has got.
-    public mutating func onRequest(_ request: BusRequest, isMember: Bool, owed: Int, view: RingStage = RingStage(epoch: 0, settled: true)) -> Verdict {
+    public mutating func onRequest(_ request: BusRequest, isMember: Bool, owed: Int, view: RingStage = RingStage(epoch: 0, settled: true),
+                                   now: Int64 = 0) -> Verdict {
         guard case .serving(let peer, var member) = stage else { return .refuse("NOAUTH authenticate first") }
         if !member {
             // A joiner may only join; once the ring holds it, it is a member like any other.
@@ -146,7 +153,10 @@ public struct BusSession: Sendable {
             return .serve(peer: peer)
         case .get, .put, .delete, .siblingGet, .siblingPut:
             if let peerView, peerView.epoch < view.epoch {
-                return .fence(peer: peer, message: "\(Self.staleViewPrefix) coordinator '\(peer)' is at ring epoch \(peerView.epoch), this replica at \(view.epoch)")
+                let push = now.subtractingReportingOverflow(lastViewPushed).partialValue >= Self.viewPushInterval || lastViewPushed == .min
+                if push { lastViewPushed = now }
+                return .fence(peer: peer, message: "\(Self.staleViewPrefix) coordinator '\(peer)' is at ring epoch \(peerView.epoch), this replica at \(view.epoch)",
+                              pushView: push)
             }
             return .serve(peer: peer)
         default:

@@ -98,10 +98,13 @@ import Testing
         #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == .serve(peer: "n2"), "no view said yet: a tool, not a coordinator")
         #expect(session.onRequest(.stage(RingStage(epoch: 6, settled: true)), isMember: true, owed: 0, view: view) == .serve(peer: "n2"))
         #expect(session.peerView == RingStage(epoch: 6, settled: true))
-        let fenced = BusSession.Verdict.fence(peer: "n2", message: "STALEVIEW coordinator 'n2' is at ring epoch 6, this replica at 7")
-        #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == fenced)
-        #expect(session.onRequest(.put(BusEntry(key: ByteBuffer(string: "k"), version: Version(timestamp: HLCTimestamp(rawValue: 1), node: NodeID(rawValue: 1)),
-                                                expiry: 0, value: nil)), isMember: true, owed: 0, view: view) == fenced)
+        let message = "STALEVIEW coordinator 'n2' is at ring epoch 6, this replica at 7"
+        #expect(session.onRequest(get, isMember: true, owed: 0, view: view, now: 1_000) == .fence(peer: "n2", message: message, pushView: true))
+        let put = BusRequest.put(BusEntry(key: ByteBuffer(string: "k"), version: Version(timestamp: HLCTimestamp(rawValue: 1), node: NodeID(rawValue: 1)),
+                                          expiry: 0, value: nil))
+        #expect(session.onRequest(put, isMember: true, owed: 0, view: view, now: 1_050) == .fence(peer: "n2", message: message, pushView: false),
+                "the member list went 50 ms ago")
+        #expect(session.onRequest(put, isMember: true, owed: 0, view: view, now: 1_100) == .fence(peer: "n2", message: message, pushView: true))
         #expect(session.onRequest(.ping, isMember: true, owed: 0, view: view) == .serve(peer: "n2"), "only replica requests")
         _ = session.onRequest(.stage(RingStage(epoch: 7, settled: false)), isMember: true, owed: 0, view: view)
         #expect(session.onRequest(get, isMember: true, owed: 0, view: view) == .serve(peer: "n2"),

@@ -42,8 +42,6 @@ final class BusHandler: ChannelInboundHandler {
         peerIsMember = topology.indexByName[peer] != nil
     }
 
-    /// When this node last sent its member list to a coordinator whose view was behind.
-    private var lastViewPushed: Int64 = 0
     /// Held while the handler is in the pipeline; dropped in `handlerRemoved`.
     private var context: ChannelHandlerContext?
     /// Replies that come later (RC.EXEC, disk); later replies wait behind them, in order.
@@ -114,15 +112,11 @@ final class BusHandler: ChannelInboundHandler {
             return peer
         case .refuse(let message):
             writeInOrder { $0.writeRESPError(message) }
-        case .fence(let peer, let message):
+        case .fence(let peer, let message, let pushView):
             cluster.busGuard.count(.staleCoordinator)
             writeInOrder { $0.writeRESPError(message) }
-            // The coordinator learns this node's view at once, not at its next push-pull
-            // (once per 100 ms per connection at most), and tries again.
-            if let index = cluster.topology.indexByName[peer], now - lastViewPushed >= 100 {
-                lastViewPushed = now
-                coordinator?.exchangeMembers(with: index)
-            }
+            // The coordinator learns this node's view at once, not at its next push-pull, and tries again.
+            if pushView, let index = cluster.topology.indexByName[peer] { coordinator?.exchangeMembers(with: index) }
         case .close(let reason, let reply, let log):
             cluster.busGuard.refuse(Self.guardReason(reason), peer: remote, log, logger: logger, now: now)
             if let reply { out.writeRESPError(reply) }
@@ -237,7 +231,7 @@ final class BusHandler: ChannelInboundHandler {
             handshake(action, context: context, now: now)
         case .serving(let peer, _):
             refreshView(peer: peer)
-            let verdict = session.onRequest(request, isMember: peerIsMember, owed: waiting.count, view: view)
+            let verdict = session.onRequest(request, isMember: peerIsMember, owed: waiting.count, view: view, now: now)
             if let peer = carry(verdict, context: context, now: now) { serve(request, peer: peer, now: now, context: context) }
         case .closed:
             return
