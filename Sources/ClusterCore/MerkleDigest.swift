@@ -24,7 +24,13 @@ public struct MerkleDigest: Sendable, Equatable {
 
     /// Adds one entry.
     public mutating func add(key: UnsafeRawBufferPointer, position: UInt64, version: UInt64, node: UInt32, tombstone: Bool) {
-        buckets[bucket(ofPosition: position)] &+= Self.leaf(key: key, version: version, node: node, tombstone: tombstone)
+        add(leaf: Self.leaf(key: key, version: version, node: node, tombstone: tombstone), position: position)
+    }
+
+    /// Adds one entry by its ``leaf(key:version:node:tombstone:)`` hash (computed once for
+    /// every digest the entry goes into).
+    public mutating func add(leaf: UInt64, position: UInt64) {
+        buckets[bucket(ofPosition: position)] &+= leaf
     }
 
     /// The hash of one (key, version) pair.

@@ -18,6 +18,21 @@ import Testing
         #expect(a.differingBuckets(from: b.buckets).isEmpty)
     }
 
+    /// The walk that makes every member's digest at once hashes an entry once and adds the leaf.
+    @Test func addingTheLeafIsAddingTheEntry() {
+        var byEntry = MerkleDigest(bits: 10)
+        var byLeaf = MerkleDigest(bits: 10)
+        for i in 0..<500 {
+            let bytes = Array("k\(i)".utf8)
+            bytes.withUnsafeBytes { key in
+                let position = HashRing.position(of: key)
+                byEntry.add(key: key, position: position, version: UInt64(i), node: 3, tombstone: i % 7 == 0)
+                byLeaf.add(leaf: MerkleDigest.leaf(key: key, version: UInt64(i), node: 3, tombstone: i % 7 == 0), position: position)
+            }
+        }
+        #expect(byEntry == byLeaf)
+    }
+
     @Test func aNewerVersionOrAMissingKeyOrATombstoneShowsInOneBucket() {
         let keys = (0..<1000).map { "k\($0)" }
         var base = MerkleDigest()

@@ -48,20 +48,50 @@ extension ClusterState {
         }
     }
 
+    /// The digest of the entries this node and `peer` both replicate. Under last-write-wins
+    /// one walk of the store makes the digests for every member at once, and they answer for
+    /// ``digestReuse`` ms: a round needs one per peer, and each peer asks for its own, so the
+    /// store is walked once where it was walked once per digest (the walk is what costs:
+    /// every key hashed and its preference list read). A digest a little old only makes a
+    /// difference show a round later.
     func digest(sharedWith peer: Int, now: Int64) -> MerkleDigest {
+        guard usesVectorClocks else { return sharedDigest(with: peer, now: now) }
         var digest = MerkleDigest(bits: Self.antiEntropyBits)
-        if usesVectorClocks {
-            for entry in siblingFingerprints(sharedWith: peer, now: now) {
-                entry.key.withUnsafeBytes {
-                    digest.add(key: $0, position: entry.position, version: entry.version.timestamp.rawValue, node: 0, tombstone: false)
-                }
+        for entry in siblingFingerprints(sharedWith: peer, now: now) {
+            entry.key.withUnsafeBytes {
+                digest.add(key: $0, position: entry.position, version: entry.version.timestamp.rawValue, node: 0, tombstone: false)
             }
-            return digest
-        }
-        forEachShared(with: peer, now: now) { key, position, version, tombstone in
-            digest.add(key: key, position: position, version: version.timestamp.rawValue, node: version.node.rawValue, tombstone: tombstone)
         }
         return digest
+    }
+
+    private func sharedDigest(with peer: Int, now: Int64) -> MerkleDigest {
+        let generation = generation.load(ordering: .acquiring)
+        var shared = sharedDigests.withLock { $0 }
+        if shared == nil || shared!.generation != generation || now < shared!.at || now - shared!.at >= digestReuse {
+            shared = SharedDigests(at: now, generation: generation, digests: digestsForEveryMember(now: now))
+            sharedDigests.withLock { $0 = shared }
+        }
+        return peer < shared!.digests.count ? shared!.digests[peer] : MerkleDigest(bits: Self.antiEntropyBits)
+    }
+
+    /// One walk of the store: for each member, the digest of the entries it and this node
+    /// both replicate.
+    private func digestsForEveryMember(now: Int64) -> [MerkleDigest] {
+        let ring = self.ring
+        let me = Int32(selfIndex)
+        var digests = [MerkleDigest](repeating: MerkleDigest(bits: Self.antiEntropyBits), count: ring.members.count)
+        node.store.forEachVersion(now: now) { key, version, tombstone in
+            let position = HashRing.position(of: key)
+            ring.withPreferenceList(forPosition: position) { replicas in
+                guard replicas.contains(me) else { return }
+                let leaf = MerkleDigest.leaf(key: key, version: version.timestamp.rawValue, node: version.node.rawValue, tombstone: tombstone)
+                for member in replicas where member != me && Int(member) < digests.count {
+                    digests[Int(member)].add(leaf: leaf, position: position)
+                }
+            }
+        }
+        return digests
     }
 
     /// The (key, version) pairs shared with `peer` in `buckets`.
@@ -76,6 +106,13 @@ extension ClusterState {
         }
         return entries
     }
+}
+
+/// Digests from one walk of the store, by member index, and when and for which ring they were made.
+struct SharedDigests: Sendable {
+    let at: Int64
+    let generation: Int
+    let digests: [MerkleDigest]
 }
 
 extension Coordinator {

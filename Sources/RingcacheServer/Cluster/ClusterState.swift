@@ -106,6 +106,11 @@ final class ClusterState: Sendable {
     let whenLeft = Mutex<(@Sendable () -> Void)?>(nil)
     /// Bus links up, over all event loops (each loop links to every peer).
     let linksUp = Atomic<Int>(0)
+    /// The digests of what this node shares with each member, from one walk of the store
+    /// (``digest(sharedWith:now:)``), while they are fresh enough to answer with.
+    let sharedDigests = Mutex<SharedDigests?>(nil)
+    /// How long (ms) those digests answer for: half the anti-entropy interval, at most 5 s.
+    let digestReuse: Int64
 
     init(node: NodeState, configuration: NodeConfiguration, membership: RingMembership) {
         self.node = node
@@ -128,6 +133,7 @@ final class ClusterState: Sendable {
         self.writeQuorum = configuration.writeQuorum
         self.requestTimeout = .milliseconds(Int64(configuration.requestTimeout))
         self.tombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
+        self.digestReuse = Int64(min(configuration.antiEntropyInterval / 2, 5_000))
         node.store.expiredTombstoneTTL = Int64(configuration.tombstoneTTL) * 1000
         self.reconcile = configuration.reconcile
         self.maxSiblings = configuration.maxSiblings
