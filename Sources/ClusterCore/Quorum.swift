@@ -16,6 +16,11 @@ public struct VersionedValue: Sendable, Hashable, CustomStringConvertible {
 
     public var isTombstone: Bool { value == nil }
 
+    /// The value as a read command sees it at `now`: nil for a tombstone or an expired entry.
+    public func live(at now: Int64) -> VersionedValue? {
+        isTombstone || (expiry != 0 && expiry <= now) ? nil : self
+    }
+
     /// Last-write-wins: the higher version, so every replica keeps the same one.
     public static func newest(_ a: VersionedValue?, _ b: VersionedValue?) -> VersionedValue? {
         guard let a else { return b }

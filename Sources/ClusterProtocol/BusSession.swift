@@ -64,7 +64,7 @@ public struct BusSession: Sendable {
     public private(set) var peerView: RingStage?
     private var silent = 0
     /// When this connection's coordinator was last sent this node's member list.
-    private var lastViewPushed: Int64 = .min
+    private var lastViewPushed: Int64?
     /// How often a fenced coordinator is sent the member list, at most (milliseconds).
     public static let viewPushInterval: Int64 = 100
     private var readSinceCheck = true
@@ -153,7 +153,7 @@ public struct BusSession: Sendable {
             return .serve(peer: peer)
         case .get, .put, .delete, .siblingGet, .siblingPut:
             if let peerView, peerView.epoch < view.epoch {
-                let push = now.subtractingReportingOverflow(lastViewPushed).partialValue >= Self.viewPushInterval || lastViewPushed == .min
+                let push = lastViewPushed.map { now - $0 >= Self.viewPushInterval } ?? true
                 if push { lastViewPushed = now }
                 return .fence(peer: peer, message: "\(Self.staleViewPrefix) coordinator '\(peer)' is at ring epoch \(peerView.epoch), this replica at \(view.epoch)",
                               pushView: push)

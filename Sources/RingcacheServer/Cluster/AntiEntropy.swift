@@ -67,12 +67,14 @@ extension ClusterState {
 
     private func sharedDigest(with peer: Int, now: Int64) -> MerkleDigest {
         let generation = generation.load(ordering: .acquiring)
-        var shared = sharedDigests.withLock { $0 }
-        if shared == nil || shared!.generation != generation || now < shared!.at || now - shared!.at >= digestReuse {
+        let shared: SharedDigests
+        if let kept = sharedDigests.withLock({ $0 }), kept.answers(generation: generation, now: now, reuse: digestReuse) {
+            shared = kept
+        } else {
             shared = SharedDigests(at: now, generation: generation, digests: digestsForEveryMember(now: now))
             sharedDigests.withLock { $0 = shared }
         }
-        return peer < shared!.digests.count ? shared!.digests[peer] : MerkleDigest(bits: Self.antiEntropyBits)
+        return peer < shared.digests.count ? shared.digests[peer] : MerkleDigest(bits: Self.antiEntropyBits)
     }
 
     /// One walk of the store: for each member, the digest of the entries it and this node
@@ -113,6 +115,11 @@ struct SharedDigests: Sendable {
     let at: Int64
     let generation: Int
     let digests: [MerkleDigest]
+
+    /// Whether they still answer: made for this ring, less than `reuse` ms ago.
+    func answers(generation: Int, now: Int64, reuse: Int64) -> Bool {
+        self.generation == generation && now >= at && now - at < reuse
+    }
 }
 
 extension Coordinator {

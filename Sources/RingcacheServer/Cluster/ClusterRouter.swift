@@ -212,8 +212,7 @@ struct ClusterRouter {
                 switch result {
                 case .failure(let error): out.writeRESPError(error.message)
                 case .success(let value):
-                    let live = value.flatMap { $0.isTombstone || ($0.expiry != 0 && $0.expiry <= wallClockMillis()) ? nil : $0 }
-                    Self.writeRead(name, live, resp3: resp3, out: &out)
+                    Self.writeRead(name, value?.live(at: wallClockMillis()), resp3: resp3, out: &out)
                 }
             }
         }
@@ -705,7 +704,7 @@ struct ClusterRouter {
         return min(at, maximumExpiry)
     }
 
-    private static func writeRead(_ name: CommandSpec.Name, _ value: VersionedValue?, resp3: Bool, out: inout ByteBuffer) {
+    static func writeRead(_ name: CommandSpec.Name, _ value: VersionedValue?, resp3: Bool, out: inout ByteBuffer) {
         let now = wallClockMillis()
         switch name {
         case .get:

@@ -9,6 +9,19 @@ enum HotCommand: Sendable {
     case get, strlen, ttl, pttl, type
     case set
     case del
+
+    /// The command it runs (SETEX and PSETEX run as SET with an expiry).
+    var name: CommandSpec.Name {
+        switch self {
+        case .get: .get
+        case .strlen: .strlen
+        case .ttl: .ttl
+        case .pttl: .pttl
+        case .type: .type
+        case .set: .set
+        case .del: .del
+        }
+    }
 }
 
 /// One quorum operation of the hot path, in a reused slot: no object, no closure, no reply
@@ -40,7 +53,7 @@ struct HotSlot {
     var key: [UInt8] = []
     var required = 0
     var writeVersion: Version?
-    var writeValue: [UInt8]?
+    var writeValue: [UInt8] = []
     var writeExpiry: Int64 = 0
     var newestValue: [UInt8] = []
     var newestIsTombstone = false
@@ -112,14 +125,9 @@ struct HotTable {
         slots[index].key.append(contentsOf: key)
         slots[index].writeVersion = write?.version
         slots[index].writeExpiry = write?.expiry ?? 0
-        if let value = write?.value {
-            // Reuses the slot's storage: a copy, no allocation once the slot has held a value as long.
-            if slots[index].writeValue == nil { slots[index].writeValue = [] }
-            slots[index].writeValue!.removeAll(keepingCapacity: true)
-            slots[index].writeValue!.append(contentsOf: value)
-        } else if slots[index].writeValue != nil {
-            slots[index].writeValue!.removeAll(keepingCapacity: true)
-        }
+        // Reuses the slot's storage: a copy, no allocation once the slot has held a value as long.
+        slots[index].writeValue.removeAll(keepingCapacity: true)
+        if let value = write?.value { slots[index].writeValue.append(contentsOf: value) }
         deadlines.append((deadline, Int32(index), slots[index].generation))
         return PeerLink.SlotAddress(index: Int32(index), generation: slots[index].generation, position: 0)
     }
@@ -267,7 +275,7 @@ struct HotTable {
         slots[index].decided = true
         switch action {
         case .succeed:
-            slots[index].reply?.content = slots[index].command == .del ? .integer(slots[index].existed ? 1 : 0) : .ok
+            slots[index].reply?.content = Self.writeContent(slots[index].command, existed: slots[index].existed)
         case .fail(let error):
             if retry(index, &effect) { return }
             effect.quorumFailed = true
@@ -282,7 +290,7 @@ struct HotTable {
         let slot = slots[index]
         guard slot.staleView, let reply = slot.reply, let completed = slot.completed else { return false }
         let write = slot.writeVersion.map {
-            VersionedValue(version: $0, value: slot.command == .del ? nil : slot.writeValue ?? [], expiry: slot.writeExpiry)
+            VersionedValue(version: $0, value: slot.command == .del ? nil : slot.writeValue, expiry: slot.writeExpiry)
         }
         effect.retry = Retry(command: slot.command, key: slot.key, required: slot.required, resp3: slot.resp3, write: write,
                              reply: reply, completed: completed)
@@ -315,8 +323,13 @@ struct HotTable {
         complete(index, &effect)
     }
 
+    /// A write's reply once it succeeded: DEL counts whether a replica held the key.
+    static func writeContent(_ command: HotCommand, existed: Bool) -> PendingReply.Content {
+        command == .del ? .integer(existed ? 1 : 0) : .ok
+    }
+
     /// A read command's reply from the newest value (nil: none, a tombstone, or expired).
-    static func readContent(_ command: HotCommand, _ value: [UInt8]?, expiry: Int64, resp3: Bool, now: Int64) -> PendingReply.Content {
+    private static func readContent(_ command: HotCommand, _ value: [UInt8]?, expiry: Int64, resp3: Bool, now: Int64) -> PendingReply.Content {
         switch command {
         case .get: return value.map { .bulk($0) } ?? .null(resp3: resp3)
         case .strlen: return .integer(value?.count ?? 0)
@@ -505,28 +518,29 @@ extension Coordinator {
 
     /// Tries a hot-path operation that a replica fenced again, on the general path, once
     /// this node's view of the ring had time to catch up (the replica sent its member list
-    /// with the refusal); the general path retries again if it must (``retryingStaleViews``).
+    /// with the refusal); the general path retries again if it must (``StaleViewRetry``).
     private func retry(_ retry: HotTable.Retry) {
-        retryingStaleViews(attempt: 1) { [self] in
+        _ = retryingStaleView(afterAttempt: 0, refused: true) { [self] in
             let now = wallClockMillis()
             if let write = retry.write {
                 self.write(retry.key, write, required: retry.required, now: now, attempt: 1) { result in
                     switch result {
-                    case .success(let existed): retry.reply.content = retry.command == .del ? .integer(existed ? 1 : 0) : .ok
+                    case .success(let existed): retry.reply.content = HotTable.writeContent(retry.command, existed: existed)
                     case .failure(let error): retry.reply.content = .bytes(HotTable.errorReply(error.message))
                     }
                     retry.completed()
                 }
             } else {
                 read(retry.key, required: retry.required, now: now, attempt: 1) { result in
-                    let now = wallClockMillis()
+                    // As the general path answers the command (ClusterRouter's reads).
+                    var out = ByteBuffer()
                     switch result {
                     case .success(let newest):
-                        let live = newest.flatMap { $0.isTombstone || ($0.expiry != 0 && $0.expiry <= now) ? nil : $0 }
-                        retry.reply.content = HotTable.readContent(retry.command, live?.value, expiry: live?.expiry ?? 0, resp3: retry.resp3, now: now)
+                        ClusterRouter.writeRead(retry.command.name, newest?.live(at: wallClockMillis()), resp3: retry.resp3, out: &out)
                     case .failure(let error):
-                        retry.reply.content = .bytes(HotTable.errorReply(error.message))
+                        out.writeRESPError(error.message)
                     }
+                    retry.reply.content = .bytes(out)
                     retry.completed()
                 }
             }

@@ -19,8 +19,6 @@ final class Coordinator: @unchecked Sendable {
     /// Requests replicas refused so far because this node's view of the ring was behind
     /// theirs (`STALEVIEW`): an operation that fails after one is tried again.
     var staleRefusals = 0
-    /// Times an operation is tried again after a replica fenced it.
-    static let staleViewRetries = 3
     /// Timeouts of operations in flight, oldest first. Every operation has the same request
     /// timeout, so this is also deadline order: one repeating sweep expires them, with no
     /// timer scheduled or cancelled per request.
@@ -241,14 +239,14 @@ final class Coordinator: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` (an operation tried again after a replica fenced it) after a pause that
-    /// grows with `attempt` (20, 60, 180 ms): time for the member list the replica sent
-    /// with its refusal to bring this node's view up to date.
-    func retryingStaleViews(attempt: Int, _ body: @escaping () -> Void) {
-        var pause: Int64 = 20
-        for _ in 1..<max(1, attempt) { pause *= 3 }
+    /// Runs `body` (attempt `attempt + 1` of an operation that failed) after the pause
+    /// ``StaleViewRetry`` gives, when a replica `refused` it; false (nothing scheduled) when
+    /// the failure stands.
+    func retryingStaleView(afterAttempt attempt: Int, refused: Bool, _ body: @escaping () -> Void) -> Bool {
+        guard let pause = StaleViewRetry.pause(afterAttempt: attempt, refused: refused) else { return false }
         let body = NIOLoopBound(body, eventLoop: eventLoop)
         eventLoop.scheduleTask(in: .milliseconds(pause)) { body.value() }
+        return true
     }
 
     /// A quorum read of any reconcilable value: asks every replica (this node directly),
@@ -276,13 +274,11 @@ final class Coordinator: @unchecked Sendable {
                     operation.completion(.success(value))
                 case .fail(let error):
                     operation.timeout?.disarm()
-                    if staleRefusals != operation.refusals, attempt < Self.staleViewRetries {
-                        retryingStaleViews(attempt: attempt + 1) { [self] in
-                            quorumRead(key, required: required, attempt: attempt + 1, local: local, request: request, decode: decode, repair: repair,
-                                       completion: completion)
-                        }
-                        continue
+                    let again = retryingStaleView(afterAttempt: attempt, refused: staleRefusals != operation.refusals) { [self] in
+                        quorumRead(key, required: required, attempt: attempt + 1, local: local, request: request, decode: decode, repair: repair,
+                                   completion: completion)
                     }
+                    if again { continue }
                     cluster.node.quorumFailures.add(1, ordering: .relaxed)
                     operation.completion(.failure(error))
                 case .repair(let replica, let value):
@@ -383,12 +379,20 @@ final class Coordinator: @unchecked Sendable {
         var existed = false
         /// ``staleRefusals`` when the operation started.
         let refusals: Int
-        /// The operation once more, if a replica fences it and it may be tried again.
-        var again: (() -> Void)?
+        /// What it takes to try the operation again (``StaleViewRetry``).
+        let key: [UInt8]
+        let required: Int
+        let attempt: Int
+        let replicate: (Int, @escaping (Bool?) -> Void) -> Void
         let completion: (Result<Bool, NoQuorum>) -> Void
-        init(quorum: WriteQuorum, refusals: Int, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
+        init(quorum: WriteQuorum, refusals: Int, key: [UInt8], required: Int, attempt: Int,
+             replicate: @escaping (Int, @escaping (Bool?) -> Void) -> Void, completion: @escaping (Result<Bool, NoQuorum>) -> Void) {
             self.quorum = quorum
             self.refusals = refusals
+            self.key = key
+            self.required = required
+            self.attempt = attempt
+            self.replicate = replicate
             self.completion = completion
         }
     }
@@ -401,14 +405,7 @@ final class Coordinator: @unchecked Sendable {
         let replicas = Array(set.replicas)
         countCoordinated(replicas)
         let operation = WriteOperation(quorum: WriteQuorum(replicas: set.replicas, required: set.required(required)), refusals: staleRefusals,
-                                       completion: completion)
-        if attempt < Self.staleViewRetries {
-            operation.again = { [self] in
-                retryingStaleViews(attempt: attempt + 1) { [self] in
-                    quorumWrite(key, required: required, attempt: attempt + 1, replicate: replicate, completion: completion)
-                }
-            }
-        }
+                                       key: key, required: required, attempt: attempt, replicate: replicate, completion: completion)
         operation.timeout = armTimeout { [self] in finish(operation, operation.quorum.onTimeout()) }
         for replica in replicas {
             replicate(replica) { [self] answer in
@@ -429,7 +426,11 @@ final class Coordinator: @unchecked Sendable {
         switch action {
         case .succeed: operation.completion(.success(operation.existed))
         case .fail(let error):
-            if staleRefusals != operation.refusals, let again = operation.again { return again() }
+            let again = retryingStaleView(afterAttempt: operation.attempt, refused: staleRefusals != operation.refusals) { [self] in
+                quorumWrite(operation.key, required: operation.required, attempt: operation.attempt + 1, replicate: operation.replicate,
+                            completion: operation.completion)
+            }
+            if again { return }
             cluster.node.quorumFailures.add(1, ordering: .relaxed)
             operation.completion(.failure(error))
         }
