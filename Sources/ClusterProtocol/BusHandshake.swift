@@ -137,11 +137,18 @@ public struct BusHandshakeClient: Sendable {
     public var hello: BusRequest { .hello(cluster: handshake.cluster, node: me, nonce: nonce) }
 
     /// Checks the server's challenge; the proof to send, or why the server is refused.
-    public func onChallenge(_ reply: BusReply) -> Result<(peer: String, prove: BusRequest), BusProtocolError> {
+    ///
+    /// - Parameter certificateNames: under mutual TLS, the names the server's certificate
+    ///   gives: the member it claims to be must be one of them.
+    public func onChallenge(_ reply: BusReply, certificateNames: Set<String>? = nil) -> Result<(peer: String, prove: BusRequest), BusProtocolError> {
         switch reply {
         case .challenge(let server, let serverNonce, let proof):
             if let expected, expected != server {
                 return .failure(BusProtocolError(.unknownMember, "expected node '\(expected)', the peer is '\(server)'"))
+            }
+            if let certificateNames, !certificateNames.contains(server) {
+                return .failure(BusProtocolError(
+                    .notAllowed, "the peer claims to be '\(server)', its certificate names \(certificateNames.sorted().joined(separator: ", "))"))
             }
             guard handshake.verify(proof, .server, client: me, server: server, clientNonce: nonce, serverNonce: serverNonce) else {
                 return .failure(BusProtocolError(.notAllowed, "the peer's proof does not match the cluster secret"))

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 import NIOPosix
 import RESP
 
@@ -45,7 +46,8 @@ final class Connection: Sendable {
     /// Connects to `host:port` and, given a password, authenticates before anything else.
     static func connect(
         node: String, host: String, port: Int, group: any EventLoopGroup,
-        connectTimeout: Duration, requestTimeout: Duration, username: String?, password: String?
+        connectTimeout: Duration, requestTimeout: Duration, username: String?, password: String?,
+        tls: (context: NIOSSLContext, settings: RingcacheClient.TLS)? = nil
     ) -> EventLoopFuture<Connection> {
         let timeout = TimeAmount(requestTimeout)
         let bootstrap = ClientBootstrap(group: group)
@@ -53,6 +55,10 @@ final class Connection: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls.context, serverHostname: tls.settings.hostname(for: host)))
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(RESPValueDecoder()),
                         ConnectionHandler(node: node, timeout: timeout),

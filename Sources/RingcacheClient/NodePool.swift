@@ -83,7 +83,8 @@ final class NodePool: Sendable {
             let future = Connection.connect(
                 node: node.name, host: node.host, port: node.port, group: group,
                 connectTimeout: settings.connectTimeout, requestTimeout: settings.requestTimeout,
-                username: settings.username, password: settings.password)
+                username: settings.username, password: settings.password,
+                tls: settings.tlsContext.flatMap { context in settings.tls.map { (context, $0) } })
             state.connecting[slot] = future
             return .started(future, slot: slot)
         }

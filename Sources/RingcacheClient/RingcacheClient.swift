@@ -1,5 +1,6 @@
 import ClusterCore
 import NIOCore
+import NIOSSL
 import NIOPosix
 import RESP
 import Synchronization
@@ -84,6 +85,10 @@ public final class RingcacheClient: Sendable {
         public var consistency = Consistency.default
         /// The event loops to run on; the shared NIO singleton when nil.
         public var eventLoopGroup: (any EventLoopGroup)?
+        /// TLS to every node; plain TCP when nil.
+        public var tls: TLS?
+        /// Made from `tls` once, by `connect`.
+        var tlsContext: NIOSSLContext?
 
         public init() {}
     }
@@ -117,6 +122,8 @@ public final class RingcacheClient: Sendable {
     /// Connects to a cluster through its seeds (`host:port` each): reads the ring from the first
     /// one that answers, then keeps it current in the background.
     public static func connect(_ seeds: [String], configuration: Configuration = Configuration()) async throws -> RingcacheClient {
+        var configuration = configuration
+        configuration.tlsContext = try configuration.tls?.makeContext()
         let nodes = try seeds.map { seed throws(RingcacheError) in
             guard let (host, port) = Topology.splitAddress(Substring(seed)) else {
                 throw RingcacheError(.connection, "a seed is host:port, not '\(seed)'")

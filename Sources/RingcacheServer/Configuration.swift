@@ -29,6 +29,11 @@ public struct NodeConfiguration: Sendable, Equatable {
         case vclock
     }
 
+    /// `tls-auth-clients`: whether a client on the TLS port must show a certificate.
+    public enum TLSAuthClients: String, Sendable, Equatable {
+        case yes, no, optional
+    }
+
     public var nodeName = "standalone"
     public var bind = "127.0.0.1"
     public var port = 6379
@@ -90,6 +95,45 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var hintMaxAge = 3600
     /// Milliseconds between anti-entropy rounds (Merkle digests with every peer); 0 for none.
     public var antiEntropyInterval = 10_000
+    /// TLS (redis.conf's directives). `tls-port`: a TLS listener for clients, 0 for none. In a
+    /// cluster file `port 0` makes each node's `node` line port speak TLS only.
+    public var tlsPort = 0
+    /// Certificate and key files; `{node}` in a path stands for the node's name, so one
+    /// cluster.conf serves every node.
+    public var tlsCertFile: String? = nil
+    public var tlsKeyFile: String? = nil
+    /// The certificate and key this node shows when it connects to peers (`tls-cluster`);
+    /// `tls-cert-file` and `tls-key-file` when unset.
+    public var tlsClientCertFile: String? = nil
+    public var tlsClientKeyFile: String? = nil
+    /// The CA that client and peer certificates must chain to.
+    public var tlsCACertFile: String? = nil
+    public var tlsAuthClients = TLSAuthClients.yes
+    /// `tls-protocols`: the TLS versions accepted, "TLSv1.2 TLSv1.3" by default.
+    public var tlsProtocols = ["TLSv1.2", "TLSv1.3"]
+    /// `tls-ciphers` (TLSv1.2 and below, OpenSSL's syntax) and `tls-ciphersuites` (TLSv1.3).
+    public var tlsCiphers: String? = nil
+    public var tlsCiphersuites: String? = nil
+    /// `tls-cluster yes`: the cluster bus runs on mutual TLS.
+    public var tlsCluster = false
+    /// True when the `node` line port (or `port`) is not plain TCP: `port 0` in a cluster file.
+    public var clientPortIsTLS: Bool { isClustered && plainPortOff }
+    /// `port 0` was given.
+    public var plainPortOff = false
+
+    /// TLS versions `tls-protocols` may name.
+    public static let tlsVersionNames = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+    /// TLSv1.3 suites BoringSSL has, all of them always on.
+    public static let tls13Suites = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+
+    /// True when any listener or link of this node uses TLS.
+    public var usesTLS: Bool { tlsPort != 0 || clientPortIsTLS || tlsCluster }
+
+    /// A TLS file path with `{node}` replaced by this node's name.
+    public func tlsPath(_ path: String) -> String {
+        path.replacingOccurrences(of: "{node}", with: nodeName)
+    }
+
     /// `persistence sqlite|off`: the durable tier under memory.
     public var persistence = false
     /// `dir`: where the database goes (`ringcache-<node>.db`).
@@ -170,6 +214,17 @@ public struct NodeConfiguration: Sendable, Equatable {
             ("hint-max-count", String(hintMaxCount)),
             ("hint-max-bytes", String(hintMaxBytes)),
             ("hint-max-age", String(hintMaxAge)),
+            ("tls-port", String(tlsPort)),
+            ("tls-cert-file", tlsCertFile ?? ""),
+            ("tls-key-file", tlsKeyFile ?? ""),
+            ("tls-client-cert-file", tlsClientCertFile ?? ""),
+            ("tls-client-key-file", tlsClientKeyFile ?? ""),
+            ("tls-ca-cert-file", tlsCACertFile ?? ""),
+            ("tls-auth-clients", tlsAuthClients.rawValue),
+            ("tls-protocols", tlsProtocols.joined(separator: " ")),
+            ("tls-ciphers", tlsCiphers ?? ""),
+            ("tls-ciphersuites", tlsCiphersuites ?? ""),
+            ("tls-cluster", tlsCluster ? "yes" : "no"),
             ("persistence", persistence ? "sqlite" : "off"),
             ("dir", dir),
             ("persistence-fsync", persistenceFsync.rawValue),
@@ -180,9 +235,15 @@ public struct NodeConfiguration: Sendable, Equatable {
     }
 
     /// Directives that `CONFIG SET` may change at run time.
-    public static let runtimeDirectives: Set<String> = [
+    public static let runtimeDirectives: Set<String> = Set([
         "maxmemory", "maxmemory-policy", "requirepass", "timeout", "maxclients", "proto-max-bulk-len",
         "proto-max-multibulk-len", "client-query-buffer-limit", "client-output-buffer-limit", "hz", "loglevel",
+    ]).union(tlsReloadable)
+
+    /// TLS directives `CONFIG SET` may change: the new files take effect for new connections.
+    public static let tlsReloadable: Set<String> = [
+        "tls-cert-file", "tls-key-file", "tls-client-cert-file", "tls-client-key-file", "tls-ca-cert-file",
+        "tls-auth-clients", "tls-protocols", "tls-ciphers", "tls-ciphersuites",
     ]
 
     /// Applies one directive; throws a message naming what is wrong with the value.
@@ -210,7 +271,48 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
         switch name {
         case "bind": bind = try single()
-        case "port": port = try integer(0...65535)
+        case "port":
+            port = try integer(0...65535)
+            plainPortOff = port == 0
+        case "tls-port": tlsPort = try integer(0...65535)
+        case "tls-cert-file": tlsCertFile = try single().nonEmpty
+        case "tls-key-file": tlsKeyFile = try single().nonEmpty
+        case "tls-client-cert-file": tlsClientCertFile = try single().nonEmpty
+        case "tls-client-key-file": tlsClientKeyFile = try single().nonEmpty
+        case "tls-ca-cert-file": tlsCACertFile = try single().nonEmpty
+        case "tls-auth-clients":
+            let text = try single().lowercased()
+            guard let mode = TLSAuthClients(rawValue: text) else {
+                throw ConfigurationError("'tls-auth-clients' must be yes, no or optional, got '\(text)'")
+            }
+            tlsAuthClients = mode
+        case "tls-protocols":
+            // One value with spaces (CONFIG SET, a quoted line) or several words.
+            let names = arguments.flatMap { $0.split(separator: " ").map(String.init) }
+            guard !names.isEmpty else { throw ConfigurationError("'tls-protocols' needs at least one of \(Self.tlsVersionNames.joined(separator: ", "))") }
+            var indices: [Int] = []
+            for name in names {
+                guard let index = Self.tlsVersionNames.firstIndex(where: { $0.lowercased() == name.lowercased() }) else {
+                    throw ConfigurationError("'tls-protocols' knows \(Self.tlsVersionNames.joined(separator: ", ")), got '\(name)'")
+                }
+                indices.append(index)
+            }
+            indices.sort()
+            guard indices.last! - indices.first! + 1 == Set(indices).count else {
+                throw ConfigurationError("'tls-protocols' must name consecutive versions, got '\(names.joined(separator: " "))'")
+            }
+            tlsProtocols = indices.map { Self.tlsVersionNames[$0] }
+        case "tls-ciphers": tlsCiphers = try single().nonEmpty
+        case "tls-ciphersuites":
+            let text = try single()
+            for suite in text.split(separator: ":") where !Self.tls13Suites.contains(String(suite)) {
+                throw ConfigurationError("'tls-ciphersuites' knows \(Self.tls13Suites.joined(separator: ":")), got '\(suite)'")
+            }
+            tlsCiphersuites = text.nonEmpty
+        case "tls-cluster":
+            let text = try single().lowercased()
+            guard text == "yes" || text == "no" else { throw ConfigurationError("'tls-cluster' must be yes or no, got '\(text)'") }
+            tlsCluster = text == "yes"
         case "io-threads", "threads": threads = try integer(1...64)
         case "maxmemory": maxMemory = try memory()
         case "maxmemory-policy":
@@ -369,6 +471,32 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
         try requireSecretOffLoopback()
         try checkBulkLengthFitsPersistence()
+        try validateTLS()
+    }
+
+    /// The TLS directives against each other, as Redis checks them at start-up.
+    func validateTLS() throws(ConfigurationError) {
+        if !isClustered && port == 0 && tlsPort == 0 {
+            throw ConfigurationError("\(directiveLines["port"].map { "\($0): " } ?? "")'port 0' turns plain TCP off, and no 'tls-port' is set: nothing to listen on")
+        }
+        if isClustered, let line = directiveLines["tls-port"], !line.hasPrefix("--") {
+            throw ConfigurationError("\(line): 'tls-port' does not apply in a cluster file, where each node's port is on its 'node' line. "
+                + "Hint: write 'port 0' to make those ports speak TLS only (or give a node 'ringcache serve --tls-port')")
+        }
+        guard usesTLS else { return }
+        guard tlsCertFile != nil, tlsKeyFile != nil else {
+            throw ConfigurationError("TLS is on (\(tlsReason)) but 'tls-cert-file' and 'tls-key-file' are not both set")
+        }
+        if tlsCACertFile == nil && (tlsCluster || tlsAuthClients != .no) {
+            throw ConfigurationError("'tls-ca-cert-file' must be set when tls-cluster or tls-auth-clients is on "
+                + "(\(tlsCluster ? "tls-cluster yes" : "tls-auth-clients \(tlsAuthClients.rawValue)"))")
+        }
+    }
+
+    private var tlsReason: String {
+        if tlsCluster { return "tls-cluster yes" }
+        if tlsPort != 0 { return "tls-port \(tlsPort)" }
+        return "port 0 in a cluster file"
     }
 
     /// A clustered node that listens beyond loopback must have a cluster secret: without one,
@@ -459,6 +587,11 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+extension String {
+    /// nil for an empty string, which unsets a file directive.
+    var nonEmpty: String? { isEmpty ? nil : self }
 }
 
 extension StringProtocol {

@@ -11,6 +11,8 @@ public final class NodeState: Sendable {
     /// The SQLite tier under the store (`persistence sqlite`), or nil.
     public let durable: DurableTier?
     let configuration: Mutex<NodeConfiguration>
+    /// The TLS contexts new connections use; `CONFIG SET tls-*` replaces them.
+    public let tls: TLSState
     let clients = ClientRegistry()
     let startedAt: Int64
     let runID: String
@@ -48,8 +50,9 @@ public final class NodeState: Sendable {
     /// The client record for commands a node runs on behalf of a peer (read-modify-write).
     let internalClient: ClientInfo
 
-    public init(configuration: NodeConfiguration, now: Int64, durable: DurableTier? = nil) {
+    public init(configuration: NodeConfiguration, now: Int64, durable: DurableTier? = nil, tls: TLSContexts? = nil) {
         self.durable = durable
+        self.tls = TLSState(tls)
         self.store = CacheStore(
             configuration: .init(
                 maxMemory: configuration.maxMemory,
@@ -98,6 +101,16 @@ public final class NodeState: Sendable {
                 } catch {
                     throw ConfigurationError(
                         "CONFIG SET failed (possibly related to argument '\(name)') - \(Self.redisReason(for: name.lowercased(), error))")
+                }
+            }
+            // New certificates, keys or settings: checked whole before they replace the old
+            // ones, which stay if anything is wrong. Open connections keep theirs.
+            if let tlsName = pairs.first(where: { NodeConfiguration.tlsReloadable.contains($0.0.lowercased()) })?.0, updated.usesTLS {
+                do throws(ConfigurationError) {
+                    tls.replace(try TLSContexts.make(updated))
+                } catch {
+                    throw ConfigurationError(
+                        "CONFIG SET failed (possibly related to argument '\(tlsName)') - Unable to update TLS configuration: \(error.message)")
                 }
             }
             current = updated

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOConcurrencyHelpers
 import NIOPosix
+import NIOSSL
 import Persistence
 import ServiceLifecycle
 
@@ -23,6 +24,14 @@ public final class RingcacheNode: Service, Sendable {
         if configuration.isClustered && configuration.selfAddress == nil {
             throw ConfigurationError("a cluster node needs a `node <name> <host>:<port>` line of its own (choose it with --node)")
         }
+        // Certificates and keys first: a bad file stops the start with its line named.
+        let tls: TLSContexts?
+        do {
+            tls = try TLSContexts.make(configuration)
+        } catch {
+            let directive = String(error.message.prefix { $0 != " " })
+            throw ConfigurationError("\(configuration.directiveLines[directive].map { "\($0): " } ?? "")\(error.message)")
+        }
         var durable: DurableTier?
         if configuration.persistence {
             do {
@@ -32,7 +41,7 @@ public final class RingcacheNode: Service, Sendable {
                 throw ConfigurationError("persistence: \(error.description)")
             }
         }
-        self.state = NodeState(configuration: configuration, now: wallClockMillis(), durable: durable)
+        self.state = NodeState(configuration: configuration, now: wallClockMillis(), durable: durable, tls: tls)
     }
 
     /// The port the listener bound (useful with port 0), once it is listening.
@@ -66,30 +75,52 @@ public final class RingcacheNode: Service, Sendable {
             flusherBoxes[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeEmptyBox(valueType: ReplyFlusher.self, eventLoop: loop)
         }
         let flusherByLoop = flusherBoxes
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 511)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
-            .childChannelOption(.maxMessagesPerRead, value: 4)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let box = flusherByLoop[ObjectIdentifier(channel.eventLoop)]
-                    if let box, box.value == nil { box.value = ReplyFlusher(loop: channel.eventLoop) }
-                    try channel.pipeline.syncOperations.addHandler(
-                        ClientHandler(node: state, coordinator: coordinatorByLoop[ObjectIdentifier(channel.eventLoop)],
-                                      flusher: box?.value, logger: logger))
+        let tlsState = state.tls
+        func clientBootstrap(tls: Bool) -> ServerBootstrap {
+            ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 511)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
+                .childChannelOption(.maxMessagesPerRead, value: 4)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let box = flusherByLoop[ObjectIdentifier(channel.eventLoop)]
+                        if let box, box.value == nil { box.value = ReplyFlusher(loop: channel.eventLoop) }
+                        // The contexts of this moment: CONFIG SET changes those of later connections.
+                        if tls, let contexts = tlsState.contexts {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: contexts.clients))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(
+                            ClientHandler(node: state, coordinator: coordinatorByLoop[ObjectIdentifier(channel.eventLoop)],
+                                          flusher: box?.value, logger: logger))
+                    }
                 }
-            }
-        let listener: any Channel
-        do {
-            listener = try await bootstrap.bind(host: configuration.bind, port: configuration.port).get()
-        } catch {
-            try? await group.shutdownGracefully()
-            if let durable = state.durable { await durable.stopped() }
-            throw ConfigurationError("could not listen on \(configuration.bind):\(configuration.port): \(error)")
         }
+        // Plain TCP on `port` unless `port 0`; TLS on `tls-port`, and in a cluster file with
+        // `port 0` on the node line's port.
+        var endpoints: [(port: Int, tls: Bool)] = []
+        if configuration.clientPortIsTLS {
+            endpoints.append((configuration.port, true))
+        } else if !configuration.plainPortOff {
+            endpoints.append((configuration.port, false))
+        }
+        if configuration.tlsPort != 0 { endpoints.append((configuration.tlsPort, true)) }
+        var listeners: [any Channel] = []
+        for endpoint in endpoints {
+            do {
+                listeners.append(try await clientBootstrap(tls: endpoint.tls).bind(host: configuration.bind, port: endpoint.port).get())
+            } catch {
+                for listener in listeners { listener.close(promise: nil) }
+                try? await group.shutdownGracefully()
+                if let durable = state.durable { await durable.stopped() }
+                throw ConfigurationError("could not listen\(endpoint.tls ? " for TLS" : "") on \(configuration.bind):\(endpoint.port): \(error)")
+            }
+        }
+        let listener = listeners[0]
+        let allListeners = listeners
+        let closeListeners: @Sendable () -> Void = { for listener in allListeners { listener.close(promise: nil) } }
         let port = listener.localAddress?.port ?? configuration.port
         boundPort.withLockedValue { $0 = port }
         var busListener: (any Channel)?
@@ -104,12 +135,15 @@ public final class RingcacheNode: Service, Sendable {
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                     .childChannelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
+                            if let context = tlsState.contexts?.busServer {
+                                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                            }
                             try channel.pipeline.syncOperations.addHandler(BusHandler(cluster: cluster, coordinator: coordinatorByLoop[ObjectIdentifier(channel.eventLoop)], logger: logger))
                         }
                     }
                     .bind(host: configuration.bind, port: me.busPort).get()
             } catch {
-                listener.close(promise: nil)
+                closeListeners()
                 try? await group.shutdownGracefully()
                 throw ConfigurationError("could not listen for the cluster bus on \(configuration.bind):\(me.busPort): \(error)")
             }
@@ -126,11 +160,10 @@ public final class RingcacheNode: Service, Sendable {
                         if topology.previous != nil { replayer.startRebalance() } else { replayer.dropUnowned() }
                     }
                 }
-                let leavingListener = listener
                 cluster.whenLeft.withLock {
                     $0 = {
                         logger.info("left the cluster: every member knows this node's data was sent; stopping")
-                        leavingListener.close(promise: nil)
+                        closeListeners()
                     }
                 }
                 // Hinted handoff: hints kept for others go to their owners once they are back.
@@ -151,7 +184,7 @@ public final class RingcacheNode: Service, Sendable {
                 try await service.start(host: configuration.bind, port: me.busPort)
                 gossip = service
             } catch {
-                listener.close(promise: nil)
+                closeListeners()
                 busListener?.close(promise: nil)
                 try? await group.shutdownGracefully()
                 throw ConfigurationError("could not start gossip on udp \(configuration.bind):\(me.busPort): \(error)")
@@ -163,7 +196,8 @@ public final class RingcacheNode: Service, Sendable {
         }
         logger.info(
             "ringcache \(ringcacheVersion) node '\(configuration.nodeName)' ready to accept connections",
-            metadata: ["address": "\(configuration.bind):\(port)", "threads": "\(configuration.threads)"]
+            metadata: ["address": "\(configuration.bind):\(port)", "threads": "\(configuration.threads)",
+                       "tls": "\(endpoints.filter(\.tls).map { String($0.port) }.joined(separator: ","))"]
         )
 
         // Active expiry every tick; idle clients (and under vector clocks the sibling index)
@@ -189,7 +223,7 @@ public final class RingcacheNode: Service, Sendable {
             try? await listener.closeFuture.get()
         } onGracefulShutdown: {
             logger.info("shutting down: no longer accepting connections")
-            listener.close(promise: nil)
+            closeListeners()
         }
         await background.triggerGracefulShutdown()
         try? await backgroundEnded

@@ -36,8 +36,29 @@ struct Cli: AsyncParsableCommand {
     @Option(help: "Password, if the nodes have requirepass.")
     var password: String?
 
+    @Option(help: "ACL user to authenticate as (with --password).")
+    var user: String?
+
     @Option(help: "DEFAULT, ONE, QUORUM, ALL or a replica count, for every command.")
     var consistency = "DEFAULT"
+
+    @Flag(help: "Connect with TLS (as redis-cli --tls).")
+    var tls = false
+
+    @Option(help: "CA certificate file that the nodes' certificates chain to (implies --tls).")
+    var cacert: String?
+
+    @Option(help: "Client certificate file, for nodes with tls-auth-clients yes (implies --tls).")
+    var cert: String?
+
+    @Option(help: "Client private key file (implies --tls).")
+    var key: String?
+
+    @Option(help: "Name the nodes' certificates must give (default: the address connected to).")
+    var sni: String?
+
+    @Flag(help: "Check the certificate chain only, not the name.")
+    var insecure = false
 
     @Argument(help: "A command to run instead of the prompt.")
     var command: [String] = []
@@ -45,6 +66,11 @@ struct Cli: AsyncParsableCommand {
     func run() async throws {
         var configuration = RingcacheClient.Configuration()
         configuration.password = password
+        configuration.username = user
+        if tls || cacert != nil || cert != nil || key != nil {
+            configuration.tls = RingcacheClient.TLS(
+                caCertificateFile: cacert, certificateFile: cert, keyFile: key, serverName: sni, verifyServerName: !insecure)
+        }
         let client: RingcacheClient
         do {
             client = try await RingcacheClient.connect(seeds.split(separator: ",").map(String.init), configuration: configuration)

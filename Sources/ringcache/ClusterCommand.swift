@@ -1,4 +1,5 @@
 import ArgumentParser
+import NIOSSL
 import RingcacheServer
 
 #if canImport(Glibc)
@@ -33,12 +34,13 @@ struct Cluster: ParsableCommand {
                 throw ValidationError(error.message)
             }
             let password = configuration.requirePass
+            let tls = try TLSExchange.context(for: configuration)
             // Each member's state and share as the first answering node sees them; members
             // that joined with `seeds` are listed too, with the address they gave.
             var views: [String: (state: String, share: String, incarnation: String)] = [:]
             var members = configuration.nodes.map { (name: $0.name, host: $0.host, port: $0.port) }
             for node in configuration.nodes {
-                guard let nodes = ProcessControl.command(host: node.host, port: node.port, ["CLUSTER", "NODES"], password: password) else { continue }
+                guard let nodes = ProcessControl.command(host: node.host, port: node.port, ["CLUSTER", "NODES"], password: password, tls: tls) else { continue }
                 for line in nodes.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
                     let fields = line.split(separator: " ").map(String.init)
                     guard fields.count >= 6 else { continue }
@@ -52,7 +54,7 @@ struct Cluster: ParsableCommand {
             }
             var rows = [["member", "address", "state", "incarnation", "ring share", "keys", "memory", "hints", "transfer"]]
             for node in members {
-                let info = ProcessControl.command(host: node.host, port: node.port, ["INFO"], password: password)
+                let info = ProcessControl.command(host: node.host, port: node.port, ["INFO"], password: password, tls: tls)
                 let fields = info.map(Self.fields) ?? [:]
                 let keys = fields["db0"].flatMap { $0.split(separator: ",").first?.split(separator: "=").last.map(String.init) } ?? (info == nil ? "-" : "0")
                 let view = views[node.name]
@@ -123,6 +125,7 @@ struct Cluster: ParsableCommand {
             var port = self.port
             var name = "\(host):\(port ?? 0)"
             var password: String?
+            var tls: NIOSSLContext?
             if let node {
                 guard let text = Serve.readFile(config) else { throw ValidationError("cannot read configuration file '\(config)'") }
                 let configuration: NodeConfiguration
@@ -135,13 +138,14 @@ struct Cluster: ParsableCommand {
                     throw ValidationError("no node named '\(node)' in \(config)")
                 }
                 (host, port, name, password) = (member.host, member.port, member.name, configuration.requirePass)
+                tls = try TLSExchange.context(for: configuration)
             }
             guard let port else { throw ValidationError("choose the node with --node or --port") }
             var request = ""
             if let password { request += "*2\r\n$4\r\nAUTH\r\n$\(password.utf8.count)\r\n\(password)\r\n" }
             request += "*2\r\n$7\r\nCLUSTER\r\n$5\r\nLEAVE\r\n"
             let lines = password == nil ? 1 : 2
-            guard let reply = ProcessControl.exchange(host: host, port: port, request, until: { bytes in
+            guard let reply = ProcessControl.exchange(host: host, port: port, request, tls: tls, until: { bytes in
                 bytes.filter { $0 == 10 }.count >= lines
             }) else {
                 throw ValidationError("\(name) does not answer on \(host):\(port)")
@@ -154,7 +158,7 @@ struct Cluster: ParsableCommand {
             let deadline = ProcessControl.monotonicSeconds() + Double(wait)
             var last = ""
             while ProcessControl.monotonicSeconds() < deadline {
-                guard let info = ProcessControl.command(host: host, port: port, ["INFO", "cluster"], password: password) else {
+                guard let info = ProcessControl.command(host: host, port: port, ["INFO", "cluster"], password: password, tls: tls) else {
                     // It stopped answering: it has handed its data out and stopped.
                     print("\r\(Self.bar(100)) 100%  \(last)")
                     print("\(name) has left the ring")
@@ -204,6 +208,7 @@ struct Cluster: ParsableCommand {
                 throw ValidationError(error.message)
             }
             guard !configuration.nodes.isEmpty else { throw ValidationError("\(config) declares no `node` lines") }
+            let tls = try TLSExchange.context(for: configuration)
             try ProcessControl.makeDirectory(dir)
             let configPath = ProcessControl.absolute(config)
             let executable = ProcessControl.currentExecutable()
@@ -219,7 +224,7 @@ struct Cluster: ParsableCommand {
             }
             for node in configuration.nodes {
                 let deadline = ProcessControl.monotonicSeconds() + Double(wait)
-                while !ProcessControl.answersPing(host: node.host, port: node.port) {
+                while !ProcessControl.answersPing(host: node.host, port: node.port, tls: tls) {
                     if let pid = ProcessControl.readPID("\(dir)/\(node.name).pid"), kill(pid, 0) != 0 {
                         throw ValidationError("node \(node.name) exited; see \(dir)/\(node.name).log")
                     }
@@ -234,7 +239,7 @@ struct Cluster: ParsableCommand {
             if configuration.isClustered {
                 let deadline = ProcessControl.monotonicSeconds() + Double(wait)
                 for node in configuration.nodes {
-                    while !(ProcessControl.ask(host: node.host, port: node.port, "CLUSTER INFO")?.contains("cluster_state:ok") ?? false) {
+                    while !(ProcessControl.ask(host: node.host, port: node.port, "CLUSTER INFO", tls: tls)?.contains("cluster_state:ok") ?? false) {
                         guard ProcessControl.monotonicSeconds() < deadline else {
                             throw ValidationError("node \(node.name) has not reached every peer; see \(dir)/\(node.name).log")
                         }
@@ -353,18 +358,18 @@ enum ProcessControl {
     }
 
     /// True if something on host:port answers `PING` with `+PONG` (or asks for AUTH).
-    static func answersPing(host: String, port: Int) -> Bool {
-        guard let reply = ask(host: host, port: port, "PING") else { return false }
+    static func answersPing(host: String, port: Int, tls: NIOSSLContext? = nil) -> Bool {
+        guard let reply = ask(host: host, port: port, "PING", tls: tls) else { return false }
         return reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH")
     }
 
     /// Sends a command (after AUTH when a password is given) and returns a bulk or simple
     /// string reply, or nil if the node does not answer or answers with an error.
-    static func command(host: String, port: Int, _ words: [String], password: String?) -> String? {
+    static func command(host: String, port: Int, _ words: [String], password: String?, tls: NIOSSLContext? = nil) -> String? {
         var request = ""
         if let password { request += "*2\r\n$4\r\nAUTH\r\n$\(password.utf8.count)\r\n\(password)\r\n" }
         request += "*\(words.count)\r\n" + words.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
-        guard var reply = exchange(host: host, port: port, request, until: { bytes in
+        guard var reply = exchange(host: host, port: port, request, tls: tls, until: { bytes in
             // Complete once the last reply (a bulk string here) has all its bytes.
             let text = String(decoding: bytes, as: UTF8.self)
             let replies = password == nil ? text : afterFirstLine(text)
@@ -389,7 +394,8 @@ enum ProcessControl {
         return String(decoding: text.utf8[text.utf8.index(after: newline)...], as: UTF8.self)
     }
 
-    static func exchange(host: String, port: Int, _ request: String, until complete: ([UInt8]) -> Bool) -> String? {
+    static func exchange(host: String, port: Int, _ request: String, tls: NIOSSLContext? = nil, until complete: ([UInt8]) -> Bool) -> String? {
+        if let tls { return TLSExchange.exchange(host: host, port: port, request, context: tls, until: complete) }
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?
@@ -414,7 +420,7 @@ enum ProcessControl {
     }
 
     /// Sends one inline command and returns what the first read brings back.
-    static func ask(host: String, port: Int, _ command: String) -> String? {
-        exchange(host: host, port: port, command + "\r\n") { !$0.isEmpty }
+    static func ask(host: String, port: Int, _ command: String, tls: NIOSSLContext? = nil) -> String? {
+        exchange(host: host, port: port, command + "\r\n", tls: tls) { !$0.isEmpty }
     }
 }

@@ -22,7 +22,7 @@ struct Ringcache: AsyncParsableCommand {
             flags win.
             """,
         version: RingcacheServer.ringcacheVersion,
-        subcommands: [Serve.self, Cluster.self, Cli.self, Bench.self, Simulate.self]
+        subcommands: [Serve.self, Cluster.self, Cli.self, Bench.self, Simulate.self, TLS.self]
     )
 }
 
@@ -91,6 +91,24 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("persistence-queue-limit"), help: "Bytes of changes queued for the SQLite writer before writes wait (default 64mb).")
     var persistenceQueueLimit: String?
 
+    @Option(name: .customLong("tls-port"), help: "TCP port for TLS clients; 0 for none (default 0).")
+    var tlsPort: Int?
+
+    @Option(name: .customLong("tls-cert-file"), help: "The node's certificate (PEM); {node} stands for the node's name.")
+    var tlsCertFile: String?
+
+    @Option(name: .customLong("tls-key-file"), help: "The node's private key (PEM); {node} stands for the node's name.")
+    var tlsKeyFile: String?
+
+    @Option(name: .customLong("tls-ca-cert-file"), help: "The CA that client and peer certificates must chain to (PEM).")
+    var tlsCACertFile: String?
+
+    @Option(name: .customLong("tls-auth-clients"), help: "yes (default), no or optional: whether TLS clients must show a certificate.")
+    var tlsAuthClients: String?
+
+    @Option(name: .customLong("tls-cluster"), help: "yes: the cluster bus runs on mutual TLS (default no).")
+    var tlsCluster: String?
+
     func run() async throws {
         let configuration: NodeConfiguration
         do {
@@ -152,6 +170,8 @@ struct Serve: AsyncParsableCommand {
             ("hz", hz.map(String.init)), ("loglevel", loglevel),
             ("persistence", persistence), ("dir", dir), ("persistence-fsync", persistenceFsync),
             ("persistence-queue-limit", persistenceQueueLimit),
+            ("tls-port", tlsPort.map(String.init)), ("tls-cert-file", tlsCertFile), ("tls-key-file", tlsKeyFile),
+            ("tls-ca-cert-file", tlsCACertFile), ("tls-auth-clients", tlsAuthClients), ("tls-cluster", tlsCluster),
         ]
         for case let (name, value?) in flags {
             do {

@@ -20,6 +20,8 @@ final class BusGuard: Sendable {
         case transferRefused = "bus_transfers_refused"
         case joinRefused = "bus_joins_refused"
         case staleCoordinator = "bus_requests_from_stale_views"
+        case tlsRefused = "bus_tls_handshakes_refused"
+        case certificateName = "bus_certificate_names_refused"
         case gossipBadMAC = "gossip_dropped_bad_mac"
         case gossipForeign = "gossip_dropped_foreign_cluster"
         case gossipMalformed = "gossip_dropped_malformed"

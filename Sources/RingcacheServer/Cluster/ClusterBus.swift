@@ -3,6 +3,7 @@ import ClusterCore
 import ClusterProtocol
 import Logging
 import NIOCore
+import NIOSSL
 import Persistence
 import RESP
 
@@ -227,7 +228,13 @@ final class BusHandler: ChannelInboundHandler {
     private func receive(_ request: BusRequest, now: Int64, context: ChannelHandlerContext) {
         switch session.stage {
         case .handshaking:
-            let action = handshakeServer.onRequest(request, serverNonce: BusHandshake.makeNonce()) { _ in true }
+            // Under tls-cluster the name a peer claims must be one its certificate gives.
+            let names = cluster.tlsCluster ? peerCertificateNames(context) : nil
+            let action = handshakeServer.onRequest(request, serverNonce: BusHandshake.makeNonce()) { name in names?.contains(name) ?? true }
+            if case .refuse = action, let names, case .hello(_, let claimed, _) = request, !names.contains(claimed) {
+                cluster.busGuard.refuse(.certificateName, peer: remote,
+                                        "peer claims to be '\(claimed)', its certificate names \(names.sorted())", logger: logger, now: now)
+            }
             handshake(action, context: context, now: now)
         case .serving(let peer, _):
             refreshView(peer: peer)
@@ -236,6 +243,11 @@ final class BusHandler: ChannelInboundHandler {
         case .closed:
             return
         }
+    }
+
+    private func peerCertificateNames(_ context: ChannelHandlerContext) -> Set<String> {
+        guard let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate() else { return [] }
+        return TLSContexts.names(of: certificate)
     }
 
     /// Requests that change what this node holds (or keeps for others).
@@ -312,6 +324,10 @@ final class BusHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A peer whose certificate is missing, from another CA or out of date never gets past TLS.
+        if error is NIOSSLError || error is BoringSSLError, !session.isServing {
+            cluster.busGuard.refuse(.tlsRefused, peer: remote, "TLS handshake failed: \(error)", logger: logger, now: wallClockMillis())
+        }
         context.close(promise: nil)
     }
 

@@ -67,6 +67,8 @@ final class ClusterState: Sendable {
     let handshake: BusHandshake
     /// Cluster secrets, newest first (gossip MACs use them too).
     let secrets: [String]
+    /// `tls-cluster yes`: bus links run on mutual TLS, each peer's certificate naming it.
+    let tlsCluster: Bool
     /// What the bus decoders hold received fields to.
     let busLimits: BusLimits
     /// Bus connection limits and refusal counters.
@@ -123,6 +125,7 @@ final class ClusterState: Sendable {
         self.selfName = configuration.nodeName
         self.clusterName = configuration.clusterName
         self.secrets = configuration.clusterSecrets
+        self.tlsCluster = configuration.tlsCluster
         self.handshake = BusHandshake(cluster: configuration.clusterName, secrets: configuration.clusterSecrets)
         self.busLimits = BusLimits(maxBulkLength: configuration.limits.maxBulkLength, replicas: configuration.replicas,
                                    maxSiblings: max(64, configuration.maxSiblings * 4))

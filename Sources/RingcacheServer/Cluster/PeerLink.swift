@@ -2,6 +2,7 @@ import ClusterCore
 import ClusterProtocol
 import Logging
 import NIOCore
+import NIOSSL
 import NIOPosix
 import RESP
 
@@ -221,6 +222,11 @@ final class PeerLink: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Under tls-cluster: the peer's certificate must chain to the CA; the name
+                    // it gives is checked against the member's in the handshake.
+                    if let context = link.cluster.node.tls.contexts?.busClient {
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil))
+                    }
                     try channel.pipeline.syncOperations.addHandler(PeerLinkHandler(link: link, maxBulkLength: link.cluster.busLimits.maxBulkLength))
                 }
             }
@@ -248,7 +254,8 @@ final class PeerLink: @unchecked Sendable {
         client.hello.encode(into: &hello)
         write(hello) { [self] reply in
             let challenge = reply.flatMap { try? BusReply.decode($0, answering: .hello, context: context()) } ?? .error("no answer")
-            switch client.onChallenge(challenge) {
+            let names = cluster.tlsCluster ? peerCertificateNames() : nil
+            switch client.onChallenge(challenge, certificateNames: names) {
             case .failure(let error):
                 logger.error("cluster bus handshake failed (check cluster-name and cluster-secret)",
                              metadata: ["peer": "\(host):\(port)", "reason": "\(error.message)"])
@@ -266,6 +273,11 @@ final class PeerLink: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    private func peerCertificateNames() -> Set<String> {
+        guard let certificate = try? channel?.pipeline.syncOperations.nioSSL_peerCertificate() else { return [] }
+        return TLSContexts.names(of: certificate)
     }
 
     private func linkUp() {
