@@ -230,9 +230,9 @@ public final class RingcacheNode: Service, Sendable {
         try? await busListener?.close()
         gossip?.stop()
         for coordinator in coordinators.values { coordinator.stop() }
-        for client in state.clients.all {
-            try? await client.channel?.close()
-        }
+        // All at once: a TLS connection's close waits a moment for the peer's close_notify.
+        let closing = state.clients.all.compactMap { $0.channel?.close() }
+        for future in closing { try? await future.get() }
         try await group.shutdownGracefully()
         if let durable = state.durable {
             await durable.stopped()

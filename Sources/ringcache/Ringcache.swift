@@ -106,6 +106,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("tls-auth-clients"), help: "yes (default), no or optional: whether TLS clients must show a certificate.")
     var tlsAuthClients: String?
 
+    @Option(name: .customLong("tls-protocols"), help: "TLS versions accepted, e.g. \"TLSv1.2 TLSv1.3\" (the default).")
+    var tlsProtocols: String?
+
     @Option(name: .customLong("tls-cluster"), help: "yes: the cluster bus runs on mutual TLS (default no).")
     var tlsCluster: String?
 
@@ -172,6 +175,7 @@ struct Serve: AsyncParsableCommand {
             ("persistence-queue-limit", persistenceQueueLimit),
             ("tls-port", tlsPort.map(String.init)), ("tls-cert-file", tlsCertFile), ("tls-key-file", tlsKeyFile),
             ("tls-ca-cert-file", tlsCACertFile), ("tls-auth-clients", tlsAuthClients), ("tls-cluster", tlsCluster),
+            ("tls-protocols", tlsProtocols),
         ]
         for case let (name, value?) in flags {
             do {

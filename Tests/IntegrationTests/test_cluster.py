@@ -24,8 +24,14 @@ def _ringcache_only(target):
 
 
 class LocalCluster:
-    def __init__(self, directory, secret="s3cret", extra=""):
+    def __init__(self, directory, secret="s3cret", extra="", tls_dir=None):
+        """With `tls_dir` (certificates from `ringcache tls generate`): `port 0` and
+        `tls-cluster yes`, so clients and the bus speak TLS only."""
         self.directory = directory
+        self.tls_dir = tls_dir
+        if tls_dir:
+            extra = (f"port 0\ntls-cluster yes\ntls-cert-file {tls_dir}/{{node}}.crt\n"
+                     f"tls-key-file {tls_dir}/{{node}}.key\ntls-ca-cert-file {tls_dir}/ca.crt\n") + extra
         self.ports = {name: free_port() for name in NAMES}
         self.bus_ports = {name: free_port() for name in NAMES}
         self.secret = secret
@@ -71,6 +77,9 @@ class LocalCluster:
             self.kill(name, signal.SIGTERM)
 
     def client(self, name, **kw):
+        if self.tls_dir:
+            kw = dict(ssl=True, ssl_ca_certs=f"{self.tls_dir}/ca.crt", ssl_certfile=f"{self.tls_dir}/client.crt",
+                      ssl_keyfile=f"{self.tls_dir}/client.key", **kw)
         return redis.Redis(port=self.ports[name], socket_timeout=5, **kw)
 
     def log(self, name):

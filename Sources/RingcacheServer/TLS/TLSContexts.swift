@@ -86,6 +86,9 @@ public struct TLSContexts: Sendable {
     }
 
     private static func context(_ configuration: TLSConfiguration, _ purpose: String) throws(ConfigurationError) -> NIOSSLContext {
+        var configuration = configuration
+        // A closing connection waits this long for the peer's close_notify (5 s by default).
+        configuration.shutdownTimeout = .milliseconds(500)
         do {
             return try NIOSSLContext(configuration: configuration)
         } catch {
