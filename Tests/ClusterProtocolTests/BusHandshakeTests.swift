@@ -35,6 +35,31 @@ import Testing
         #expect(run(BusHandshakeClient(handshake: BusHandshake(cluster: "prod", secrets: old), me: "n2", expecting: "n1"), &server) != .accept(peer: "n2"))
     }
 
+    /// Under tls-cluster, the server must be a member its certificate names.
+    @Test func theServersNameMustBeOneItsCertificateGives() {
+        var server = BusHandshakeServer(handshake: cluster, me: "n1")
+        let client = BusHandshakeClient(handshake: cluster, me: "n2", expecting: nil)
+        guard case .answer(let challenge) = server.onRequest(client.hello, serverNonce: BusHandshake.makeNonce(), acceptsName: { _ in true }) else {
+            Issue.record("no challenge")
+            return
+        }
+        guard case .success = client.onChallenge(challenge, certificateNames: ["n1", "localhost"]) else {
+            Issue.record("a certificate naming n1 was refused")
+            return
+        }
+        guard case .failure(let error) = client.onChallenge(challenge, certificateNames: ["n3", "localhost"]) else {
+            Issue.record("a certificate naming n3 was accepted for n1")
+            return
+        }
+        #expect(error.message.contains("claims to be 'n1'"))
+        // And the server refuses a client whose name its certificate does not give.
+        var strict = BusHandshakeServer(handshake: cluster, me: "n1")
+        guard case .refuse = strict.onRequest(client.hello, serverNonce: BusHandshake.makeNonce(), acceptsName: { ["n3"].contains($0) }) else {
+            Issue.record("a client claiming a name outside its certificate was answered")
+            return
+        }
+    }
+
     @Test func aWrongSecretOrClusterIsRefused() {
         var server = BusHandshakeServer(handshake: cluster, me: "n1")
         let stranger = BusHandshakeClient(handshake: BusHandshake(cluster: "prod", secrets: ["guess"]), me: "n2", expecting: "n1")
